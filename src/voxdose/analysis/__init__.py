@@ -1,0 +1,1 @@
+"""From dose maps to numbers: DVHs and structure statistics."""

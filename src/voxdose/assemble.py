@@ -1,0 +1,96 @@
+"""Assemble a study into one activity series: register, resample, undo decay correction.
+
+Output: :class:`ActivitySeries`, frames (t, z, y, x) in Bq/mL on the reference SPECT grid,
+times since administration in s, activity present at acquisition (not decay-corrected).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import StudyError
+from .grid import Grid, LabelMap
+from .io.sitk_adapter import read_image, read_labels
+from .io.study import Study
+from .nuclide import Nuclide
+from .registration import (Registration, identity_registration, register_rigid,
+                           resample_concentration, resample_labels)
+from .units import hours_to_seconds
+
+
+@dataclass(frozen=True, eq=False)
+class ActivitySeries:
+    """Activity-concentration frames on one grid.
+
+    frames_bq_ml : (t, z, y, x) activity concentration at acquisition time, Bq/mL
+    times_s : (t,) time after administration, s
+    decay_corrected : False here: frames hold the activity present at each time
+    """
+
+    frames_bq_ml: np.ndarray
+    grid: Grid
+    times_s: np.ndarray
+    nuclide: Nuclide
+    decay_corrected: bool = False
+    info: dict = field(default_factory=dict)
+
+    def total_activity_bq(self) -> np.ndarray:
+        """Activity in the field of view per frame, Bq."""
+        return self.frames_bq_ml.reshape(len(self.times_s), -1).sum(axis=1) * \
+            self.grid.voxel_volume_ml
+
+
+def assemble_series(study: Study, progress=None) -> tuple[ActivitySeries, list[Registration],
+                                                          LabelMap | None]:
+    """Load every frame, register it to the reference time point, resample to the reference
+    SPECT grid, and undo a vendor decay correction. Also brings the labels onto that grid."""
+    ref = study.reference_index
+    ref_spect = read_image(study.timepoints[ref].spect, "activity concentration", "Bq/mL")
+    grid = ref_spect.grid
+    use_ct = study.has_ct
+    fixed = read_image(study.timepoints[ref].ct, "CT", "HU") if use_ct else ref_spect
+    lam = study.nuclide.decay_constant_per_s
+    frames, regs, reports = [], [], []
+    for i, tp in enumerate(study.timepoints):
+        spect = ref_spect if i == ref else read_image(tp.spect, "activity concentration",
+                                                      "Bq/mL")
+        spect = spect.with_data(spect.data * study.spect_to_bq_ml)
+        if np.any(spect.data < 0):
+            n_neg = int((spect.data < 0).sum())
+            spect = spect.with_data(np.clip(spect.data, 0, None))
+            reports.append({"time_index": i, "negative_voxels_clipped": n_neg})
+        if i == ref:
+            reg = identity_registration()
+        else:
+            moving = read_image(tp.ct, "CT", "HU") if use_ct else spect
+            try:
+                reg = register_rigid(fixed, moving)
+            except RuntimeError as exc:
+                raise StudyError(f"registration of time point {i} ({tp.ct or tp.spect}) to the "
+                                 f"reference failed: {str(exc).strip()[-120:]}") from None
+        res, rep = resample_concentration(spect, grid, reg)
+        data = res.data
+        if study.decay_corrected:
+            data = data * np.exp(-lam * hours_to_seconds(tp.time_h))
+        frames.append(data)
+        regs.append(reg)
+        reports.append({"time_index": i, "time_h": tp.time_h, **rep,
+                        "registration": reg.to_dict()})
+        if progress:
+            progress(i + 1, len(study.timepoints))
+    labels = None
+    if study.labels is not None:
+        lab = read_labels(study.labels, study.names)
+        unknown = sorted(set(np.unique(lab.data).tolist()) - set(study.names) - {0})
+        if unknown:
+            raise StudyError(f"{study.labels}: label values {unknown} have no name in "
+                             f"{study.path.name}'s structures.names file; add them")
+        labels = LabelMap(resample_labels(lab.data, lab.grid, grid), grid, dict(study.names))
+    series = ActivitySeries(np.stack(frames), grid,
+                            np.array([hours_to_seconds(t) for t in study.times_h]),
+                            study.nuclide, False,
+                            {"registration": "CT-to-CT rigid" if use_ct else
+                             "SPECT-to-SPECT rigid", "frames": reports})
+    return series, regs, labels

@@ -1,0 +1,1 @@
+"""Dose calculation: water data, point and voxel dose kernels, dose engines."""

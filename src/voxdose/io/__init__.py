@@ -1,0 +1,1 @@
+"""Input and output: images (SimpleITK adapter), the study file, atomic writes."""

@@ -1,0 +1,1 @@
+"""Time-activity curves -> time-integrated activity (TIA)."""

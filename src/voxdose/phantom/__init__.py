@@ -1,0 +1,1 @@
+"""The embedded synthetic patient study: anatomy, kinetics, and SPECT/CT frames."""

@@ -1,0 +1,185 @@
+"""The whole chain: study -> activity series -> TIA -> dose -> DVHs -> results folder.
+
+Used by ``voxdose run STUDY.toml`` and ``voxdose demo``. Every stage reports progress to an
+optional ``reporter`` (the CLI passes a Rich one). All outputs are staged in a hidden
+folder and moved into place only when everything succeeded (no partial results).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .analysis.dvh import DVH, compute_dvhs, dvh_csv
+from .assemble import assemble_series
+from .backend import get_backend, to_numpy
+from .dose.engine import KernelConvolution, LocalDeposition
+from .dose.point_kernel import point_kernel_for
+from .dose.voxel_kernel import voxel_kernel
+from .grid import Image
+from .io.atomic import staged_directory, write_json, write_text
+from .io.sitk_adapter import write_image
+from .io.study import load_study
+from .kinetics.tail_fit import STATUS, tia_concentration
+from .report_plots import plot_dose_slices, plot_dvhs
+
+
+class NullReporter:
+    """Reporter interface: ``stage(name, total)`` yields an ``advance(done, total)`` callable."""
+
+    @contextmanager
+    def stage(self, name: str, total: int = 1):
+        yield lambda done=None, tot=None: None
+
+
+@dataclass
+class PipelineResult:
+    out_dir: Path
+    dvhs: dict[str, list[DVH]]
+    files: list[str]
+    timings_s: dict[str, float]
+    provenance: dict = field(default_factory=dict)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    import numba
+    import scipy
+    import SimpleITK
+
+    return {"voxdose": __version__, "python": platform.python_version(),
+            "numpy": np.__version__, "scipy": scipy.__version__, "numba": numba.__version__,
+            "SimpleITK": SimpleITK.Version_VersionString()}
+
+
+def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
+                 kernel_radius_mm: float = 200.0) -> PipelineResult:
+    """Run every stage on the study at ``study_path``; write results into ``out_dir``."""
+    rep = reporter or NullReporter()
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    with rep.stage("validate study") as adv:
+        t0 = time.perf_counter()
+        study = load_study(study_path)
+        backend = get_backend(device)
+        adv(1, 1)
+        timings["validate"] = time.perf_counter() - t0
+
+    with rep.stage("register + resample", len(study.timepoints)) as adv:
+        t0 = time.perf_counter()
+        series, _, labels = assemble_series(study, progress=adv)
+        timings["register_resample"] = time.perf_counter() - t0
+
+    grid = series.grid
+    nuc = study.nuclide
+    with rep.stage("fit time-activity curves") as adv:
+        t0 = time.perf_counter()
+        tia_c, lam_eff, status = tia_concentration(series.times_s, series.frames_bq_ml,
+                                                   nuc.decay_constant_per_s)
+        tia = Image(tia_c * grid.voxel_volume_ml, grid, "time-integrated activity",
+                    "Bq*s per voxel (decays)",
+                    {"model": "trapezoid to peak (0 at t=0) + weighted mono-exponential tail, "
+                              "lambda >= lambda_physical"})
+        adv(1, 1)
+        timings["tia_fit"] = time.perf_counter() - t0
+
+    with rep.stage(f"{nuc.name} voxel kernel") as adv:
+        t0 = time.perf_counter()
+        kern = voxel_kernel(point_kernel_for(nuc), grid.spacing_mm, radius_mm=kernel_radius_mm)
+        adv(1, 1)
+        timings["kernel"] = time.perf_counter() - t0
+
+    with rep.stage(f"dose ({backend.name})", 2) as adv:
+        t0 = time.perf_counter()
+        dose_k = KernelConvolution(kern).dose(tia, backend)
+        dose_k = dose_k.with_data(to_numpy(dose_k.data))
+        adv(1, 2)
+        dose_l = LocalDeposition(nuc).dose(tia, backend)
+        dose_l = dose_l.with_data(to_numpy(dose_l.data))
+        adv(2, 2)
+        timings["dose"] = time.perf_counter() - t0
+
+    dvhs: dict[str, list[DVH]] = {}
+    if labels is not None:
+        dvhs = {"kernel": compute_dvhs(dose_k, labels), "ldm": compute_dvhs(dose_l, labels)}
+
+    tag = nuc.name.replace("-", "").lower()
+    out_dir = Path(out_dir)
+    files = []
+    with rep.stage("write results") as adv, staged_directory(out_dir) as stage:
+        t0 = time.perf_counter()
+        common = {"nuclide": nuc.name, "voxdose_version": __version__}
+        write_image(stage / "tia_bq_s.nii.gz", tia, dtype=np.float32, sidecar=common)
+        write_image(stage / "fit_status.nii.gz", tia.with_data(status.astype(np.uint8),
+                    quantity="fit status", unit="code",
+                    meta={"codes": {str(k): v for k, v in STATUS.items()}}), dtype=np.uint8)
+        write_image(stage / f"dose_{tag}_kernel_gy.nii.gz", dose_k, sidecar=common)
+        write_image(stage / f"dose_{tag}_ldm_gy.nii.gz", dose_l, sidecar=common)
+        files += ["tia_bq_s.nii.gz", "fit_status.nii.gz", f"dose_{tag}_kernel_gy.nii.gz",
+                  f"dose_{tag}_ldm_gy.nii.gz"]
+        if dvhs:
+            write_text(stage / "dvh.csv", dvh_csv(dvhs["kernel"]))
+            write_text(stage / "dvh_ldm.csv", dvh_csv(dvhs["ldm"]))
+            plot_dvhs(stage / "dvh.png", dvhs["kernel"],
+                      f"{study.name}: {nuc.name} cumulative DVH (kernel convolution)")
+            files += ["dvh.csv", "dvh_ldm.csv", "dvh.png"]
+        lab = None if labels is None else labels.data
+        centre = np.unravel_index(int(np.argmax(dose_k.data)), grid.shape)
+        if labels is not None:
+            kid = [v for v, n in labels.names.items() if "kidney" in n]
+            if kid and np.any(np.isin(lab, kid)):
+                centre = [int(round(c)) for c in np.argwhere(np.isin(lab, kid)).mean(axis=0)]
+        plot_dose_slices(stage / "dose_slice.png", np.asarray(dose_k.data), grid.spacing_mm, lab,
+                         centre, f"{study.name}: {nuc.name} absorbed dose (Gy)")
+        files.append("dose_slice.png")
+        timings["write"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_all
+        prov = {
+            "voxdose": _versions(),
+            "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "device": backend.name,
+            "study": {"path": str(study.path), "name": study.name, "nuclide": nuc.name,
+                      "half_life_s": nuc.half_life_s,
+                      "administered_activity_mbq": study.administered_activity_mbq,
+                      "times_h": study.times_h, "reference_timepoint": study.reference_index,
+                      "spect_to_bq_ml": study.spect_to_bq_ml,
+                      "decay_corrected_input": study.decay_corrected},
+            "inputs_sha256": {str(p): _sha256(p) for p in _inputs(study)},
+            "grid": grid.to_dict(),
+            "assembly": series.info,
+            "tia": {"model": tia.meta["model"], "status_counts": {
+                STATUS[int(k)]: int(c) for k, c in zip(*np.unique(status, return_counts=True))},
+                "total_tia_bq_s": float(np.sum(tia.data))},
+            "dose": {"kernel": dose_k.meta, "ldm": dose_l.meta, "density": "water (1 g/cm^3)"},
+            "timings_s": timings,
+            "outputs": files + ["provenance.json"],
+        }
+        write_json(stage / "provenance.json", prov)
+        adv(1, 1)
+    return PipelineResult(out_dir, dvhs, files + ["provenance.json"], timings, prov)
+
+
+def _inputs(study) -> list[Path]:
+    out = [study.path]
+    for tp in study.timepoints:
+        out.append(tp.spect)
+        if tp.ct is not None:
+            out.append(tp.ct)
+    if study.labels is not None:
+        out.append(study.labels)
+    return out
