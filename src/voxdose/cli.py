@@ -22,7 +22,8 @@ from .errors import VoxdoseError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="voxdose: voxel dosimetry for radiopharmaceutical therapy "
                        "(SPECT/CT time points -> TIA -> absorbed dose in Gy).")
-console = Console()
+# Not a terminal (CI, pipes): wide enough for the structure table instead of 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=110)
 err_console = Console(stderr=True)
 
 DEVICE_HELP = "compute device: auto (GPU if a usable CUDA GPU is found, else CPU), cpu, gpu"
@@ -57,11 +58,10 @@ def _print_table(result, title: str) -> None:
         console.print("[yellow]no structures given: no DVH table[/]")
         return
     ldm = {h.name: h for h in result.dvhs["ldm"]}
-    t = Table(title=title, title_style="bold")
-    for col, just in (("structure", "left"), ("volume mL", "right"), ("mean Gy", "right"),
-                      ("min Gy", "right"), ("max Gy", "right"), ("D2 Gy", "right"),
-                      ("D50 Gy", "right"), ("D98 Gy", "right"), ("LDM mean Gy", "right")):
-        t.add_column(col, justify=just)
+    t = Table(title=title, title_style="bold", caption="doses in Gy; LDM = local deposition")
+    t.add_column("structure", no_wrap=True)
+    for col in ("mL", "mean", "min", "max", "D2", "D50", "D98", "LDM mean"):
+        t.add_column(col, justify="right", no_wrap=True)
     for h in result.dvhs["kernel"]:
         t.add_row(h.name, f"{h.volume_ml:.1f}", f"{h.mean_gy:.3g}", f"{h.min_gy:.3g}",
                   f"{h.max_gy:.3g}", f"{h.d(2):.3g}", f"{h.d(50):.3g}", f"{h.d(98):.3g}",
@@ -78,7 +78,7 @@ def _run(study_path: Path, out: Path, device: str, t_start: float) -> None:
             result = run_pipeline(study_path, out, device=device, reporter=RichReporter(prog))
     for w in caught:
         if "device 'auto'" in str(w.message):
-            console.print(f"[yellow]{w.message}[/]")
+            console.print(str(w.message), style="yellow", markup=False)
     nuc = result.provenance["study"]["nuclide"]
     _print_table(result, f"{nuc} absorbed dose per structure (kernel convolution, water)")
     console.print(f"results in [bold]{out}[/]: {', '.join(result.files)}")
@@ -127,7 +127,8 @@ def main(argv=None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except VoxdoseError as exc:
-        err_console.print(f"voxdose: error: {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"voxdose: error: {exc}", highlight=False, soft_wrap=True,
+                          markup=False)
         return 2
     except (typer.Exit, SystemExit) as exc:  # --help, click usage errors handled below
         return int(getattr(exc, "exit_code", getattr(exc, "code", 0)) or 0)

@@ -56,8 +56,9 @@ def plot_dose_slices(path: Path, dose_gy: np.ndarray, spacing_mm_zyx, labels: np
         im = ax.imshow(img, cmap="inferno", vmin=0, vmax=vmax, origin=origin,
                        aspect=s_row / s_col, interpolation="nearest")
         if lab is not None:
+            # contour's default puts lab[0, 0] at data (0, 0), as imshow does on its axes
             ax.contour(lab, levels=np.arange(0.5, lab.max() + 1), colors="cyan",
-                       linewidths=0.4, origin=origin)
+                       linewidths=0.4)
         ax.set_title(f"{name} slice", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])

@@ -167,9 +167,10 @@ class PointKernel:
             if ee.size:
                 acc += scaled_electron_cdf(rr / er) @ (ey * ee)
             if pe.size:
-                k = mu / mu_en - 1.0
+                # 1 - (mu_en/mu) e^-x (1 + k(1 + x)) written without cancellation (x = mu r):
+                # = (1 - e^-x) - (1 - mu_en/mu) x e^-x, exactly 0 at r = 0
                 mr = rr * mu
-                frac = 1.0 - (mu_en / mu) * np.exp(-mr) * (1.0 + k * (1.0 + mr))
+                frac = -np.expm1(-mr) - (1.0 - mu_en / mu) * mr * np.exp(-mr)
                 acc += frac @ (py * pe)
             out[sl] = acc
         if include_local:

@@ -15,7 +15,7 @@ Format (paths relative to the study file; times in hours after administration)::
 
     [structures]                       # optional
     labels = "labels.nii.gz"           # integer labels on the reference CT grid
-    names = "labels.json"              # {"1": "liver", ...}
+    names = "structure_names.json"              # {"1": "liver", ...}
 
     [[timepoints]]                     # one per acquisition, strictly increasing time_h
     time_h = 1.0

@@ -15,7 +15,7 @@ Physical decay during a frame is neglected (a 20-min frame at 6.6 d half-life: <
 
 Files written (the study file is the user's interface; ``truth/`` is for tests):
 ``study.toml``, ``ct_XXXh.nii.gz``, ``spect_XXXh.nii.gz`` (+ JSON sidecars),
-``labels.nii.gz`` + ``labels.json`` (reference CT grid), ``truth/truth.json``,
+``labels.nii.gz`` + ``structure_names.json`` (reference CT grid), ``truth/truth.json``,
 ``truth/tia_true_bq_s.nii.gz`` and ``truth/tia_true_blurred_bq_s.nii.gz`` (SPECT grid,
 decays per voxel), ``truth/labels_spect.nii.gz``.
 """
@@ -164,7 +164,7 @@ def build_study(out_dir, cfg: PhantomConfig | None = None, progress=None) -> Pat
                 progress(i + 1, len(cfg.times_h))
 
         write_labels(stage / "labels.nii.gz", LabelMap(ref_labels, ct_grid, names))
-        write_json(stage / "labels.json", {str(k): v for k, v in names.items()})
+        write_json(stage / "structure_names.json", {str(k): v for k, v in names.items()})
         write_text(stage / "study.toml", _study_toml(cfg, timepoints))
 
         # Ground truth for tests, on the SPECT grid (reference pose).
@@ -214,7 +214,7 @@ def _study_toml(cfg: PhantomConfig, timepoints: list[dict]) -> str:
         "",
         "[structures]",
         'labels = "labels.nii.gz"    # integer labels on the reference CT grid',
-        'names = "labels.json"       # {"label value": "structure name"}',
+        'names = "structure_names.json"       # {"label value": "structure name"}',
         "",
     ]
     for tp in timepoints:

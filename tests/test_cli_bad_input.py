@@ -1,0 +1,90 @@
+"""Bad input: one clear line on stderr, exit code 2, no partial results."""
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from voxdose.cli import main
+from voxdose.grid import Grid, LabelMap
+from voxdose.io.sitk_adapter import write_labels
+
+
+@pytest.fixture()
+def study_copy(small_study, tmp_path):
+    dst = tmp_path / "study"
+    shutil.copytree(small_study.parent, dst)
+    return dst / "study.toml"
+
+
+def _run_expect_error(study, tmp_path, capsys, pattern):
+    out = tmp_path / "results"
+    rc = main(["run", str(study), "--out", str(out), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1, err
+    assert re.search(pattern, err), err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".results")]
+    return err
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_missing_image(study_copy, tmp_path, capsys):
+    (study_copy.parent / "spect_024h.nii.gz").unlink()
+    _run_expect_error(study_copy, tmp_path, capsys, r"timepoints\[2\]\.spect.*not found")
+
+
+def test_unknown_nuclide(study_copy, tmp_path, capsys):
+    _edit(study_copy, 'nuclide = "Lu-177"', 'nuclide = "Lu-999"')
+    _run_expect_error(study_copy, tmp_path, capsys, r"nuclide 'Lu-999'")
+
+
+def test_non_increasing_times(study_copy, tmp_path, capsys):
+    _edit(study_copy, "time_h = 48.0", "time_h = 20.0")
+    _run_expect_error(study_copy, tmp_path, capsys, r"strictly increasing")
+
+
+def test_label_grid_mismatch(study_copy, tmp_path, capsys):
+    g = Grid.from_spacing((10, 10, 10), (5.0, 5.0, 5.0))
+    write_labels(study_copy.parent / "labels.nii.gz",
+                 LabelMap(np.ones(g.shape, dtype=np.int32), g, {1: "body"}))
+    _run_expect_error(study_copy, tmp_path, capsys, r"labels grid .* does not match")
+
+
+def test_negative_activity_key(study_copy, tmp_path, capsys):
+    _edit(study_copy, "administered_activity_mbq = 7400.0", "administered_activity_mbq = -1")
+    _run_expect_error(study_copy, tmp_path, capsys, r"administered_activity_mbq.*> 0")
+
+
+def test_not_toml(tmp_path, capsys):
+    bad = tmp_path / "study.toml"
+    bad.write_text("this is [not toml")
+    _run_expect_error(bad, tmp_path, capsys, r"not valid TOML")
+
+
+def test_missing_study_file(tmp_path, capsys):
+    _run_expect_error(tmp_path / "nope.toml", tmp_path, capsys, r"study file not found")
+
+
+def test_gpu_requested_without_gpu_is_clear_error(study_copy, tmp_path, capsys):
+    from voxdose.backend import gpu_available
+
+    if gpu_available():
+        pytest.skip("a GPU is present")
+    out = tmp_path / "results"
+    rc = main(["run", str(study_copy), "--out", str(out), "--device", "gpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--device gpu" in err and not out.exists()
+
+
+def test_help_mentions_units(capsys):
+    rc = main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "hours" in out
