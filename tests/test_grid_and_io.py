@@ -6,10 +6,19 @@ import SimpleITK as sitk
 
 from voxdose.errors import InputError
 from voxdose.grid import Grid, Image
-from voxdose.io.sitk_adapter import (grid_from_sitk, image_to_sitk, read_image,
-                                     sitk_to_array_and_grid, write_image)
-from voxdose.units import (gy_per_decay_to_mgy_per_mbq_s, hours_to_seconds,
-                           mgy_per_mbq_s_to_gy_per_decay, seconds_to_hours)
+from voxdose.io.sitk_adapter import (
+    grid_from_sitk,
+    image_to_sitk,
+    read_image,
+    sitk_to_array_and_grid,
+    write_image,
+)
+from voxdose.units import (
+    gy_per_decay_to_mgy_per_mbq_s,
+    hours_to_seconds,
+    mgy_per_mbq_s_to_gy_per_decay,
+    seconds_to_hours,
+)
 
 
 def _oblique_grid():

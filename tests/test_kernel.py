@@ -17,6 +17,7 @@ from voxdose.dose.voxel_kernel import (
     VoxelKernel,
     _far_offset_values,
     _near_offset_value,
+    _tent_gauss_nodes,
     voxel_kernel,
 )
 from voxdose.errors import InputError
@@ -229,6 +230,20 @@ def test_far_field_matches_point_kernel(lu, lu_48):
     for o in [(0, 0, 10), (0, 10, 0), (10, 0, 0)]:
         val = d[h[0] + o[0], h[1] + o[1], h[2] + o[2]]
         assert val == pytest.approx(lu.dose_gy_per_decay(48.0), rel=0.01)
+
+
+def test_tent_quadrature_moments():
+    # tent density t(u) = (1 - |u|/s)/s on [-s, s]: E[1] = 1, E[u] = 0, E[u^2] = s^2/6,
+    # E[u^4] = s^4/15, E[|u|^3] = s^3/10 (exact for the 3+3-node rule)
+    s = 4.42
+    u, w = _tent_gauss_nodes(s)
+    assert u.shape == w.shape == (6,)
+    assert np.all(np.abs(u) < s) and np.all(w > 0)
+    assert w.sum() == pytest.approx(1.0, rel=1e-14)
+    assert w @ u == pytest.approx(0.0, abs=1e-14)
+    assert w @ u**2 == pytest.approx(s**2 / 6, rel=1e-12)
+    assert w @ u**4 == pytest.approx(s**4 / 15, rel=1e-12)
+    assert w @ np.abs(u) ** 3 == pytest.approx(s**3 / 10, rel=1e-12)
 
 
 def test_near_and_far_agree_at_the_boundary(lu, y90):

@@ -37,7 +37,7 @@ def test_study_totals_equal_administered_activity_times_kinetics(small_study):
     labels = read_labels(small_study.parent / "labels.nii.gz", {})
     lam = load_nuclide("Lu-177").decay_constant_per_s
     a0 = cfg.administered_activity_mbq * 1e6
-    for i, t_h in enumerate(cfg.times_h):
+    for t_h in cfg.times_h:
         conc = concentration_lut(truth["volumes_ml"], t_h * SECONDS_PER_HOUR, cfg, lam)[
             labels.data]
         total = conc.sum() * ct_grid.voxel_volume_ml

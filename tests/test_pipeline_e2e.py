@@ -24,8 +24,8 @@ def _direct_kidney_doses(study_toml, dose_grid_spacing, structure="kidney_left")
     """Mean dose in a structure from the phantom's true TIA (unblurred, and blurred by the
     camera's PSF), convolved with the same kernel the pipeline uses."""
     truth = study_toml.parent / "truth"
-    names = {int(k): v for k, v in json.loads((study_toml.parent / "structure_names.json").read_text())
-             .items()}
+    raw = json.loads((study_toml.parent / "structure_names.json").read_text())
+    names = {int(k): v for k, v in raw.items()}
     labels = read_labels(truth / "labels_spect.nii.gz", names)
     kern = voxel_kernel(point_kernel_for(load_nuclide("Lu-177")), dose_grid_spacing)
     eng = KernelConvolution(kern)

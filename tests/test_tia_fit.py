@@ -18,7 +18,7 @@ def _frames(curve, shape=(2, 3, 4)):
 
 def test_pure_physical_decay_integrates_to_a0_over_lambda():
     a0 = 1000.0
-    tia, lam, status = tia_concentration(T_S, _frames(a0 * np.exp(-LAM_LU * T_S)), LAM_LU)
+    tia, lam, _ = tia_concentration(T_S, _frames(a0 * np.exp(-LAM_LU * T_S)), LAM_LU)
     # exact: a0/lambda; the head rule (linear rise from 0 to the first sample) loses
     # int_0^t0 a(t) dt - a(t0) t0 / 2 which we add back to compare exactly
     head_loss = a0 * (1 - math.exp(-LAM_LU * T_S[0])) / LAM_LU - 0.5 * T_S[0] * a0 * math.exp(
@@ -30,7 +30,7 @@ def test_pure_physical_decay_integrates_to_a0_over_lambda():
 def test_washout_faster_than_physical_is_recovered():
     lam_eff = LAM_LU + math.log(2) / (20 * 3600)
     a = 50.0 * np.exp(-lam_eff * T_S)
-    tia, lam, status = tia_concentration(T_S, _frames(a), LAM_LU)
+    _, lam, status = tia_concentration(T_S, _frames(a), LAM_LU)
     assert lam[0, 0, 0] == pytest.approx(lam_eff, rel=1e-6)
     assert status[0, 0, 0] == 0
 
@@ -59,7 +59,7 @@ def test_zeros_background_and_peak_at_end_never_nan():
         [5, 0, 0, 0, 1],            # only one positive point after the peak... and a late one
     ], dtype=float).T
     frames = curves[:, :, None, None]
-    tia, lam, status = tia_concentration(T_S, frames, LAM_LU)
+    tia, _, _ = tia_concentration(T_S, frames, LAM_LU)
     assert np.all(np.isfinite(tia)) and np.all(tia >= 0)
     assert tia[0, 0, 0] == 0
     # rising curve: trapezoid + physical tail from the last sample

@@ -15,8 +15,13 @@ from .grid import Grid, LabelMap
 from .io.sitk_adapter import read_image, read_labels
 from .io.study import Study
 from .nuclide import Nuclide
-from .registration import (Registration, identity_registration, register_rigid,
-                           resample_concentration, resample_labels)
+from .registration import (
+    Registration,
+    identity_registration,
+    register_rigid,
+    resample_concentration,
+    resample_labels,
+)
 from .units import hours_to_seconds
 
 

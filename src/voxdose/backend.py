@@ -52,7 +52,7 @@ def cpu_backend() -> Backend:
 def _gpu_probe() -> tuple[bool, str]:
     """(available, reason). Tries a real allocation, not just the import."""
     try:
-        import cupy  # noqa: F401
+        import cupy
     except Exception as exc:  # ImportError, or a broken CUDA install
         return False, f"CuPy is not importable ({type(exc).__name__}); install voxdose[gpu]"
     try:

@@ -103,7 +103,7 @@ class Grid:
         z = a[2, 0] * iz + a[2, 1] * iy + a[2, 2] * ix + a[2, 3]
         return x, y, z
 
-    def same_as(self, other: "Grid", tol_mm: float = 1e-3) -> bool:
+    def same_as(self, other: Grid, tol_mm: float = 1e-3) -> bool:
         """True when shapes are equal and affines agree within ``tol_mm``."""
         return self.shape == other.shape and bool(
             np.allclose(self.affine, other.affine, atol=tol_mm, rtol=0))
@@ -129,9 +129,10 @@ class Image:
     def __post_init__(self):
         if tuple(self.data.shape) != self.grid.shape:
             raise InputError(
-                f"image data shape {tuple(self.data.shape)} does not match its grid {self.grid.shape}")
+                f"image data shape {tuple(self.data.shape)} does not match its grid "
+                f"{self.grid.shape}")
 
-    def with_data(self, data, **changes) -> "Image":
+    def with_data(self, data, **changes) -> Image:
         """A new image on the same grid with new data (and optionally quantity/unit/meta)."""
         return replace(self, data=data, **changes)
 
@@ -147,7 +148,8 @@ class LabelMap:
     def __post_init__(self):
         if tuple(self.data.shape) != self.grid.shape:
             raise InputError(
-                f"label data shape {tuple(self.data.shape)} does not match its grid {self.grid.shape}")
+                f"label data shape {tuple(self.data.shape)} does not match its grid "
+                f"{self.grid.shape}")
         if not np.issubdtype(np.asarray(self.data).dtype, np.integer):
             raise InputError("label image must hold integers (one value per structure)")
 
@@ -156,7 +158,8 @@ class LabelMap:
         for value, n in self.names.items():
             if n == name:
                 return self.data == value
-        raise InputError(f"structure '{name}' not found; known: {sorted(self.names.values())}")
+        raise InputError(
+            f"structure '{name}' not found; known: {sorted(self.names.values())}")
 
     def volume_ml(self, name: str) -> float:
         return float(self.mask(name).sum()) * self.grid.voxel_volume_ml

@@ -89,7 +89,7 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
     nuc = study.nuclide
     with rep.stage("fit time-activity curves") as adv:
         t0 = time.perf_counter()
-        tia_c, lam_eff, status = tia_concentration(series.times_s, series.frames_bq_ml,
+        tia_c, _lam_eff, status = tia_concentration(series.times_s, series.frames_bq_ml,
                                                    nuc.decay_constant_per_s)
         tia = Image(tia_c * grid.voxel_volume_ml, grid, "time-integrated activity",
                     "Bq*s per voxel (decays)",

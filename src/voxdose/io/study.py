@@ -27,6 +27,7 @@ Everything is checked before any computation starts; an error names the key and 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import tomllib
@@ -164,7 +165,7 @@ def load_study(path) -> Study:
         ct = _file(base, tp["ct"], where + "ct", path) if "ct" in tp else None
         tps.append(TimePoint(t_h, spect, ct))
     times = [tp.time_h for tp in tps]
-    if any(b <= a for a, b in zip(times, times[1:])):
+    if any(b <= a for a, b in itertools.pairwise(times)):
         raise StudyError(f"{path}: timepoints must be in strictly increasing time_h, got {times}")
     if any(tp.ct is None for tp in tps) and any(tp.ct is not None for tp in tps):
         raise StudyError(f"{path}: give a ct for every time point or for none")

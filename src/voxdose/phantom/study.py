@@ -61,7 +61,7 @@ class PhantomConfig:
     kinetics: dict = field(default_factory=lambda: dict(CXCR4_KINETICS))
 
     @classmethod
-    def small(cls, **kw) -> "PhantomConfig":
+    def small(cls, **kw) -> PhantomConfig:
         """Coarse variant (4.8 mm CT, 9.6 mm SPECT) for quick demos and tests."""
         return cls(ct_spacing_mm=4.8, **kw)
 
