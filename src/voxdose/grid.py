@@ -139,7 +139,7 @@ class Image:
 
 @dataclass(frozen=True, eq=False)
 class LabelMap:
-    """Integer structure labels on a grid; ``names`` maps label value -> structure name (0 = none)."""
+    """Integer structure labels on a grid; ``names``: label value -> structure name (0 = none)."""
 
     data: np.ndarray
     grid: Grid
