@@ -21,8 +21,10 @@ def study_copy(small_study, tmp_path):
 def _run_expect_error(study, tmp_path, capsys, pattern):
     out = tmp_path / "results"
     rc = main(["run", str(study), "--out", str(out), "--device", "cpu"])
-    err = capsys.readouterr().err.strip()
+    captured = capsys.readouterr()
+    err = captured.err.strip()
     assert rc == 2
+    assert captured.out == ""  # nothing drawn before the error
     assert len(err.splitlines()) == 1, err
     assert re.search(pattern, err), err
     assert not out.exists()

@@ -70,12 +70,18 @@ def _print_table(result, title: str) -> None:
 
 
 def _run(study_path: Path, out: Path, device: str, t_start: float) -> None:
+    from .backend import DEVICES
+    from .errors import InputError
+    from .io.study import load_study
     from .pipeline import run_pipeline
 
+    if device not in DEVICES:
+        raise InputError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
+    study = load_study(study_path)  # fail on bad input before any progress bar is drawn
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         with _progress() as prog:
-            result = run_pipeline(study_path, out, device=device, reporter=RichReporter(prog))
+            result = run_pipeline(study, out, device=device, reporter=RichReporter(prog))
     for w in caught:
         if "device 'auto'" in str(w.message):
             console.print(str(w.message), style="yellow", markup=False)
@@ -96,8 +102,8 @@ def demo(
                                        help="administered activity, MBq (default 7.4 GBq)"),
     seed: int = typer.Option(20161, help="random seed of the phantom's noise and misalignment"),
 ):
-    """Build the embedded synthetic patient study (Lu-177 CXCR4 ligand, SPECT/CT at 1, 4, 24,
-    48, 168 h) in OUT_DIR/study and run the whole pipeline into OUT_DIR/results."""
+    """Build the synthetic patient study (Lu-177 CXCR4 ligand, SPECT/CT at 1-168 h) in
+    OUT_DIR/study, run the whole pipeline into OUT_DIR/results, print a dose table."""
     from .phantom.study import PhantomConfig, build_study
 
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from .dose.voxel_kernel import voxel_kernel
 from .grid import Image
 from .io.atomic import staged_directory, write_json, write_text
 from .io.sitk_adapter import write_image
-from .io.study import load_study
+from .io.study import Study, load_study
 from .kinetics.tail_fit import STATUS, tia_concentration
 from .report_plots import plot_dose_slices, plot_dvhs
 
@@ -68,14 +68,15 @@ def _versions() -> dict:
 
 def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
                  kernel_radius_mm: float = 200.0) -> PipelineResult:
-    """Run every stage on the study at ``study_path``; write results into ``out_dir``."""
+    """Run every stage on a study (path of study.toml, or a validated :class:`Study`);
+    write results into ``out_dir``."""
     rep = reporter or NullReporter()
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
     with rep.stage("validate study") as adv:
         t0 = time.perf_counter()
-        study = load_study(study_path)
+        study = study_path if isinstance(study_path, Study) else load_study(study_path)
         backend = get_backend(device)
         adv(1, 1)
         timings["validate"] = time.perf_counter() - t0
