@@ -129,6 +129,21 @@ def run(
     _run(study, out or study.parent / "results", device, t0)
 
 
+# Commands of later stages live in their own modules (cli_<stage>.py) and register on ``app``
+# when imported here; each keeps its options, help text and units next to its code.
+def _register_commands() -> None:
+    import importlib
+    import pkgutil
+
+    from . import __path__ as pkg_path
+
+    for mod in sorted(m.name for m in pkgutil.iter_modules(pkg_path) if m.name.startswith("cli_")):
+        importlib.import_module(f"{__package__}.{mod}")
+
+
+_register_commands()
+
+
 def main(argv=None) -> int:
     try:
         app(args=argv, standalone_mode=False)
