@@ -165,5 +165,7 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+if __name__ == "__main__":  # pragma: no cover - use `python -m voxdose` (one app instance)
+    from voxdose.cli import main as _main
+
+    sys.exit(_main())
