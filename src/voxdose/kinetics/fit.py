@@ -1,0 +1,202 @@
+"""Per-voxel (and per-region) time-activity fitting -> TIA with uncertainty.
+
+Public API: :func:`fit_tia` (4D frames on one grid -> :class:`TiaFit` maps),
+:func:`fit_curves` (any set of curves, e.g. organ TACs). The maths is in
+:mod:`voxdose.kinetics.lm_core` (one source, compiled for the CPU here and for CUDA in
+:mod:`voxdose.kinetics.cuda_fit`); the models and their integrals in
+:mod:`voxdose.kinetics.models`.
+
+Units at this boundary: times in s, activity concentration in Bq/mL, TIA concentration in
+Bq*s/mL (multiply by the voxel volume in mL for decays per voxel), decay constants 1/s.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from ..errors import InputError
+from . import lm_core
+from .models import MODEL_IDS
+
+
+WEIGHTINGS = ("poisson", "uniform")
+TAILS = ("physical", "fitted")
+CHUNK_VOXELS = 1 << 18  # curves copied and fitted per chunk (memory stays ~ 50 MB per chunk)
+
+
+@numba.njit(parallel=True, cache=True)
+def _fit_block_cpu(t_h, Y, model, lam_phys, lift, poisson, background, noise_rel, tail_fitted,
+                   out, params):
+    nv, n = Y.shape
+    nblocks = min(nv, 16 * numba.get_num_threads())
+    per = (nv + nblocks - 1) // nblocks
+    for b in numba.prange(nblocks):
+        y = np.empty(lm_core.MAX_T)
+        w = np.empty(lm_core.MAX_T)
+        f = np.empty(lm_core.MAX_T)
+        f2 = np.empty(lm_core.MAX_T)
+        J = np.empty((lm_core.MAX_T, lm_core.MAX_P))
+        A = np.empty((lm_core.MAX_P, lm_core.MAX_P))
+        L = np.empty((lm_core.MAX_P, lm_core.MAX_P))
+        g = np.empty(lm_core.MAX_P)
+        d = np.empty(lm_core.MAX_P)
+        pn = np.empty(lm_core.MAX_P)
+        p = np.empty(lm_core.MAX_P)
+        best = np.empty(lm_core.N_OUT)
+        for v in range(b * per, min(nv, (b + 1) * per)):
+            lm_core.fit_curve(t_h, Y, v, n, model, lam_phys, lift, poisson, background, noise_rel,
+                          tail_fitted, y, w, p, params[v], f, f2, J, A, L, g, d, pn, out[v],
+                          best)
+
+
+@dataclass(frozen=True, eq=False)
+class TiaFit:
+    """Results per voxel (arrays of the spatial shape) or per curve (1D).
+
+    tia : TIA concentration, Bq*s/mL (integral 0..inf of the fitted/trapezoid curve)
+    sigma : standard uncertainty of ``tia`` (delta method / frame noise model), Bq*s/mL
+    lambda_eff_per_s : terminal effective decay constant, 1/s (>= physical unless lifted)
+    model : model id (``models.MODEL_NAMES``), status : ``models.STATUS`` code
+    aicc, rss, r2 : goodness of fit (inf / 0 for the trapezoid)
+    params : best-fit parameters (..., 5), amplitudes in Bq/mL, decay constants in 1/h
+    """
+
+    tia: np.ndarray
+    sigma: np.ndarray
+    lambda_eff_per_s: np.ndarray
+    model: np.ndarray
+    status: np.ndarray
+    aicc: np.ndarray
+    rss: np.ndarray
+    r2: np.ndarray
+    params: np.ndarray | None = None
+    settings: dict = field(default_factory=dict)
+
+
+def _check_times(times_s, n_frames):
+    t = np.asarray(times_s, dtype=np.float64).ravel()
+    if t.size != n_frames:
+        raise InputError(f"{n_frames} frames but {t.size} times; give one time per frame")
+    if t.size > lm_core.MAX_T:
+        raise InputError(f"at most {lm_core.MAX_T} time points are supported, got {t.size}")
+    if not np.all(np.isfinite(t)) or np.any(t <= 0):
+        raise InputError(f"times must be finite and after administration (> 0), got {t}")
+    if np.any(np.diff(t) <= 0):
+        raise InputError(f"times must be strictly increasing, got {t / 3600.0} h")
+    return t
+
+
+def fit_curves(times_s, curves, lambda_phys_per_s: float, model: str = "auto",
+               weighting: str = "poisson", background: float = 0.0, lift_bound: bool = False,
+               tail: str = "physical", frame_noise_rel: float = 0.05,
+               keep_params: bool = True, device: str = "cpu") -> TiaFit:
+    """Fit ``curves`` (N, T): N time-activity curves sampled at ``times_s`` (T,).
+
+    model : 'auto' (best AICc of mono, biexp, biexp_sum, triexp that have enough points and
+            converged; else trapezoid + physical tail) or one of 'trapz', 'mono', 'biexp',
+            'biexp_sum', 'triexp'.
+    weighting : 'poisson' (variance proportional to activity) or 'uniform'.
+    background : curves whose maximum is below this (unit of ``curves``) are not fitted:
+            trapezoid + physical tail, status 3.
+    lift_bound : allow effective decay constants below the physical one.
+    tail : trapezoid tail, 'physical' or 'fitted' (exponential through the last two points).
+    frame_noise_rel : relative standard uncertainty of a frame, for the trapezoid's sigma.
+    """
+    curves = np.asarray(curves, dtype=np.float64)
+    if curves.ndim != 2:
+        raise InputError("curves must be a 2D array (N curves, T times)")
+    t_s = _check_times(times_s, curves.shape[1])
+    if model != "auto" and model not in MODEL_IDS or model == "stp":
+        raise InputError(f"unknown model '{model}'; choose auto, trapz, mono, biexp, biexp_sum "
+                         "or triexp (stp needs fit_single_time_point)")
+    if weighting not in WEIGHTINGS:
+        raise InputError(f"weighting must be one of {WEIGHTINGS}, got '{weighting}'")
+    if tail not in TAILS:
+        raise InputError(f"tail must be one of {TAILS}, got '{tail}'")
+    if not lambda_phys_per_s > 0:
+        raise InputError("physical decay constant must be > 0")
+    mid = 0 if model == "auto" else MODEL_IDS[model]
+    # the core's model codes: -1 trapezoid, 0 auto, 1..4 one model
+    core_model = -1 if model == "trapz" else mid
+    t_h = t_s / 3600.0
+    lam_h = lambda_phys_per_s * 3600.0
+    n = curves.shape[0]
+    out = np.zeros((n, lm_core.N_OUT))
+    params = np.zeros((n, lm_core.MAX_P))
+    args = (core_model, lam_h, bool(lift_bound), weighting == "poisson", float(background),
+            float(frame_noise_rel), tail == "fitted")
+    if device == "gpu":
+        from .cuda_fit import fit_block_cuda
+
+        fit_block_cuda(t_h, curves, *args, out, params)
+    else:
+        for s in range(0, n, CHUNK_VOXELS):
+            e = min(n, s + CHUNK_VOXELS)
+            _fit_block_cpu(t_h, np.ascontiguousarray(curves[s:e]), *args, out[s:e],
+                           params[s:e])
+    return _to_result(out, params if keep_params else None,
+                      {"model": model, "weighting": weighting, "background": background,
+                       "lift_bound": lift_bound, "tail": tail,
+                       "frame_noise_rel": frame_noise_rel})
+
+
+def _to_result(out, params, settings, shape=None) -> TiaFit:
+    shape = shape or (out.shape[0],)
+    col = lm_core
+
+    def pick(i, dtype=np.float64):
+        return out[:, i].astype(dtype).reshape(shape)
+
+    return TiaFit(
+        tia=pick(col.OUT_TIA) * 3600.0,
+        sigma=pick(col.OUT_SIGMA) * 3600.0,
+        lambda_eff_per_s=pick(col.OUT_LAM) / 3600.0,
+        model=pick(col.OUT_MODEL, np.uint8),
+        status=pick(col.OUT_STATUS, np.uint8),
+        aicc=pick(col.OUT_AICC),
+        rss=pick(col.OUT_RSS),
+        r2=pick(col.OUT_R2),
+        params=None if params is None else params.reshape((*shape, lm_core.MAX_P)),
+        settings=settings,
+    )
+
+
+def fit_tia(times_s, frames, lambda_phys_per_s: float, model: str = "auto",
+            weighting: str = "poisson", background_fraction: float = 1e-3,
+            device: str = "cpu", **kw) -> TiaFit:
+    """Fit every voxel of ``frames`` (T, z, y, x) in Bq/mL. Returns maps of shape (z, y, x).
+
+    ``background_fraction`` x the largest value of all frames is the background threshold.
+    Other keywords as :func:`fit_curves`. No NaN or Inf reaches the outputs.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4:
+        raise InputError("frames must be 4D (t, z, y, x)")
+    if not np.all(np.isfinite(frames)):
+        raise InputError("frames contain NaN or infinite values; mask or fix them first")
+    if np.any(frames < 0):
+        raise InputError("frames contain negative activity; clip or fix them first")
+    spatial = frames.shape[1:]
+    curves = frames.reshape(frames.shape[0], -1).T
+    background = float(background_fraction) * float(frames.max(initial=0.0))
+    res = fit_curves(times_s, curves, lambda_phys_per_s, model=model, weighting=weighting,
+                     background=background, keep_params=False, device=device, **kw)
+    return TiaFit(*(getattr(res, f).reshape(spatial) for f in
+                    ("tia", "sigma", "lambda_eff_per_s", "model", "status", "aicc", "rss",
+                     "r2")), params=None, settings={**res.settings,
+                                                    "background_fraction": background_fraction})
+
+
+def fit_single_time_point(time_s: float, frame, effective_half_life_h: float) -> np.ndarray:
+    """Single-time-point TIA (Hänscheid et al. 2018): a(t1) exp(l t1) / l, l = ln2 / T_eff.
+
+    ``frame`` in Bq/mL; returns Bq*s/mL.
+    """
+    if not effective_half_life_h > 0:
+        raise InputError("the single-time-point method needs an effective half-life > 0 h")
+    lam = math.log(2.0) / (effective_half_life_h * 3600.0)
+    return np.clip(np.asarray(frame, dtype=np.float64), 0, None) * math.exp(lam * time_s) / lam

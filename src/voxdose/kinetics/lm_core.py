@@ -1,0 +1,478 @@
+"""The per-voxel fitting maths, written once and compiled twice.
+
+Imported normally, this module is compiled for the CPU (``numba.njit(cache=True)``);
+:mod:`voxdose.kinetics.cuda_fit` executes a second copy of the same file with
+``numba.cuda.jit(device=True)`` injected as ``__voxdose_jit__``. Everything here obeys the rules of both targets:
+``math`` functions only, no allocation (callers pass scratch arrays of fixed maximum size),
+no exceptions. The CPU driver (``fit.py``) and the CUDA kernel (``cuda_fit.py``) call the
+same :func:`fit_curve`, so one formula serves both devices.
+
+Per curve (times t_i in h, samples y_i normalised by the curve's maximum):
+
+* weights: uniform w_i = 1, or Poisson-like w_i = 1 / max(y_i, 1e-3) (variance proportional
+  to counts, hence to activity);
+* Levenberg-Marquardt on the weighted residual sum of squares RSS = sum w_i (y_i - f_i)^2 with
+  Marquardt's diagonal scaling; bounds (amplitudes >= 0, lambda_lo <= lambda <= lambda_hi,
+  uptake constant above the washout ones) by projection of every trial step;
+* convergence: relative RSS decrease < 1e-12, relative step < 1e-10, or no step can lower
+  RSS (a minimum, possibly on a bound); at most ``MAX_ITER`` iterations;
+* uncertainty (delta method): Cov = s^2 (J^T W J)^-1 with s^2 = RSS / (n - k), and
+  sigma_TIA^2 = g^T Cov g, g = dTIA/dtheta (analytic);
+* model choice (``auto``): AICc = n ln(RSS/n) + 2k + 2k(k+1)/(n-k-1) over the models with
+  enough points that converged to a finite positive TIA; ties go to the simpler model;
+  otherwise the trapezoid + physical tail (status 2);
+* trapezoid uncertainty: frame noise model sigma_i = noise_rel * y_i, propagated linearly
+  through the trapezoid weights (the tail's weight is 1/lambda_tail).
+"""
+
+from __future__ import annotations
+
+import math
+
+try:  # the CUDA copy of this module is executed with the decorator injected
+    _jit = __voxdose_jit__  # type: ignore[name-defined]  # noqa: F821
+except NameError:
+    import numba
+
+    _jit = numba.njit(cache=True)
+
+MAX_T = 16      # most time points per curve
+MAX_P = 5       # most parameters of a model
+MAX_ITER = 200
+N_OUT = 8       # per-curve scalar outputs, see OUT_* below
+OUT_TIA, OUT_SIGMA, OUT_LAM, OUT_MODEL, OUT_STATUS, OUT_AICC, OUT_RSS, OUT_R2 = range(8)
+
+_MIN_POINTS = (0, 4, 5, 6, 7)  # indexed by model id 1..4 (see models.MIN_POINTS)
+_NPAR = (0, 2, 3, 4, 5)
+
+
+@_jit
+def model_eval(model, p, t, n, f, J, want_j):
+    for i in range(n):
+        ti = t[i]
+        if model == 1:
+            e1 = math.exp(-p[1] * ti)
+            f[i] = p[0] * e1
+            if want_j:
+                J[i, 0] = e1
+                J[i, 1] = -ti * p[0] * e1
+        elif model == 2:
+            e1 = math.exp(-p[1] * ti)
+            e2 = math.exp(-p[2] * ti)
+            f[i] = p[0] * (e1 - e2)
+            if want_j:
+                J[i, 0] = e1 - e2
+                J[i, 1] = -ti * p[0] * e1
+                J[i, 2] = ti * p[0] * e2
+        elif model == 3:
+            e1 = math.exp(-p[1] * ti)
+            e2 = math.exp(-p[3] * ti)
+            f[i] = p[0] * e1 + p[2] * e2
+            if want_j:
+                J[i, 0] = e1
+                J[i, 1] = -ti * p[0] * e1
+                J[i, 2] = e2
+                J[i, 3] = -ti * p[2] * e2
+        else:
+            e1 = math.exp(-p[1] * ti)
+            e2 = math.exp(-p[3] * ti)
+            e3 = math.exp(-p[4] * ti)
+            f[i] = p[0] * e1 + p[2] * e2 - (p[0] + p[2]) * e3
+            if want_j:
+                J[i, 0] = e1 - e3
+                J[i, 1] = -ti * p[0] * e1
+                J[i, 2] = e2 - e3
+                J[i, 3] = -ti * p[2] * e2
+                J[i, 4] = ti * (p[0] + p[2]) * e3
+
+@_jit
+def clip(x, lo, hi):
+    return lo if x < lo else (hi if x > hi else x)
+
+@_jit
+def project(model, p, lam_lo, lam_hi):
+    """Put p inside the bounds; returns 1 if any bound is active."""
+    at = False
+    sep = 1.0 + 1e-6
+    if model == 1:
+        if p[0] < 0.0:
+            p[0] = 0.0
+        q = clip(p[1], lam_lo, lam_hi)
+        at = at or q != p[1] or q == lam_lo
+        p[1] = q
+    elif model == 2:
+        if p[0] < 0.0:
+            p[0] = 0.0
+        q = clip(p[1], lam_lo, lam_hi / sep)
+        at = at or q != p[1] or q == lam_lo
+        p[1] = q
+        q = clip(p[2], p[1] * sep, lam_hi)
+        at = at or q != p[2]
+        p[2] = q
+    elif model == 3:
+        p[0] = max(p[0], 0.0)
+        p[2] = max(p[2], 0.0)
+        q = clip(p[1], lam_lo, lam_hi)
+        at = at or q != p[1] or q == lam_lo
+        p[1] = q
+        q = clip(p[3], lam_lo, lam_hi)
+        at = at or q != p[3] or q == lam_lo
+        p[3] = q
+    else:
+        p[0] = max(p[0], 0.0)
+        p[2] = max(p[2], 0.0)
+        q = clip(p[1], lam_lo, lam_hi / sep)
+        at = at or q != p[1] or q == lam_lo
+        p[1] = q
+        q = clip(p[3], lam_lo, lam_hi / sep)
+        at = at or q != p[3] or q == lam_lo
+        p[3] = q
+        q = clip(p[4], max(p[1], p[3]) * sep, lam_hi)
+        at = at or q != p[4]
+        p[4] = q
+    return 1 if at else 0
+
+@_jit
+def wrss(y, w, f, n):
+    s = 0.0
+    for i in range(n):
+        r = y[i] - f[i]
+        s += w[i] * r * r
+    return s
+
+@_jit
+def cholesky(A, k, L):
+    """L L^T = A (k x k, in the leading block); returns False if not positive definite."""
+    for i in range(k):
+        for j in range(i + 1):
+            s = A[i, j]
+            for m in range(j):
+                s -= L[i, m] * L[j, m]
+            if i == j:
+                if s <= 0.0:
+                    return False
+                L[i, i] = math.sqrt(s)
+            else:
+                L[i, j] = s / L[j, j]
+    return True
+
+@_jit
+def chol_solve(L, k, b, x):
+    for i in range(k):  # L z = b
+        s = b[i]
+        for m in range(i):
+            s -= L[i, m] * x[m]
+        x[i] = s / L[i, i]
+    for i in range(k - 1, -1, -1):  # L^T x = z
+        s = x[i]
+        for m in range(i + 1, k):
+            s -= L[m, i] * x[m]
+        x[i] = s / L[i, i]
+
+@_jit
+def init_params(model, t, y, n, kpeak, lam_lo, lam_hi, p):
+    # log-linear slope of the samples from the peak on (positive ones)
+    sw = 0.0
+    st = 0.0
+    sy = 0.0
+    stt = 0.0
+    sty = 0.0
+    m = 0
+    for i in range(kpeak, n):
+        if y[i] > 0.0:
+            w = y[i]
+            ly = math.log(y[i])
+            sw += w
+            st += w * t[i]
+            sy += w * ly
+            stt += w * t[i] * t[i]
+            sty += w * t[i] * ly
+            m += 1
+    lam_t = lam_lo
+    amp_t = y[n - 1] * math.exp(lam_lo * t[n - 1])
+    if m >= 2:
+        det = sw * stt - st * st
+        if det > 0.0:
+            slope = (sw * sty - st * sy) / det
+            lam_t = clip(-slope, lam_lo, lam_hi * 0.1)
+            amp_t = math.exp((sy + lam_t * st) / sw)
+    tpk = t[kpeak]
+    lam_up = clip(max(3.0 * lam_t, math.log(2.0) / max(0.5 * tpk, 0.05)), lam_t * 2.0,
+                  lam_hi * 0.5)
+    if model == 1:
+        p[0] = amp_t
+        p[1] = lam_t
+    elif model == 2:
+        p[1] = lam_t
+        p[2] = lam_up
+        den = math.exp(-lam_t * tpk) - math.exp(-lam_up * tpk)
+        p[0] = y[kpeak] / den if den > 1e-12 else amp_t
+    elif model == 3:
+        p[0] = amp_t
+        p[1] = lam_t
+        p[3] = clip(max(10.0 * lam_t, math.log(2.0) / max(t[0], 0.1)), lam_t * 2.0,
+                    lam_hi * 0.5)
+        resid = y[0] - amp_t * math.exp(-lam_t * t[0])
+        p[2] = clip(max(resid, 0.05) * math.exp(p[3] * t[0]), 0.0, 1e3)
+    else:
+        p[0] = 0.8 * amp_t
+        p[1] = lam_t
+        p[2] = 0.2 * amp_t
+        p[3] = clip(5.0 * lam_t + 0.02, lam_t * 1.5, lam_hi * 0.2)
+        p[4] = clip(max(lam_up, 3.0 * p[3]), p[3] * 2.0, lam_hi * 0.5)
+
+@_jit
+def cholesky_damped(A, k, mu, L):
+    for i in range(k):
+        for j in range(i + 1):
+            s = A[i, j]
+            if i == j:
+                s += mu * A[i, i] + 1e-30
+            for m in range(j):
+                s -= L[i, m] * L[j, m]
+            if i == j:
+                if s <= 0.0:
+                    return False
+                L[i, i] = math.sqrt(s)
+            else:
+                L[i, j] = s / L[j, j]
+    return True
+
+@_jit
+def lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn):
+    """Levenberg-Marquardt with projected steps. Returns (rss, converged, at_bound)."""
+    k = _NPAR[model]
+    at_bound = project(model, p, lam_lo, lam_hi)
+    model_eval(model, p, t, n, f, J, True)
+    c = wrss(y, w, f, n)
+    mu = 1e-3
+    converged = 0
+    for _ in range(MAX_ITER):
+        for a in range(k):
+            s = 0.0
+            for i in range(n):
+                s += w[i] * J[i, a] * (y[i] - f[i])
+            g[a] = s
+            for b in range(a + 1):
+                s = 0.0
+                for i in range(n):
+                    s += w[i] * J[i, a] * J[i, b]
+                A[a, b] = s
+                A[b, a] = s
+        accepted = False
+        while mu < 1e12:
+            ok = cholesky_damped(A, k, mu, L)
+            if ok:
+                chol_solve(L, k, g, d)
+                for a in range(k):
+                    pn[a] = p[a] + d[a]
+                ab = project(model, pn, lam_lo, lam_hi)
+                model_eval(model, pn, t, n, f2, J, False)
+                cn = wrss(y, w, f2, n)
+                if cn < c:
+                    step = 0.0
+                    for a in range(k):
+                        rel = abs(pn[a] - p[a]) / (abs(p[a]) + 1e-12)
+                        if rel > step:
+                            step = rel
+                        p[a] = pn[a]
+                    at_bound = ab
+                    dec = c - cn
+                    c = cn
+                    model_eval(model, p, t, n, f, J, True)
+                    mu = max(mu * 0.1, 1e-12)
+                    accepted = True
+                    if dec <= 1e-12 * c or step < 1e-10 or c < 1e-28:
+                        converged = 1
+                    break
+            mu *= 10.0
+        if not accepted:
+            converged = 1  # no step lowers RSS: a (possibly bounded) minimum
+            break
+        if converged:
+            break
+    return c, converged, at_bound
+
+@_jit
+def tia_and_grad(model, p, g):
+    if model == 1:
+        g[0] = 1.0 / p[1]
+        g[1] = -p[0] / (p[1] * p[1])
+        return p[0] / p[1]
+    if model == 2:
+        g[0] = 1.0 / p[1] - 1.0 / p[2]
+        g[1] = -p[0] / (p[1] * p[1])
+        g[2] = p[0] / (p[2] * p[2])
+        return p[0] * (1.0 / p[1] - 1.0 / p[2])
+    if model == 3:
+        g[0] = 1.0 / p[1]
+        g[1] = -p[0] / (p[1] * p[1])
+        g[2] = 1.0 / p[3]
+        g[3] = -p[2] / (p[3] * p[3])
+        return p[0] / p[1] + p[2] / p[3]
+    g[0] = 1.0 / p[1] - 1.0 / p[4]
+    g[1] = -p[0] / (p[1] * p[1])
+    g[2] = 1.0 / p[3] - 1.0 / p[4]
+    g[3] = -p[2] / (p[3] * p[3])
+    g[4] = (p[0] + p[2]) / (p[4] * p[4])
+    return p[0] / p[1] + p[2] / p[3] - (p[0] + p[2]) / p[4]
+
+@_jit
+def terminal_lambda(model, p):
+    if model == 1 or model == 2:
+        return p[1]
+    return min(p[1], p[3])
+
+@_jit
+def trapz(t, y, n, lam_phys, tail_fitted, noise_rel, out):
+    tot = 0.5 * t[0] * y[0]
+    var = 0.0
+    for i in range(n):
+        left = t[i] - (t[i - 1] if i > 0 else 0.0)
+        right = (t[i + 1] - t[i]) if i < n - 1 else 0.0
+        tot += 0.0 if i == 0 else 0.5 * (t[i] - t[i - 1]) * (y[i] + y[i - 1])
+        c = 0.5 * (left + right)
+        if i == n - 1:
+            lam_tail = lam_phys
+            if tail_fitted and n >= 2 and y[n - 1] > 0.0 and y[n - 2] > 0.0:
+                lt = math.log(y[n - 2] / y[n - 1]) / (t[n - 1] - t[n - 2])
+                lam_tail = lt if lt > lam_phys else lam_phys
+            c += 1.0 / lam_tail
+            tot += y[n - 1] / lam_tail
+            out[OUT_LAM] = lam_tail
+        var += (c * noise_rel * y[i]) ** 2
+    out[OUT_TIA] = tot
+    out[OUT_SIGMA] = math.sqrt(var)
+    out[OUT_MODEL] = 0.0
+    out[OUT_AICC] = math.inf
+    out[OUT_RSS] = 0.0
+    out[OUT_R2] = 0.0
+
+@_jit
+def fit_one_model(model, t, y, w, n, kpeak, lam_lo, lam_hi, p, f, f2, J, A, L, g, d, pn,
+                  out):
+    """Fit one model; write TIA, sigma, lambda, AICc, RSS, R^2 into out.
+    Returns 1 if the result is valid (converged, finite positive TIA)."""
+    k = _NPAR[model]
+    init_params(model, t, y, n, kpeak, lam_lo, lam_hi, p)
+    rss, conv, at_bound = lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn)
+    for a in range(k):
+        if not math.isfinite(p[a]):
+            return 0
+    tia = tia_and_grad(model, p, g)
+    if not (conv and math.isfinite(tia) and tia > 0.0):
+        return 0
+    # covariance via the Cholesky factor of J^T W J at the solution
+    for a in range(k):
+        for b in range(a + 1):
+            s = 0.0
+            for i in range(n):
+                s += w[i] * J[i, a] * J[i, b]
+            A[a, b] = s
+            A[b, a] = s
+    s2 = rss / (n - k)
+    var = 0.0
+    if cholesky(A, k, L):
+        for i in range(k):  # z = L^-1 g ; var = s2 |z|^2
+            s = g[i]
+            for m in range(i):
+                s -= L[i, m] * d[m]
+            d[i] = s / L[i, i]
+            var += d[i] * d[i]
+        var *= s2
+    else:
+        var = math.inf
+    # weighted R^2 about the weighted mean
+    sw = 0.0
+    swy = 0.0
+    for i in range(n):
+        sw += w[i]
+        swy += w[i] * y[i]
+    ybar = swy / sw
+    tss = 0.0
+    for i in range(n):
+        tss += w[i] * (y[i] - ybar) ** 2
+    floor = 1e-24 * tss + 1e-300
+    rss_e = rss if rss > floor else floor
+    if model >= 3 and p[1] > p[3]:
+        # canonical order: component 1 is the slower one (the sum is symmetric in 1 <-> 2)
+        a0, l0 = p[0], p[1]
+        p[0], p[1] = p[2], p[3]
+        p[2], p[3] = a0, l0
+    out[OUT_TIA] = tia
+    out[OUT_SIGMA] = math.sqrt(var) if math.isfinite(var) else tia
+    out[OUT_LAM] = terminal_lambda(model, p)
+    out[OUT_MODEL] = model
+    out[OUT_STATUS] = 1.0 if at_bound else 0.0
+    out[OUT_AICC] = n * math.log(rss_e / n) + 2 * k + 2.0 * k * (k + 1) / (n - k - 1)
+    out[OUT_RSS] = rss
+    out[OUT_R2] = 1.0 - rss / tss if tss > 0.0 else 1.0
+    return 1
+
+@_jit
+def fit_curve(t, Y, v, n, model, lam_phys, lift_bound, poisson, background, noise_rel,
+              tail_fitted, y, w, p, pbest, f, f2, J, A, L, g, d, pn, out, best):
+    """Fit curve ``Y[v, :n]`` (activity, any unit) at times ``t`` (h). ``model``: -1
+    trapezoid, 0 auto, 1..4 that model. Results in ``out`` (TIA and sigma in the unit of
+    Y x h, lambda in 1/h) and the best-fit parameters in ``pbest``."""
+    ymax = 0.0
+    kpeak = 0
+    for i in range(n):
+        yi = Y[v, i]
+        if not yi > 0.0:  # negatives and NaN are treated as no activity
+            yi = 0.0
+        y[i] = yi
+        if yi > ymax:
+            ymax = yi
+            kpeak = i
+    for a in range(MAX_P):
+        pbest[a] = 0.0
+    if ymax <= 0.0:
+        for a in range(N_OUT):
+            out[a] = 0.0
+        out[OUT_LAM] = lam_phys
+        out[OUT_STATUS] = 3.0
+        out[OUT_AICC] = math.inf
+        return
+    for i in range(n):
+        y[i] = y[i] / ymax
+        w[i] = 1.0 / max(y[i], 1e-3) if poisson else 1.0
+    lam_lo = 1e-9 if lift_bound else lam_phys
+    lam_hi = 50.0
+    # model: -1 trapezoid, 0 auto, 1..4 one model
+    if ymax < background or model < 0:
+        trapz(t, y, n, lam_phys, tail_fitted and model < 0, noise_rel, out)
+        out[OUT_STATUS] = 3.0 if ymax < background else 0.0
+    else:
+        nbest = 0
+        first = model if model > 0 else 1
+        last = model if model > 0 else 4
+        for m in range(first, last + 1):
+            if n < _MIN_POINTS[m]:
+                continue
+            if fit_one_model(m, t, y, w, n, kpeak, lam_lo, lam_hi, p, f, f2, J, A, L, g,
+                             d, pn, best):
+                if nbest == 0 or best[OUT_AICC] < out[OUT_AICC]:
+                    for a in range(N_OUT):
+                        out[a] = best[a]
+                    for a in range(MAX_P):
+                        pbest[a] = p[a] if a < _NPAR[m] else 0.0
+                nbest += 1
+        if nbest == 0:
+            enough = False
+            for m in range(first, last + 1):
+                if n >= _MIN_POINTS[m]:
+                    enough = True
+            trapz(t, y, n, lam_phys, False, noise_rel, out)
+            out[OUT_STATUS] = 2.0 if enough else 4.0
+    # back to the unit of Y
+    out[OUT_TIA] *= ymax
+    out[OUT_SIGMA] *= ymax
+    out[OUT_RSS] *= ymax * ymax
+    m = int(out[OUT_MODEL])
+    if m == 1 or m == 2:
+        pbest[0] *= ymax
+    elif m >= 3:
+        pbest[0] *= ymax
+        pbest[2] *= ymax
+
