@@ -9,12 +9,19 @@ S(x <- y) the voxel S-value (Gy per decay). Every engine shares one driver
 (:meth:`DoseEngine.dose`) and differs only in :meth:`DoseEngine._deposit`:
 
 * :class:`KernelConvolution`: S depends only on x - y in a homogeneous medium, so D is a
-  3D convolution, done as a zero-padded *linear* FFT convolution (never circular);
+  3D convolution, done as a zero-padded *linear* FFT convolution (never circular; see
+  :mod:`voxdose.dose.convolution` for padding, precision and blockwise evaluation);
+* :class:`DensityBinnedConvolution` (density mode ``mvs``): S = S_{b(x)}(x - y), the kernel
+  of the target voxel's density bin b(x) (see :mod:`voxdose.dose.density`);
 * :class:`LocalDeposition`: S(x <- y) = delta_xy * E_local / m_voxel: the non-penetrating
   energy of each decay is absorbed in its own voxel.
 
-Every engine is linear in A~ (tested). Arrays may be NumPy or CuPy: the backend is taken
-from the input (one code path).
+The driver also applies the density mode ``scale`` (D * rho_water / rho(x)) for any engine,
+and records the method, density mode, precision and memory plan in the image's ``meta``.
+
+Every engine is linear in A~ (tested); fed an activity map A(t) in Bq per voxel instead of
+A~, the same engines give the dose *rate* in Gy/s (:mod:`voxdose.dose.timecourse`).
+Arrays may be NumPy or CuPy: the backend is taken from the input (one code path).
 """
 
 from __future__ import annotations
@@ -24,93 +31,234 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..backend import Backend, backend_of
+from ..errors import InputError
 from ..grid import Image
-from ..nuclide import Nuclide
+from ..nuclide import Nuclide, load_nuclide
 from ..units import MEV_PER_G_TO_GY
+from .convolution import (
+    PRECISIONS,
+    SpectrumCache,
+    crop_kernel,
+    default_budget_bytes,
+    fft_convolve_same,
+    next_smooth,
+    plan_blocks,
+)
+from .density import (
+    DEFAULT_MVS_EDGES,
+    RHO_WATER_G_CM3,
+    DensityBin,
+    bin_index,
+    check_density,
+    check_density_mode,
+    mvs_bins,
+)
+
+__all__ = [
+    "DensityBin",
+    "DensityBinnedConvolution",
+    "DoseEngine",
+    "KernelConvolution",
+    "LocalDeposition",
+    "fft_convolve_same",
+    "make_engine",
+]
+
+# kept for callers of the foundation's private helper
+_next_smooth = next_smooth
 
 
 class DoseEngine:
-    """Shared driver. Subclasses implement ``_deposit(tia_decays, grid, backend) -> Gy``."""
+    """Shared driver. Subclasses implement ``_deposit(values, grid, backend, rho) -> array``.
+
+    ``density_mode``: 'none' (water) or 'scale' (D * rho_water / rho(x)) for every engine;
+    'mvs' only for :class:`DensityBinnedConvolution`.
+    """
 
     method = "abstract"
+    density_mode = "none"
+    supported_density_modes = ("none", "scale")
 
-    def dose(self, tia: Image, backend: Backend | None = None) -> Image:
-        """Absorbed dose (Gy) from a TIA image in decays per voxel (Bq*s)."""
-        be = backend or backend_of(tia.data)
-        data = be.asarray(tia.data, dtype=be.xp.float64)
-        dose = self._deposit(data, tia.grid, be)
-        return Image(dose, tia.grid, "absorbed dose", "Gy",
-                     {"dose_method": self.method, **self.provenance()})
+    def dose(self, tia: Image, backend: Backend | None = None, density: Image | None = None,
+             *, progress=None) -> Image:
+        """Absorbed dose (Gy) from a TIA image in decays per voxel (Bq*s).
 
-    def _deposit(self, tia_decays, grid, backend):  # pragma: no cover - abstract
+        ``density``: mass density image (g/cm^3) on the TIA grid, needed by the density
+        modes 'scale' and 'mvs'; ``progress(done, total)``: called as blocks finish.
+        """
+        return self.apply(tia, backend, density, progress=progress)
+
+    def apply(self, values: Image, backend: Backend | None = None, density: Image | None = None,
+              *, quantity: str = "absorbed dose", unit: str = "Gy", progress=None) -> Image:
+        """Apply the (linear) engine to any per-voxel decay quantity: decays -> Gy,
+        activity in Bq -> Gy/s."""
+        mode = check_density_mode(self.density_mode)
+        if mode not in self.supported_density_modes:
+            raise InputError(f"{type(self).__name__} does not support density mode '{mode}'; "
+                             f"use one of {', '.join(self.supported_density_modes)}")
+        be = backend or backend_of(values.data)
+        rho = None
+        if mode != "none":
+            if density is None:
+                raise InputError(f"density mode '{mode}' needs a density (CT) image on the "
+                                 "TIA grid; give --ct or use --density-mode none")
+            check_density(density, values.grid)
+            rho = be.asarray(density.data, dtype=be.xp.float64)
+        data = be.asarray(values.data, dtype=be.xp.float64)
+        self._progress = progress
+        out = self._deposit(data, values.grid, be, rho)
+        if mode == "scale":
+            out = out * (RHO_WATER_G_CM3 / rho)
+        meta = {"dose_method": self.method, "density_mode": mode, **self.provenance()}
+        return Image(out, values.grid, quantity, unit, meta)
+
+    def _deposit(self, values, grid, backend, rho):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def provenance(self) -> dict:
         return {}
 
 
-def _fast_shape(shape, backend: Backend):
-    return tuple(backend.fft.next_fast_len(int(n), real=True) if backend.name == "cpu"
-                 else _next_smooth(int(n)) for n in shape)
+def _check_spacing(kernel, grid) -> None:
+    ks = np.asarray(kernel.spacing_mm, dtype=float)
+    if not np.allclose(ks, grid.spacing_mm, atol=1e-3):
+        raise ValueError(f"kernel voxel size {ks} mm differs from the TIA grid's "
+                         f"{grid.spacing_mm} mm; build a kernel for this grid")
 
 
-def _next_smooth(n: int) -> int:
-    """Smallest 2^a 3^b 5^c 7^d >= n (cuFFT-friendly sizes)."""
-    while True:
-        m = n
-        for p in (2, 3, 5, 7):
-            while m % p == 0:
-                m //= p
-        if m == 1:
-            return n
-        n += 1
+@dataclass(eq=False)
+class _Convolver:
+    """Convolution settings and the kernel-spectrum cache of one kernel."""
 
+    precision: str = "float64"
+    memory_budget_gb: float | None = None
+    workers: int | None = None
+    strategy: str | None = None
+    _plans: list = field(default_factory=list, repr=False)
 
-def fft_convolve_same(data, kernel, backend: Backend, kernel_spectrum_cache: dict | None = None):
-    """Linear convolution of ``data`` with an odd-shaped, centred ``kernel``, cropped to
-    ``data``'s shape ('same'). Zero padding to at least N + K - 1 per axis removes the
-    circular wrap-around of the discrete Fourier transform.
-    """
-    xp, fft = backend.xp, backend.fft
-    n = data.shape
-    k = kernel.shape
-    if any(s % 2 == 0 for s in k):
-        raise ValueError(f"kernel shape must be odd on every axis, got {k}")
-    padded = _fast_shape([a + b - 1 for a, b in zip(n, k)], backend)
-    key = (backend.name, padded)
-    spec = kernel_spectrum_cache.get(key) if kernel_spectrum_cache is not None else None
-    if spec is None:
-        spec = fft.rfftn(xp.asarray(kernel, dtype=xp.float64), s=padded, axes=(0, 1, 2))
-        if kernel_spectrum_cache is not None:
-            kernel_spectrum_cache[key] = spec
-    full = fft.irfftn(fft.rfftn(data, s=padded, axes=(0, 1, 2)) * spec, s=padded,
-                      axes=(0, 1, 2))
-    h = [s // 2 for s in k]
-    return full[h[0]:h[0] + n[0], h[1]:h[1] + n[1], h[2]:h[2] + n[2]]
+    def convolve(self, data, kernel_data, backend, cache, progress=None):
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; "
+                             f"got '{self.precision}'")
+        budget = (default_budget_bytes(backend) if self.memory_budget_gb is None
+                  else int(float(self.memory_budget_gb) * 1e9))
+        h, _ = crop_kernel(kernel_data.shape, data.shape)
+        plan = plan_blocks(data.shape, h, backend, self.precision, budget)
+        self._plans.append(plan)
+        out = fft_convolve_same(data, kernel_data, backend, cache, precision=self.precision,
+                                workers=self.workers, strategy=self.strategy, plan=plan,
+                                progress=progress)
+        # FFT round-off leaves tiny negatives far from activity; dose is non-negative
+        xp = backend.xp
+        return xp.maximum(out, 0.0).astype(xp.float64, copy=False)
+
+    def settings(self) -> dict:
+        last = self._plans[-1].to_dict() if self._plans else None
+        return {"precision": self.precision, "fft": "zero-padded linear real FFT "
+                "(pruned, period >= N + kernel half-width)", "memory_plan": last}
 
 
 @dataclass(eq=False)
 class KernelConvolution(DoseEngine):
     """D = A~ (*) S: convolution with a voxel S-value kernel (Gy per decay) in water.
 
-    The kernel's voxel size must equal the TIA grid's (checked to 1 um).
+    The kernel's voxel size must equal the TIA grid's (checked to 1 um).  ``precision``
+    'float64' (default) or 'float32'; ``memory_budget_gb`` (None: 60 % of the available host
+    memory, 80 % of a GPU's free memory) switches to blockwise convolution when the one-shot
+    problem would not fit; ``workers``: scipy.fft threads (None: all cores).
+    ``density_mode`` 'none' or 'scale'.
     """
 
     kernel: object  # voxdose.dose.voxel_kernel.VoxelKernel
+    precision: str = "float64"
+    memory_budget_gb: float | None = None
+    workers: int | None = None
+    density_mode: str = "none"
+    strategy: str | None = None
     method: str = "kernel"
-    _spectra: dict = field(default_factory=dict, repr=False)
+    _spectra: SpectrumCache = field(default_factory=SpectrumCache, repr=False)
+    _conv: _Convolver | None = field(default=None, repr=False)
 
-    def _deposit(self, tia_decays, grid, backend):
-        ks = np.asarray(self.kernel.spacing_mm, dtype=float)
-        if not np.allclose(ks, grid.spacing_mm, atol=1e-3):
-            raise ValueError(f"kernel voxel size {ks} mm differs from the TIA grid's "
-                             f"{grid.spacing_mm} mm; build a kernel for this grid")
-        out = fft_convolve_same(tia_decays, self.kernel.data_gy_per_decay, backend, self._spectra)
-        # FFT round-off can leave tiny negatives far from activity; dose is non-negative
-        return backend.xp.maximum(out, 0.0)
+    def _convolver(self) -> _Convolver:
+        if self._conv is None:
+            self._conv = _Convolver(self.precision, self.memory_budget_gb, self.workers,
+                                    self.strategy)
+        return self._conv
+
+    def _deposit(self, tia_decays, grid, backend, rho):
+        _check_spacing(self.kernel, grid)
+        return self._convolver().convolve(tia_decays, self.kernel.data_gy_per_decay, backend,
+                                          self._spectra, getattr(self, "_progress", None))
 
     def provenance(self) -> dict:
-        return {"kernel": self.kernel.provenance()}
+        return {"kernel": self.kernel.provenance(), "convolution": self._convolver().settings()}
+
+
+@dataclass(eq=False)
+class DensityBinnedConvolution(DoseEngine):
+    """Density mode ``mvs``: D(x) = sum_y A~(y) S_{b(x)}(x - y).
+
+    One range-scaled kernel per density bin (:class:`~voxdose.dose.density.DensityBin`);
+    the TIA map is convolved with each, and every target voxel keeps the result of its own
+    bin (chosen from the density image given to :meth:`dose`, by the bins' edges).  Build
+    it with :meth:`for_density`.
+    """
+
+    bins: tuple  # of DensityBin
+    kernels: tuple  # of VoxelKernel, one per bin
+    precision: str = "float64"
+    memory_budget_gb: float | None = None
+    workers: int | None = None
+    strategy: str | None = None
+    method: str = "kernel"
+    density_mode: str = "mvs"
+    supported_density_modes = ("mvs",)
+    _spectra: list = field(default_factory=list, repr=False)
+    _conv: _Convolver | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if len(self.bins) != len(self.kernels) or not self.bins:
+            raise InputError("mvs needs one kernel per density bin (and at least one bin)")
+        self._spectra = [SpectrumCache(max_entries=1) for _ in self.kernels]
+        self._conv = _Convolver(self.precision, self.memory_budget_gb, self.workers,
+                                self.strategy)
+
+    @classmethod
+    def for_density(cls, nuclide: Nuclide | str, spacing_mm_zyx, density, *,
+                    edges=DEFAULT_MVS_EDGES, radius_mm: float = 200.0, **settings):
+        """Build bins from a density map (Image or array, g/cm^3) and one kernel per bin:
+        the kernel of a homogeneous medium of the bin's density (range-scaled)."""
+        from .point_kernel import point_kernel_for
+        from .voxel_kernel import voxel_kernel
+
+        nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
+        rho = density.data if isinstance(density, Image) else density
+        bins = mvs_bins(rho, edges)
+        kernels = tuple(voxel_kernel(point_kernel_for(nuc, density_g_cm3=b.density_g_cm3),
+                                     spacing_mm_zyx, radius_mm=radius_mm) for b in bins)
+        return cls(tuple(bins), kernels, **settings)
+
+    def _deposit(self, tia_decays, grid, backend, rho):
+        xp = backend.xp
+        idx = bin_index(rho, list(self.bins), xp)
+        out = xp.zeros(tia_decays.shape, dtype=xp.float64)
+        for i, (k, cache) in enumerate(zip(self.kernels, self._spectra)):
+            sel = idx == i
+            if not bool(sel.any()):
+                continue
+            _check_spacing(k, grid)
+            d = self._conv.convolve(tia_decays, k.data_gy_per_decay, backend, cache)
+            out = xp.where(sel, d, out)
+            del d
+        return out
+
+    def provenance(self) -> dict:
+        return {"mvs_bins": [b.to_dict() for b in self.bins],
+                "mvs_bin_rule": "target voxel takes the kernel of its own density bin; bin "
+                                "density = mean of its voxels denser than 0.1 g/cm3; "
+                                "range-scaled kernels",
+                "kernels": [k.provenance() for k in self.kernels],
+                "convolution": self._conv.settings()}
 
 
 @dataclass(eq=False)
@@ -119,12 +267,14 @@ class LocalDeposition(DoseEngine):
 
     E_local = all electron energy per decay (beta, conversion and Auger electrons, ICRP-107)
     plus photons below 10 keV; penetrating photons are ignored (their energy leaves the voxel).
-    Density is water (1 g/cm^3) unless given.
+    Density is water (1 g/cm^3) unless given: a scalar ``density_g_cm3``, or per voxel with
+    ``density_mode='scale'`` and a density image (then rho = rho(x)).
     """
 
     nuclide: Nuclide
     density_g_cm3: float = 1.0
     photon_cut_mev: float = 0.010
+    density_mode: str = "none"
     method: str = "ldm"
 
     @property
@@ -134,7 +284,7 @@ class LocalDeposition(DoseEngine):
         return n.electron_energy_per_decay_mev + float(
             np.sum(n.photon_lines_mev[soft] * n.photon_yields[soft]))
 
-    def _deposit(self, tia_decays, grid, backend):
+    def _deposit(self, tia_decays, grid, backend, rho):
         mass_g = self.density_g_cm3 * grid.voxel_volume_ml
         return tia_decays * (self.local_energy_mev * MEV_PER_G_TO_GY / mass_g)
 
@@ -142,3 +292,34 @@ class LocalDeposition(DoseEngine):
         return {"nuclide": self.nuclide.name, "local_energy_mev_per_decay": self.local_energy_mev,
                 "density_g_cm3": self.density_g_cm3,
                 "photon_cut_mev": self.photon_cut_mev}
+
+
+def make_engine(nuclide: Nuclide | str, spacing_mm_zyx, *, method: str = "kernel",
+                density_mode: str = "none", density: Image | None = None,
+                radius_mm: float = 200.0, kernel=None, **settings) -> DoseEngine:
+    """The engine for a method ('kernel' | 'ldm') and density mode ('none' | 'scale' | 'mvs').
+
+    ``kernel``: a prebuilt water :class:`~voxdose.dose.voxel_kernel.VoxelKernel` (else built);
+    ``settings``: precision, memory_budget_gb, workers (convolution engines only).
+    For 'ldm', 'mvs' means the same as 'scale' (each voxel's own mass); the engine records
+    'scale'.
+    """
+    nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
+    mode = check_density_mode(density_mode)
+    method = str(method).lower()
+    if method == "ldm":
+        return LocalDeposition(nuc, density_mode="scale" if mode == "mvs" else mode)
+    if method != "kernel":
+        raise InputError(f"unknown dose method '{method}'; choose kernel or ldm")
+    if mode == "mvs":
+        if density is None:
+            raise InputError("density mode 'mvs' needs a density (CT) image on the TIA grid")
+        return DensityBinnedConvolution.for_density(nuc, spacing_mm_zyx, density,
+                                                    radius_mm=radius_mm, **settings)
+    if kernel is None:
+        from .point_kernel import point_kernel_for
+        from .voxel_kernel import voxel_kernel
+
+        kernel = voxel_kernel(point_kernel_for(nuc), spacing_mm_zyx, radius_mm=radius_mm)
+    return KernelConvolution(kernel, density_mode=mode, **settings)
+
