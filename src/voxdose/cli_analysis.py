@@ -108,3 +108,78 @@ def plan(
     console.print(t)
     console.print(f"maximum activity [bold]{result.max_activity_gbq:.3f} GBq[/], limited by "
                   f"[bold]{result.limiting_organ}[/]")
+
+
+@app.command()
+def compare(
+    tia: Path = typer.Argument(..., help="TIA map, decays per voxel (Bq*s), NIfTI/MHD/NRRD"),
+    nuclides: str = typer.Option("Lu-177,Y-90", "--nuclides", help="comma-separated "
+                                 "nuclides; every one gets the SAME decays (TIA)"),
+    labels: Path = typer.Option(None, "--labels", help="integer label image on the TIA grid"),
+    names: Path = typer.Option(None, "--names", help='JSON {"1": "liver", ...} for --labels'),
+    out: Path = typer.Option(..., "--out", help="results folder (written atomically)"),
+    shells_mm: str = typer.Option("1,2,5", "--shells-mm", help="shell outer distances "
+                                  "outside lesions/marrow, mm"),
+    kernel_radius_mm: float = typer.Option(200.0, "--kernel-radius-mm", min=1.0,
+                                           help="voxel kernel radius, mm"),
+):
+    """Dose for several nuclides from the same TIA: DVHs, cross-fire, shells, DPK figure."""
+    from .analysis.compare import compare_nuclides, plot_dpks, plot_dvh_overlay
+    from .analysis.dvh import dvh_csv, names_from_labels, read_names_json
+    from .io.atomic import staged_directory, write_json
+    from .io.sitk_adapter import read_image, read_labels, write_image
+    from .nuclide import canonical_name
+
+    nucs = [canonical_name(n) for n in nuclides.split(",") if n.strip()]
+    try:
+        shells = [float(s) for s in shells_mm.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"--shells-mm expects numbers like 1,2,5; got '{shells_mm}'") from None
+    tia_img = read_image(tia, "time-integrated activity", "Bq*s per voxel")
+    lab = None
+    if labels is not None:
+        lab = read_labels(labels, read_names_json(names) if names is not None else {})
+        if names is None:
+            lab = type(lab)(lab.data, lab.grid, names_from_labels(lab.data))
+    elif names is not None:
+        raise InputError("--names given without --labels")
+    results = compare_nuclides(tia_img, nucs, lab, shells_mm=shells,
+                               kernel_radius_mm=kernel_radius_mm)
+    with staged_directory(out) as stage:
+        files = []
+        for r in results:
+            tag = r.nuclide.replace("-", "").lower()
+            write_image(stage / f"dose_{tag}_gy.nii.gz", r.dose,
+                        sidecar={"nuclide": r.nuclide, "tia": str(tia),
+                                 "note": "same decays (TIA) for every compared nuclide"})
+            files.append(f"dose_{tag}_gy.nii.gz")
+            if lab is not None:
+                (stage / f"dvh_{tag}.csv").write_text(dvh_csv(r.dvhs))
+                files.append(f"dvh_{tag}.csv")
+        if lab is not None:
+            plot_dvh_overlay(stage / "dvh_compare.png", results)
+            files.append("dvh_compare.png")
+        plot_dpks(stage / "dpk.png", nucs)
+        files.append("dpk.png")
+        write_json(stage / "compare.json", {
+            "tia": str(tia), "assumption": "the same TIA (number of decays) for every nuclide; "
+            "a nuclide's own physical half-life would change the TIA",
+            "shells_mm": shells, "nuclides": [r.to_dict() for r in results]})
+        files.append("compare.json")
+    t = Table(title="nuclide comparison (same decays)", caption="mean dose Gy; cross-fire = "
+              "share of the mean dose from activity outside the structure")
+    t.add_column("structure", no_wrap=True)
+    for r in results:
+        t.add_column(f"{r.nuclide} Gy", justify="right")
+        t.add_column(f"{r.nuclide} x-fire", justify="right")
+    for i, h in enumerate(results[0].dvhs):
+        cells = []
+        for r in results:
+            cf = r.cross_fire_fraction.get(h.name)
+            cells += [f"{r.dvhs[i].mean_gy:.3g}", "-" if cf is None else f"{100 * cf:.1f} %"]
+        t.add_row(h.name, *cells)
+    if lab is not None:
+        console.print(t)
+    for r in results:
+        console.print(f"{r.nuclide}: electron r90 = {r.r90_electrons_mm:.2f} mm")
+    console.print(f"results in [bold]{out}[/]: {', '.join(files)}")
