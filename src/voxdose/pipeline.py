@@ -27,7 +27,8 @@ from .grid import Image
 from .io.atomic import staged_directory, write_json, write_text
 from .io.sitk_adapter import write_image
 from .io.study import Study, load_study
-from .kinetics.tail_fit import STATUS, tia_concentration
+from .kinetics.fit import fit_tia
+from .kinetics.models import MODEL_NAMES, STATUS
 from .report_plots import plot_dose_slices, plot_dvhs
 
 
@@ -67,7 +68,7 @@ def _versions() -> dict:
 
 
 def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
-                 kernel_radius_mm: float = 200.0) -> PipelineResult:
+                 kernel_radius_mm: float = 200.0, tia_model: str = "auto") -> PipelineResult:
     """Run every stage on a study (path of study.toml, or a validated :class:`Study`);
     write results into ``out_dir``."""
     rep = reporter or NullReporter()
@@ -90,12 +91,18 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
     nuc = study.nuclide
     with rep.stage("fit time-activity curves") as adv:
         t0 = time.perf_counter()
-        tia_c, _lam_eff, status = tia_concentration(series.times_s, series.frames_bq_ml,
-                                                   nuc.decay_constant_per_s)
-        tia = Image(tia_c * grid.voxel_volume_ml, grid, "time-integrated activity",
-                    "Bq*s per voxel (decays)",
-                    {"model": "trapezoid to peak (0 at t=0) + weighted mono-exponential tail, "
-                              "lambda >= lambda_physical"})
+        fit = fit_tia(series.times_s, series.frames_bq_ml, nuc.decay_constant_per_s,
+                      model=tia_model, device="gpu" if backend.name == "gpu" else "cpu")
+        vml = grid.voxel_volume_ml
+        model_desc = ("per voxel, best AICc of mono-, bi- (uptake-washout), bi-sum and "
+                      "tri-exponential models with enough points (Levenberg-Marquardt, "
+                      "Poisson-like weights, lambda >= lambda_physical); fallback trapezoid "
+                      "(0 at t=0) + physical-decay tail" if tia_model == "auto"
+                      else f"{tia_model} for every voxel")
+        tia = Image(fit.tia * vml, grid, "time-integrated activity",
+                    "Bq*s per voxel (decays)", {"model": model_desc})
+        tia_sigma = tia.with_data(fit.sigma * vml, quantity="standard uncertainty of the TIA")
+        status = fit.status
         adv(1, 1)
         timings["tia_fit"] = time.perf_counter() - t0
 
@@ -126,12 +133,18 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
         t0 = time.perf_counter()
         common = {"nuclide": nuc.name, "voxdose_version": __version__}
         write_image(stage / "tia_bq_s.nii.gz", tia, dtype=np.float32, sidecar=common)
+        write_image(stage / "tia_sigma_bq_s.nii.gz", tia_sigma, sidecar=common)
         write_image(stage / "fit_status.nii.gz", tia.with_data(status.astype(np.uint8),
                     quantity="fit status", unit="code",
                     meta={"codes": {str(k): v for k, v in STATUS.items()}}), dtype=np.uint8)
+        write_image(stage / "fit_model.nii.gz", tia.with_data(fit.model.astype(np.uint8),
+                    quantity="time-activity model per voxel", unit="code",
+                    meta={"codes": {str(k): v for k, v in MODEL_NAMES.items()}}),
+                    dtype=np.uint8)
         write_image(stage / f"dose_{tag}_kernel_gy.nii.gz", dose_k, sidecar=common)
         write_image(stage / f"dose_{tag}_ldm_gy.nii.gz", dose_l, sidecar=common)
-        files += ["tia_bq_s.nii.gz", "fit_status.nii.gz", f"dose_{tag}_kernel_gy.nii.gz",
+        files += ["tia_bq_s.nii.gz", "tia_sigma_bq_s.nii.gz", "fit_status.nii.gz",
+                  "fit_model.nii.gz", f"dose_{tag}_kernel_gy.nii.gz",
                   f"dose_{tag}_ldm_gy.nii.gz"]
         if dvhs:
             write_text(stage / "dvh.csv", dvh_csv(dvhs["kernel"]))
@@ -163,8 +176,11 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
             "inputs_sha256": {str(p): _sha256(p) for p in _inputs(study)},
             "grid": grid.to_dict(),
             "assembly": series.info,
-            "tia": {"model": tia.meta["model"], "status_counts": {
-                STATUS[int(k)]: int(c) for k, c in zip(*np.unique(status, return_counts=True))},
+            "tia": {"model": tia.meta["model"], "settings": fit.settings,
+                    "status_counts": {STATUS[int(k)]: int(c) for k, c in
+                                      zip(*np.unique(status, return_counts=True))},
+                    "model_counts": {MODEL_NAMES[int(k)]: int(c) for k, c in
+                                     zip(*np.unique(fit.model, return_counts=True))},
                 "total_tia_bq_s": float(np.sum(tia.data))},
             "dose": {"kernel": dose_k.meta, "ldm": dose_l.meta, "density": "water (1 g/cm^3)"},
             "timings_s": timings,

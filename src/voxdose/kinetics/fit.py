@@ -13,44 +13,21 @@ Bq*s/mL (multiply by the voxel volume in mL for decays per voxel), decay constan
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import numba
 import numpy as np
 
-from ..errors import InputError
+from ..errors import DeviceError, InputError
 from . import lm_core
+from .lm_core import fit_block_cpu as _fit_block_cpu
 from .models import MODEL_IDS
 
 
 WEIGHTINGS = ("poisson", "uniform")
 TAILS = ("physical", "fitted")
 CHUNK_VOXELS = 1 << 18  # curves copied and fitted per chunk (memory stays ~ 50 MB per chunk)
-
-
-@numba.njit(parallel=True, cache=True)
-def _fit_block_cpu(t_h, Y, model, lam_phys, lift, poisson, background, noise_rel, tail_fitted,
-                   out, params):
-    nv, n = Y.shape
-    nblocks = min(nv, 16 * numba.get_num_threads())
-    per = (nv + nblocks - 1) // nblocks
-    for b in numba.prange(nblocks):
-        y = np.empty(lm_core.MAX_T)
-        w = np.empty(lm_core.MAX_T)
-        f = np.empty(lm_core.MAX_T)
-        f2 = np.empty(lm_core.MAX_T)
-        J = np.empty((lm_core.MAX_T, lm_core.MAX_P))
-        A = np.empty((lm_core.MAX_P, lm_core.MAX_P))
-        L = np.empty((lm_core.MAX_P, lm_core.MAX_P))
-        g = np.empty(lm_core.MAX_P)
-        d = np.empty(lm_core.MAX_P)
-        pn = np.empty(lm_core.MAX_P)
-        p = np.empty(lm_core.MAX_P)
-        best = np.empty(lm_core.N_OUT)
-        for v in range(b * per, min(nv, (b + 1) * per)):
-            lm_core.fit_curve(t_h, Y, v, n, model, lam_phys, lift, poisson, background, noise_rel,
-                          tail_fitted, y, w, p, params[v], f, f2, J, A, L, g, d, pn, out[v],
-                          best)
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,7 +106,7 @@ def fit_curves(times_s, curves, lambda_phys_per_s: float, model: str = "auto",
     params = np.zeros((n, lm_core.MAX_P))
     args = (core_model, lam_h, bool(lift_bound), weighting == "poisson", float(background),
             float(frame_noise_rel), tail == "fitted")
-    if device == "gpu":
+    if _use_cuda(device):
         from .cuda_fit import fit_block_cuda
 
         fit_block_cuda(t_h, curves, *args, out, params)
@@ -137,11 +114,28 @@ def fit_curves(times_s, curves, lambda_phys_per_s: float, model: str = "auto",
         for s in range(0, n, CHUNK_VOXELS):
             e = min(n, s + CHUNK_VOXELS)
             _fit_block_cpu(t_h, np.ascontiguousarray(curves[s:e]), *args, out[s:e],
-                           params[s:e])
+                           params[s:e], numba.get_num_threads())
     return _to_result(out, params if keep_params else None,
                       {"model": model, "weighting": weighting, "background": background,
                        "lift_bound": lift_bound, "tail": tail,
                        "frame_noise_rel": frame_noise_rel})
+
+
+def _use_cuda(device: str) -> bool:
+    """'cpu' -> False; 'gpu' -> True or DeviceError; 'auto' -> True only with a usable GPU."""
+    if device not in ("auto", "cpu", "gpu"):
+        raise InputError(f"unknown device '{device}'; choose auto, cpu or gpu")
+    if device == "cpu":
+        return False
+    from numba import cuda
+
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return device == "gpu"  # the simulator only when asked for explicitly
+    ok = cuda.is_available()
+    if device == "gpu" and not ok:
+        raise DeviceError("--device gpu was requested but Numba finds no CUDA GPU; "
+                          "use --device cpu or auto")
+    return ok
 
 
 def _to_result(out, params, settings, shape=None) -> TiaFit:

@@ -13,7 +13,8 @@ Per curve (times t_i in h, samples y_i normalised by the curve's maximum):
   to counts, hence to activity);
 * Levenberg-Marquardt on the weighted residual sum of squares RSS = sum w_i (y_i - f_i)^2 with
   Marquardt's diagonal scaling; bounds (amplitudes >= 0, lambda_lo <= lambda <= lambda_hi,
-  uptake constant above the washout ones) by projection of every trial step;
+  uptake constant above the washout ones) by projection of every trial step, and an
+  active set: a parameter on a bound whose gradient points outwards is held fixed;
 * convergence: relative RSS decrease < 1e-12, relative step < 1e-10, or no step can lower
   RSS (a minimum, possibly on a bound); at most ``MAX_ITER`` iterations;
 * uncertainty (delta method): Cov = s^2 (J^T W J)^-1 with s^2 = RSS / (n - k), and
@@ -29,12 +30,15 @@ from __future__ import annotations
 
 import math
 
+import numba
+import numpy as np
+
 try:  # the CUDA copy of this module is executed with the decorator injected
     _jit = __voxdose_jit__  # type: ignore[name-defined]  # noqa: F821
 except NameError:
-    import numba
-
     _jit = numba.njit(cache=True)
+_njit_parallel = numba.njit(parallel=True, cache=True)
+_prange = numba.prange
 
 MAX_T = 16      # most time points per curve
 MAX_P = 5       # most parameters of a model
@@ -222,12 +226,17 @@ def init_params(model, t, y, n, kpeak, lam_lo, lam_hi, p):
         p[4] = clip(max(lam_up, 3.0 * p[3]), p[3] * 2.0, lam_hi * 0.5)
 
 @_jit
-def cholesky_damped(A, k, mu, L):
+def cholesky_damped(A, k, mu, L, frozen):
+    """Cholesky factor of A + mu diag(A); rows/columns of frozen parameters (bit set in
+    ``frozen``) are replaced by the identity so their step is exactly zero."""
     for i in range(k):
         for j in range(i + 1):
-            s = A[i, j]
-            if i == j:
-                s += mu * A[i, i] + 1e-30
+            if ((frozen >> i) & 1) or ((frozen >> j) & 1):
+                s = 1.0 if i == j else 0.0
+            else:
+                s = A[i, j]
+                if i == j:
+                    s += mu * A[i, i] + 1e-30
             for m in range(j):
                 s -= L[i, m] * L[j, m]
             if i == j:
@@ -237,6 +246,25 @@ def cholesky_damped(A, k, mu, L):
             else:
                 L[i, j] = s / L[j, j]
     return True
+
+
+@_jit
+def frozen_bits(model, p, g, k, lam_lo, lam_hi):
+    """Active-set rule: a parameter on a simple bound whose gradient points outwards is held
+    fixed for this iteration (amplitudes at 0, decay constants at lambda_lo or lambda_hi).
+    g = J^T W r, so increasing theta_j lowers RSS when g_j > 0."""
+    bits = 0
+    for j in range(k):
+        is_amp = j == 0 or (j == 2 and model >= 3)
+        if is_amp:
+            if p[j] <= 0.0 and g[j] < 0.0:
+                bits |= 1 << j
+        elif not (model == 2 and j == 2) and not (model == 4 and j == 4):
+            if (p[j] <= lam_lo * (1.0 + 1e-12) and g[j] < 0.0) or \
+                    (p[j] >= lam_hi * (1.0 - 1e-12) and g[j] > 0.0):
+                bits |= 1 << j
+    return bits
+
 
 @_jit
 def lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn):
@@ -260,10 +288,13 @@ def lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn):
                 A[a, b] = s
                 A[b, a] = s
         accepted = False
+        frz = frozen_bits(model, p, g, k, lam_lo, lam_hi)
         while mu < 1e12:
-            ok = cholesky_damped(A, k, mu, L)
+            ok = cholesky_damped(A, k, mu, L, frz)
             if ok:
-                chol_solve(L, k, g, d)
+                for a in range(k):
+                    d[a] = 0.0 if (frz >> a) & 1 else g[a]
+                chol_solve(L, k, d, d)
                 for a in range(k):
                     pn[a] = p[a] + d[a]
                 ab = project(model, pn, lam_lo, lam_hi)
@@ -476,3 +507,29 @@ def fit_curve(t, Y, v, n, model, lam_phys, lift_bound, poisson, background, nois
         pbest[0] *= ymax
         pbest[2] *= ymax
 
+
+# The CPU driver lives in this file so that Numba's on-disk cache is invalidated together
+# with the maths it inlines (Numba tracks only the defining file of a cached function).
+@_njit_parallel
+def fit_block_cpu(t_h, Y, model, lam_phys, lift, poisson, background, noise_rel, tail_fitted,
+                   out, params, nthreads):
+    nv, n = Y.shape
+    nblocks = min(nv, 16 * nthreads)
+    per = (nv + nblocks - 1) // nblocks
+    for b in _prange(nblocks):
+        y = np.empty(MAX_T)
+        w = np.empty(MAX_T)
+        f = np.empty(MAX_T)
+        f2 = np.empty(MAX_T)
+        J = np.empty((MAX_T, MAX_P))
+        A = np.empty((MAX_P, MAX_P))
+        L = np.empty((MAX_P, MAX_P))
+        g = np.empty(MAX_P)
+        d = np.empty(MAX_P)
+        pn = np.empty(MAX_P)
+        p = np.empty(MAX_P)
+        best = np.empty(N_OUT)
+        for v in range(b * per, min(nv, (b + 1) * per)):
+            fit_curve(t_h, Y, v, n, model, lam_phys, lift, poisson, background, noise_rel,
+                          tail_fitted, y, w, p, params[v], f, f2, J, A, L, g, d, pn, out[v],
+                          best)
