@@ -1,0 +1,124 @@
+"""``voxdose dose`` and ``voxdose bench``: outputs, sidecar, bad input (one line, exit 2,
+nothing written)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from voxdose.cli import main
+from voxdose.grid import Grid, Image
+from voxdose.io.sitk_adapter import read_image, write_image
+
+SP = (9.6, 9.6, 9.6)
+
+
+@pytest.fixture()
+def inputs(tmp_path):
+    g = Grid.from_spacing((10, 9, 8), SP, origin_mm_xyz=(-40.0, -30.0, 12.0))
+    tia = np.zeros(g.shape)
+    tia[4:6, 4:6, 3:5] = 1e12
+    write_image(tmp_path / "tia.nii.gz", Image(tia, g, "time-integrated activity",
+                                               "Bq*s per voxel (decays)"))
+    hu = np.zeros(g.shape)
+    hu[:, :, :2] = -1000.0
+    hu[:, :, 6:] = 1000.0
+    write_image(tmp_path / "ct.nii.gz", Image(hu, g, "CT", "HU"))
+    return tmp_path, g
+
+
+def _run(args, capsys):
+    rc = main(args)
+    return rc, capsys.readouterr()
+
+
+@pytest.mark.parametrize(("method", "mode"), [("kernel", "none"), ("kernel", "scale"),
+                                              ("kernel", "mvs"), ("ldm", "scale")])
+def test_dose_command_writes_gray_and_sidecar(inputs, capsys, method, mode):
+    d, g = inputs
+    out = d / f"dose_{method}_{mode}.nii.gz"
+    args = ["dose", str(d / "tia.nii.gz"), "--nuclide", "177Lu", "--method", method,
+            "--device", "cpu", "--out", str(out), "--kernel-radius-mm", "40"]
+    if mode != "none":
+        args += ["--ct", str(d / "ct.nii.gz"), "--density-mode", mode]
+    rc, cap = _run(args, capsys)
+    assert rc == 0, cap.err
+    img = read_image(out)
+    assert img.grid.same_as(g)
+    side = json.loads((d / f"dose_{method}_{mode}.json").read_text())
+    assert side["unit"] == "Gy" and side["density_mode"] == mode
+    assert side["dose_method"] == method and side["nuclide"] == "Lu-177"
+    assert len(side["inputs"]["tia_sha256"]) == 64
+    assert img.data.max() > 0 and img.data.min() >= 0
+    if method == "ldm":   # local deposition: dose only where the activity is
+        assert np.count_nonzero(img.data) == 8
+
+
+def test_dose_kernel_none_matches_the_python_api(inputs, capsys):
+    from voxdose.dose.engine import make_engine
+
+    d, g = inputs
+    out = d / "dose.nii.gz"
+    rc, cap = _run(["dose", str(d / "tia.nii.gz"), "--nuclide", "Lu-177", "--device", "cpu",
+                    "--out", str(out), "--kernel-radius-mm", "40", "--precision", "float64"],
+                   capsys)
+    assert rc == 0, cap.err
+    api = make_engine("Lu-177", g.spacing_mm, radius_mm=40.0).dose(read_image(d / "tia.nii.gz"))
+    assert np.allclose(read_image(out).data, api.data, rtol=1e-6)   # float32 on disk
+
+
+def _expect_error(args, capsys, tmp_path, pattern):
+    import re
+
+    before = {p.name for p in tmp_path.iterdir()}
+    rc, cap = _run(args, capsys)
+    assert rc == 2
+    err = cap.err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert re.search(pattern, err), err
+    assert {p.name for p in tmp_path.iterdir()} == before   # nothing written, no temp files
+
+
+def test_bad_inputs(inputs, capsys):
+    d, g = inputs
+    base = ["--nuclide", "Lu-177", "--device", "cpu", "--out", str(d / "o.nii.gz")]
+    _expect_error(["dose", str(d / "missing.nii.gz"), *base], capsys, d, r"missing\.nii\.gz")
+    _expect_error(["dose", str(d / "tia.nii.gz"), *base, "--density-mode", "scale"], capsys, d,
+                  r"needs --ct")
+    _expect_error(["dose", str(d / "tia.nii.gz"), "--nuclide", "Lu-999", "--out",
+                   str(d / "o.nii.gz")], capsys, d, r"Lu-999")
+    _expect_error(["dose", str(d / "tia.nii.gz"), *base[:-2], "--out", str(d / "o.png")],
+                  capsys, d, r"o\.png")
+    neg = d / "neg.nii.gz"
+    write_image(neg, Image(-np.ones(g.shape), g))
+    (d / "neg.json").unlink()
+    _expect_error(["dose", str(neg), *base], capsys, d, r"neg\.nii\.gz has negative")
+    g2 = Grid.from_spacing((5, 5, 5), SP)
+    write_image(d / "ct_small.nii.gz", Image(np.zeros(g2.shape), g2))
+    _expect_error(["dose", str(d / "tia.nii.gz"), *base, "--ct", str(d / "ct_small.nii.gz"),
+                   "--density-mode", "scale"], capsys, d, r"ct_small\.nii\.gz is not on the TIA")
+
+
+def test_ct_on_another_grid_can_be_resampled(inputs, capsys):
+    d, g = inputs
+    # the same CT on a finer grid covering the same region
+    fine = Grid.from_spacing((20, 18, 16), (4.8, 4.8, 4.8),
+                             origin_mm_xyz=g.index_to_world([-0.25, -0.25, -0.25]))
+    write_image(d / "ct_fine.nii.gz", Image(np.zeros(fine.shape), fine))
+    rc, cap = _run(["dose", str(d / "tia.nii.gz"), "--nuclide", "Lu-177", "--device", "cpu",
+                    "--out", str(d / "o.nii.gz"), "--ct", str(d / "ct_fine.nii.gz"),
+                    "--density-mode", "scale", "--resample-ct", "--kernel-radius-mm", "40"],
+                   capsys)
+    assert rc == 0, cap.err
+
+
+def test_bench_json(capsys):
+    rc, cap = _run(["bench", "--device", "cpu", "--sizes", "8", "--repeats", "1", "--json"],
+                   capsys)
+    assert rc == 0, cap.err
+    rows = json.loads(cap.out)["rows"]
+    assert {r["method"] for r in rows} == {"voxdose", "scipy.signal.fftconvolve"}
+    for r in rows:
+        assert r["time_ms"] > 0 and r["max_rel_diff_vs_scipy"] < 1e-5
+    rc, cap = _run(["bench", "--sizes", "a,b"], capsys)
+    assert rc == 2 and "--sizes" in cap.err
