@@ -243,28 +243,50 @@ def estimate_bytes(data_shape, tile, padded, precision: str, backend_name: str =
 
 
 def plan_blocks(data_shape, h, backend, precision: str, budget_bytes: int | None,
-                min_tile: int = 8) -> BlockPlan:
-    """Choose the largest tiles (halving the axis with the longest FFT) that fit the budget."""
+                min_tile: int = 8, max_tiles_per_axis: int = 16) -> BlockPlan:
+    """The cheapest tiling that fits the budget.
+
+    Candidates: k_a tiles per axis (1 <= k_a <= 16, tiles of ceil(N_a / k_a) >= ``min_tile``
+    voxels); cost = n_tiles x FFT points x log2(FFT points); memory from
+    :func:`estimate_bytes`.  One shot (k = 1, 1, 1) when it fits.  When nothing fits, the
+    tiling with the smallest memory is used (and its estimate reported).
+    """
     n = [int(v) for v in data_shape]
-    tile = list(n)
 
     def padded_for(t):
         return tuple(fast_len(t[a] + h[a] if t[a] >= n[a] else t[a] + 2 * h[a], backend)
                      for a in range(3))
 
-    while True:
-        p = padded_for(tile)
-        est = estimate_bytes(n, tile, p, precision, backend.name)
-        if budget_bytes is None or est <= budget_bytes:
-            break
-        cand = [a for a in range(3) if tile[a] > min_tile]
-        if not cand:
-            break  # cannot shrink further: run with the smallest tiles and say so
-        a = max(cand, key=lambda ax: p[ax])
-        n_tiles_a = math.ceil(n[a] / tile[a]) * 2
-        tile[a] = max(min_tile, math.ceil(n[a] / n_tiles_a))
-    n_tiles = int(np.prod([math.ceil(n[a] / tile[a]) for a in range(3)]))
-    return BlockPlan(tuple(tile), p, n_tiles, est, budget_bytes)
+    def choices(a):
+        ks = []
+        for k in range(1, max_tiles_per_axis + 1):
+            t = math.ceil(n[a] / k)
+            if k > 1 and t < min_tile:
+                break
+            if not ks or t != ks[-1][1]:
+                ks.append((k, t))
+        return ks
+
+    best = None       # (cost, plan) among those that fit
+    smallest = None   # (bytes, plan) overall
+    for _kz, tz in choices(0):
+        for _ky, ty in choices(1):
+            for _kx, tx in choices(2):
+                tile = (tz, ty, tx)
+                p = padded_for(tile)
+                n_tiles = (math.ceil(n[0] / tz) * math.ceil(n[1] / ty) * math.ceil(n[2] / tx))
+                est = estimate_bytes(n, tile, p, precision, backend.name)
+                pts = float(np.prod(p))
+                plan = BlockPlan(tile, p, n_tiles, est, budget_bytes)
+                if smallest is None or est < smallest[0]:
+                    smallest = (est, plan)
+                if budget_bytes is None or est <= budget_bytes:
+                    cost = n_tiles * pts * math.log2(max(pts, 2.0))
+                    if best is None or cost < best[0]:
+                        best = (cost, plan)
+                if budget_bytes is None:
+                    return plan  # no limit: one shot
+    return best[1] if best is not None else smallest[1]
 
 
 def available_memory_bytes(backend) -> int:
