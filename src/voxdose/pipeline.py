@@ -29,6 +29,7 @@ from .io.sitk_adapter import write_image
 from .io.study import Study, load_study
 from .kinetics.fit import fit_tia
 from .kinetics.models import MODEL_NAMES, STATUS
+from .kinetics.organ import fit_organs, organ_table_csv, plot_tacs
 from .report_plots import plot_dose_slices, plot_dvhs
 
 
@@ -103,6 +104,8 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
                     "Bq*s per voxel (decays)", {"model": model_desc})
         tia_sigma = tia.with_data(fit.sigma * vml, quantity="standard uncertainty of the TIA")
         status = fit.status
+        organ_fits = [] if labels is None else fit_organs(
+            series.times_s, series.frames_bq_ml, labels, nuc.decay_constant_per_s)
         adv(1, 1)
         timings["tia_fit"] = time.perf_counter() - t0
 
@@ -152,6 +155,10 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
             plot_dvhs(stage / "dvh.png", dvhs["kernel"],
                       f"{study.name}: {nuc.name} cumulative DVH (kernel convolution)")
             files += ["dvh.csv", "dvh_ldm.csv", "dvh.png"]
+        if organ_fits:
+            write_text(stage / "organ_tia.csv", organ_table_csv(organ_fits))
+            files += ["organ_tia.csv"] + [f"tac/{n}" for n in plot_tacs(stage / "tac",
+                                                                      organ_fits)]
         lab = None if labels is None else labels.data
         centre = np.unravel_index(int(np.argmax(dose_k.data)), grid.shape)
         if labels is not None:
@@ -182,6 +189,9 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
                     "model_counts": {MODEL_NAMES[int(k)]: int(c) for k, c in
                                      zip(*np.unique(fit.model, return_counts=True))},
                 "total_tia_bq_s": float(np.sum(tia.data))},
+            "organ_fits": {of.name: {"chosen": of.best, "volume_ml": of.volume_ml,
+                                     "activity_bq": of.activity_bq.tolist(), "fits": of.fits}
+                           for of in organ_fits},
             "dose": {"kernel": dose_k.meta, "ldm": dose_l.meta, "density": "water (1 g/cm^3)"},
             "timings_s": timings,
             "outputs": files + ["provenance.json"],

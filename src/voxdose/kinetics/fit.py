@@ -87,7 +87,7 @@ def fit_curves(times_s, curves, lambda_phys_per_s: float, model: str = "auto",
     if curves.ndim != 2:
         raise InputError("curves must be a 2D array (N curves, T times)")
     t_s = _check_times(times_s, curves.shape[1])
-    if model != "auto" and model not in MODEL_IDS or model == "stp":
+    if (model != "auto" and model not in MODEL_IDS) or model == "stp":
         raise InputError(f"unknown model '{model}'; choose auto, trapz, mono, biexp, biexp_sum "
                          "or triexp (stp needs fit_single_time_point)")
     if weighting not in WEIGHTINGS:

@@ -2,10 +2,10 @@
 
 Imported normally, this module is compiled for the CPU (``numba.njit(cache=True)``);
 :mod:`voxdose.kinetics.cuda_fit` executes a second copy of the same file with
-``numba.cuda.jit(device=True)`` injected as ``__voxdose_jit__``. Everything here obeys the rules of both targets:
-``math`` functions only, no allocation (callers pass scratch arrays of fixed maximum size),
-no exceptions. The CPU driver (``fit.py``) and the CUDA kernel (``cuda_fit.py``) call the
-same :func:`fit_curve`, so one formula serves both devices.
+``numba.cuda.jit(device=True)`` injected as ``__voxdose_jit__``. Everything here obeys the
+rules of both targets: ``math`` functions only, no allocation (callers pass scratch arrays of
+fixed maximum size), no exceptions. The CPU driver (:func:`fit_block_cpu`, at the end) and
+the CUDA kernel (``cuda_fit.py``) call the same :func:`fit_curve`: one formula, two devices.
 
 Per curve (times t_i in h, samples y_i normalised by the curve's maximum):
 
@@ -18,9 +18,13 @@ Per curve (times t_i in h, samples y_i normalised by the curve's maximum):
 * convergence: relative RSS decrease < 1e-12, relative step < 1e-10, or no step can lower
   RSS (a minimum, possibly on a bound); at most ``MAX_ITER`` iterations;
 * uncertainty (delta method): Cov = s^2 (J^T W J)^-1 with s^2 = RSS / (n - k), and
-  sigma_TIA^2 = g^T Cov g, g = dTIA/dtheta (analytic);
-* model choice (``auto``): AICc = n ln(RSS/n) + 2k + 2k(k+1)/(n-k-1) over the models with
-  enough points that converged to a finite positive TIA; ties go to the simpler model;
+  sigma_TIA^2 = g^T Cov g, g = dTIA/dtheta (analytic); parameters that end on a bound are
+  treated as fixed (their rows and columns are dropped), so sigma is conditional on them;
+* validity: converged, finite positive TIA, and the fitted curve nowhere above
+  ``MAX_OVERSHOOT`` x the largest sample between t = 0 and the last sample (no runaway
+  extrapolation through a single sample);
+* model choice (``auto``): AICc = n ln(RSS/n) + 2k + 2k(k+1)/(n-k-1) over the valid fits of
+  the models with enough points; ties go to the simpler model;
   otherwise the trapezoid + physical tail (status 2);
 * trapezoid uncertainty: frame noise model sigma_i = noise_rel * y_i, propagated linearly
   through the trapezoid weights (the tail's weight is 1/lambda_tail).
@@ -34,7 +38,7 @@ import numba
 import numpy as np
 
 try:  # the CUDA copy of this module is executed with the decorator injected
-    _jit = __voxdose_jit__  # type: ignore[name-defined]  # noqa: F821
+    _jit = __voxdose_jit__  # type: ignore[name-defined]
 except NameError:
     _jit = numba.njit(cache=True)
 _njit_parallel = numba.njit(parallel=True, cache=True)
@@ -43,6 +47,7 @@ _prange = numba.prange
 MAX_T = 16      # most time points per curve
 MAX_P = 5       # most parameters of a model
 MAX_ITER = 200
+MAX_OVERSHOOT = 5.0  # fitted curve <= 5 x the largest sample before the last one
 N_OUT = 8       # per-curve scalar outputs, see OUT_* below
 OUT_TIA, OUT_SIGMA, OUT_LAM, OUT_MODEL, OUT_STATUS, OUT_AICC, OUT_RSS, OUT_R2 = range(8)
 
@@ -226,6 +231,26 @@ def init_params(model, t, y, n, kpeak, lam_lo, lam_hi, p):
         p[4] = clip(max(lam_up, 3.0 * p[3]), p[3] * 2.0, lam_hi * 0.5)
 
 @_jit
+def bound_bits(model, p, k, lam_lo, lam_hi):
+    """Parameters sitting on a bound (amplitude 0; decay constant at lambda_lo or lambda_hi;
+    an uptake constant pinned to its ordering limit): bit j set for parameter j."""
+    bits = 0
+    tol = 1e-9
+    for j in range(k):
+        is_amp = j == 0 or (j == 2 and model >= 3)
+        if is_amp:
+            if p[j] <= 0.0:
+                bits |= 1 << j
+        elif p[j] <= lam_lo * (1.0 + tol) or p[j] >= lam_hi * (1.0 - tol):
+            bits |= 1 << j
+    if model == 2 and p[2] <= p[1] * (1.0 + 1e-6) * (1.0 + tol):
+        bits |= 1 << 2
+    if model == 4 and p[4] <= max(p[1], p[3]) * (1.0 + 1e-6) * (1.0 + tol):
+        bits |= 1 << 4
+    return bits
+
+
+@_jit
 def cholesky_damped(A, k, mu, L, frozen):
     """Cholesky factor of A + mu diag(A); rows/columns of frozen parameters (bit set in
     ``frozen``) are replaced by the identity so their step is exactly zero."""
@@ -325,6 +350,19 @@ def lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn):
     return c, converged, at_bound
 
 @_jit
+def model_value(model, p, ti):
+    """a(t) of a model at one time (h)."""
+    if model == 1:
+        return p[0] * math.exp(-p[1] * ti)
+    if model == 2:
+        return p[0] * (math.exp(-p[1] * ti) - math.exp(-p[2] * ti))
+    if model == 3:
+        return p[0] * math.exp(-p[1] * ti) + p[2] * math.exp(-p[3] * ti)
+    return (p[0] * math.exp(-p[1] * ti) + p[2] * math.exp(-p[3] * ti)
+            - (p[0] + p[2]) * math.exp(-p[4] * ti))
+
+
+@_jit
 def tia_and_grad(model, p, g):
     if model == 1:
         g[0] = 1.0 / p[1]
@@ -393,6 +431,18 @@ def fit_one_model(model, t, y, w, n, kpeak, lam_lo, lam_hi, p, f, f2, J, A, L, g
     tia = tia_and_grad(model, p, g)
     if not (conv and math.isfinite(tia) and tia > 0.0):
         return 0
+    # physically plausible: the fitted curve may not rise above MAX_OVERSHOOT x the largest
+    # sample anywhere before the last sample (an extrapolation to t = 0 through one sample
+    # with a runaway decay constant is not a measurement)
+    vmax = model_value(model, p, 0.0)
+    for i in range(n):
+        tprev = 0.0 if i == 0 else t[i - 1]
+        for q in range(1, 4):
+            v = model_value(model, p, tprev + 0.25 * q * (t[i] - tprev))
+            if v > vmax:
+                vmax = v
+    if vmax > MAX_OVERSHOOT:  # y is normalised to a maximum of 1
+        return 0
     # covariance via the Cholesky factor of J^T W J at the solution
     for a in range(k):
         for b in range(a + 1):
@@ -403,9 +453,11 @@ def fit_one_model(model, t, y, w, n, kpeak, lam_lo, lam_hi, p, f, f2, J, A, L, g
             A[b, a] = s
     s2 = rss / (n - k)
     var = 0.0
-    if cholesky(A, k, L):
+    # parameters on a bound are not estimated (held fixed): their rows/columns are dropped
+    fixed = bound_bits(model, p, k, lam_lo, lam_hi)
+    if cholesky_damped(A, k, 0.0, L, fixed):
         for i in range(k):  # z = L^-1 g ; var = s2 |z|^2
-            s = g[i]
+            s = 0.0 if (fixed >> i) & 1 else g[i]
             for m in range(i):
                 s -= L[i, m] * d[m]
             d[i] = s / L[i, i]

@@ -4,18 +4,17 @@ Times t in hours inside the fitter (converted at the API boundary), activity (co
 a(t) >= 0. The lower bound of every decay constant is the physical one, lambda_p (biological
 washout cannot be negative), unless the user lifts it (then lambda >= 1e-9 / h).
 
-==== ===================== =================================================== =====================================
- id   name                  a(t)                                                TIA = integral_0^inf a(t) dt
-==== ===================== =================================================== =====================================
- 0    ``trapz``             trapezoid over the samples, head 0 -> first sample  sum of trapezoids + a_last / lambda_tail
- 1    ``mono``              A e^(-l t)                                          A / l
- 2    ``biexp``             A (e^(-l1 t) - e^(-l2 t)),  l2 > l1   (uptake)      A (1/l1 - 1/l2)
- 3    ``biexp_sum``         A1 e^(-l1 t) + A2 e^(-l2 t)                          A1/l1 + A2/l2
- 4    ``triexp``            A1 e^(-l1 t) + A2 e^(-l2 t) - (A1 + A2) e^(-l3 t)    A1/l1 + A2/l2 - (A1 + A2)/l3
-                            (uptake l3 > l1, l2; a(0) = 0)
- 5    ``stp``               single time point: a(t1) e^(l_eff (t - t1))         a(t1) e^(l_eff t1) / l_eff
-                            with an assumed effective half-life
-==== ===================== =================================================== =====================================
+Models (id, name: a(t); TIA = integral from 0 to infinity):
+
+0. ``trapz``: trapezoid over the samples, head 0 -> first sample;
+   TIA = sum of trapezoids + a_last / lambda_tail.
+1. ``mono``: A e^(-l t); TIA = A / l.
+2. ``biexp`` (uptake-washout): A (e^(-l1 t) - e^(-l2 t)), l2 > l1; TIA = A (1/l1 - 1/l2).
+3. ``biexp_sum``: A1 e^(-l1 t) + A2 e^(-l2 t); TIA = A1/l1 + A2/l2 (component 1 the slower).
+4. ``triexp``: A1 e^(-l1 t) + A2 e^(-l2 t) - (A1 + A2) e^(-l3 t), uptake l3 > l1, l2 and
+   a(0) = 0; TIA = A1/l1 + A2/l2 - (A1 + A2)/l3.
+5. ``stp`` (single time point): a(t1) e^(l_eff (t - t1)) with an assumed effective
+   half-life; TIA = a(t1) e^(l_eff t1) / l_eff.
 
 Trapezoid tail (``tail``): ``physical`` (default) l_tail = lambda_p; ``fitted``: the
 exponential through the last two samples, l_tail = ln(a_{n-2}/a_{n-1})/(t_{n-1}-t_{n-2}),
