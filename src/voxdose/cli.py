@@ -69,7 +69,28 @@ def _print_table(result, title: str) -> None:
     console.print(t)
 
 
-def _run(study_path: Path, out: Path, device: str, t_start: float) -> None:
+def _print_decisions(result) -> None:
+    d = result.decisions
+    if d is not None and d.marrow is not None:
+        m = d.marrow
+        console.print(f"red marrow (EANM, L2-L4): {m.total_dose_gy:.3g} Gy "
+                      f"({d.gy_per_gbq['marrow']:.3g} Gy/GBq)", highlight=False)
+    if d is not None and d.plan is not None:
+        console.print(f"plan: at most {d.plan.max_activity_gbq:.3g} GBq, limited by "
+                      f"{d.plan.limiting_organ} (see plan.json)", highlight=False)
+    if len(result.comparison) > 1:
+        a, b = result.comparison[0], result.comparison[1]
+        mb = {h.name: h.mean_gy for h in b.dvhs}
+        kid = [h for h in a.dvhs if h.name.startswith("kidney")]
+        if kid:
+            h = kid[0]
+            console.print(f"{b.nuclide} with the same biological kinetics: {h.name} "
+                          f"{mb[h.name]:.3g} Gy vs {h.mean_gy:.3g} Gy for {a.nuclide} "
+                          "(compare.json)", highlight=False)
+
+
+def _run(study_path: Path, out: Path, device: str, t_start: float,
+         density_mode: str = "none") -> None:
     from .backend import DEVICES
     from .errors import InputError
     from .io.study import load_study
@@ -81,12 +102,14 @@ def _run(study_path: Path, out: Path, device: str, t_start: float) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         with _progress() as prog:
-            result = run_pipeline(study, out, device=device, reporter=RichReporter(prog))
+            result = run_pipeline(study, out, device=device, reporter=RichReporter(prog),
+                                  density_mode=density_mode)
     for w in caught:
         if "device 'auto'" in str(w.message):
             console.print(str(w.message), style="yellow", markup=False)
     nuc = result.provenance["study"]["nuclide"]
     _print_table(result, f"{nuc} absorbed dose per structure (kernel convolution, water)")
+    _print_decisions(result)
     console.print(f"results in [bold]{out}[/]: {', '.join(result.files)}")
     console.print(f"total time {time.perf_counter() - t_start:.1f} s "
                   f"(device: {result.provenance['device']})")
@@ -101,6 +124,8 @@ def demo(
     activity_mbq: float = typer.Option(7400.0, "--activity-mbq", min=1e-3,
                                        help="administered activity, MBq (default 7.4 GBq)"),
     seed: int = typer.Option(20161, help="random seed of the phantom's noise and misalignment"),
+    density_mode: str = typer.Option("none", help="none (water), scale (dose x 1/rho) or mvs "
+                                     "(density-binned kernels); density from the CT (g/cm^3)"),
 ):
     """Build the synthetic patient study (Lu-177 CXCR4 ligand, SPECT/CT at 1-168 h) in
     OUT_DIR/study, run the whole pipeline into OUT_DIR/results, print a dose table."""
@@ -113,7 +138,7 @@ def demo(
         task = prog.add_task("synthetic study", total=len(cfg.times_h))
         study = build_study(out_dir / "study", cfg,
                             progress=lambda d, t: prog.update(task, completed=d, total=t))
-    _run(study, out_dir / "results", device, t0)
+    _run(study, out_dir / "results", device, t0, density_mode)
 
 
 @app.command()
@@ -123,10 +148,12 @@ def run(
     out: Path = typer.Option(None, "--out", help="results folder (default: STUDY's folder/"
                                                  "results)"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    density_mode: str = typer.Option("none", help="none (water), scale (dose x 1/rho) or mvs "
+                                     "(density-binned kernels); density from the CT (g/cm^3)"),
 ):
     """Run the pipeline on a user's study: register, fit TIA (Bq*s per voxel), dose (Gy), DVHs."""
     t0 = time.perf_counter()
-    _run(study, out or study.parent / "results", device, t0)
+    _run(study, out or study.parent / "results", device, t0, density_mode)
 
 
 # Commands of later stages live in their own modules (cli_<stage>.py) and register on ``app``
@@ -153,13 +180,11 @@ def main(argv=None) -> int:
         return 2
     except (typer.Exit, SystemExit) as exc:  # --help, click usage errors handled below
         return int(getattr(exc, "exit_code", getattr(exc, "code", 0)) or 0)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # usage errors of Typer's (vendored) Click: show and exit
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+            return int(exc.exit_code)
+        if type(exc).__name__ == "Abort":
             return 1
         raise
     return 0

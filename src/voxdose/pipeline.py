@@ -17,20 +17,35 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .analysis.dvh import DVH, compute_dvhs, dvh_csv
+from .analysis.compare import compare_nuclides, plot_dpks, plot_dvh_overlay
+from .analysis.dvh import DVH, compute_dvhs, dvh_csv, dvh_json
+from .analysis.mird import organ_check_csv
 from .assemble import assemble_series
 from .backend import get_backend, to_numpy
-from .dose.engine import KernelConvolution, LocalDeposition
+from .decisions import decide
+from .dose.density import check_density_mode, density_from_ct
+from .dose.engine import make_engine
+from .dose.multinuclide import swap_nuclide_tia
 from .dose.point_kernel import point_kernel_for
 from .dose.voxel_kernel import voxel_kernel
+from .errors import StudyError
 from .grid import Image
 from .io.atomic import staged_directory, write_json, write_text
-from .io.sitk_adapter import write_image
+from .io.sitk_adapter import read_image, write_image
 from .io.study import Study, load_study
 from .kinetics.fit import fit_tia
 from .kinetics.models import MODEL_NAMES, STATUS
 from .kinetics.organ import fit_organs, organ_table_csv, plot_tacs
+from .nuclide import canonical_name
+from .registration import identity_registration, resample
 from .report_plots import plot_dose_slices, plot_dvhs
+
+try:  # the report and the registration figure arrive with the report module
+    from .report_html import write_report
+    from .report_plots import plot_registration_check
+except ImportError:  # pragma: no cover - until report_html exists
+    write_report = None
+    plot_registration_check = None
 
 
 class NullReporter:
@@ -48,6 +63,8 @@ class PipelineResult:
     files: list[str]
     timings_s: dict[str, float]
     provenance: dict = field(default_factory=dict)
+    decisions: object = None
+    comparison: list = field(default_factory=list)
 
 
 def _sha256(path: Path) -> str:
@@ -69,9 +86,17 @@ def _versions() -> dict:
 
 
 def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
-                 kernel_radius_mm: float = 200.0, tia_model: str = "auto") -> PipelineResult:
+                 kernel_radius_mm: float = 200.0, tia_model: str = "auto",
+                 density_mode: str = "none", compare_nuclide: str | None = "auto"
+                 ) -> PipelineResult:
     """Run every stage on a study (path of study.toml, or a validated :class:`Study`);
-    write results into ``out_dir``."""
+    write results into ``out_dir``.
+
+    density_mode : 'none' (water), 'scale' or 'mvs' (density from the reference CT).
+    compare_nuclide : a second nuclide for the comparison ('auto': Y-90 for a Lu-177 study
+        and Lu-177 otherwise; None: no comparison), dosed from the same biological kinetics
+        with its own physical decay.
+    """
     rep = reporter or NullReporter()
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -80,15 +105,26 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
         t0 = time.perf_counter()
         study = study_path if isinstance(study_path, Study) else load_study(study_path)
         backend = get_backend(device)
+        check_density_mode(density_mode)
+        if density_mode != "none" and not study.has_ct:
+            raise StudyError(f"{study.path}: density mode '{density_mode}' needs a CT per "
+                             "time point")
         adv(1, 1)
         timings["validate"] = time.perf_counter() - t0
 
     with rep.stage("register + resample", len(study.timepoints)) as adv:
         t0 = time.perf_counter()
-        series, _, labels = assemble_series(study, progress=adv)
+        series, regs, labels = assemble_series(study, progress=adv)
+        grid = series.grid
+        ct_ref = ct_last = None
+        if study.has_ct:  # CTs on the dose grid: display, registration check, density
+            ref_ct = read_image(study.timepoints[study.reference_index].ct, "CT", "HU")
+            ct_ref = resample(ref_ct, grid, identity_registration(), default=-1000.0)
+            last = len(study.timepoints) - 1 if study.reference_index == 0 else 0
+            ct_last = resample(read_image(study.timepoints[last].ct, "CT", "HU"), grid,
+                               regs[last], default=-1000.0)
         timings["register_resample"] = time.perf_counter() - t0
 
-    grid = series.grid
     nuc = study.nuclide
     with rep.stage("fit time-activity curves") as adv:
         t0 = time.perf_counter()
@@ -111,23 +147,52 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
 
     with rep.stage(f"{nuc.name} voxel kernel") as adv:
         t0 = time.perf_counter()
-        kern = voxel_kernel(point_kernel_for(nuc), grid.spacing_mm, radius_mm=kernel_radius_mm)
+        pk = point_kernel_for(nuc)
+        kern = voxel_kernel(pk, grid.spacing_mm, radius_mm=kernel_radius_mm)
         adv(1, 1)
         timings["kernel"] = time.perf_counter() - t0
 
     with rep.stage(f"dose ({backend.name})", 2) as adv:
         t0 = time.perf_counter()
-        dose_k = KernelConvolution(kern).dose(tia, backend)
+        rho = None if density_mode == "none" else density_from_ct(ct_ref, grid)
+        engine = make_engine(nuc, grid.spacing_mm, method="kernel", density_mode=density_mode,
+                             density=rho, kernel=kern, precision="float64")
+        dose_k = engine.dose(tia, backend, rho)
         dose_k = dose_k.with_data(to_numpy(dose_k.data))
         adv(1, 2)
-        dose_l = LocalDeposition(nuc).dose(tia, backend)
+        dose_l = make_engine(nuc, grid.spacing_mm, method="ldm", density_mode=density_mode,
+                             density=rho).dose(tia, backend, rho)
         dose_l = dose_l.with_data(to_numpy(dose_l.data))
         adv(2, 2)
         timings["dose"] = time.perf_counter() - t0
 
     dvhs: dict[str, list[DVH]] = {}
+    decisions = None
+    comparison = []
+    other = None
+    if compare_nuclide is not None:
+        other = canonical_name(compare_nuclide if compare_nuclide != "auto" else
+                               ("Y-90" if nuc.name == "Lu-177" else "Lu-177"))
+        if other == nuc.name:
+            other = None
     if labels is not None:
-        dvhs = {"kernel": compute_dvhs(dose_k, labels), "ldm": compute_dvhs(dose_l, labels)}
+        with rep.stage("DVH, MIRD check, marrow, plan", 3 if other else 2) as adv:
+            t0 = time.perf_counter()
+            dvhs = {"kernel": compute_dvhs(dose_k, labels, rho),
+                    "ldm": compute_dvhs(dose_l, labels, rho)}
+            adv(1)
+            decisions = decide(tia, dose_k, labels, dvhs["kernel"], engine, pk, organ_fits,
+                               study.administered_activity_mbq, nuc.half_life_h, study.sex,
+                               study.plan_limits_gy, study.plan_after_h, rho)
+            adv(2)
+            if other:
+                tia_other = swap_nuclide_tia(tia, fit.lambda_eff_per_s, nuc, other)
+                comparison = (compare_nuclides(tia, [nuc.name], labels,
+                                               kernel_radius_mm=kernel_radius_mm) +
+                              compare_nuclides(tia_other, [other], labels,
+                                               kernel_radius_mm=kernel_radius_mm))
+                adv(3)
+            timings["analysis"] = time.perf_counter() - t0
 
     tag = nuc.name.replace("-", "").lower()
     out_dir = Path(out_dir)
@@ -151,14 +216,41 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
                   f"dose_{tag}_ldm_gy.nii.gz"]
         if dvhs:
             write_text(stage / "dvh.csv", dvh_csv(dvhs["kernel"]))
+            write_json(stage / "dvh.json", dvh_json(dvhs["kernel"]))
             write_text(stage / "dvh_ldm.csv", dvh_csv(dvhs["ldm"]))
             plot_dvhs(stage / "dvh.png", dvhs["kernel"],
                       f"{study.name}: {nuc.name} cumulative DVH (kernel convolution)")
-            files += ["dvh.csv", "dvh_ldm.csv", "dvh.png"]
+            files += ["dvh.csv", "dvh.json", "dvh_ldm.csv", "dvh.png"]
         if organ_fits:
             write_text(stage / "organ_tia.csv", organ_table_csv(organ_fits))
             files += ["organ_tia.csv"] + [f"tac/{n}" for n in plot_tacs(stage / "tac",
                                                                       organ_fits)]
+        if decisions is not None:
+            write_text(stage / "mird_check.csv", organ_check_csv(decisions.mird))
+            files.append("mird_check.csv")
+            if decisions.marrow is not None:
+                write_json(stage / "marrow.json", decisions.marrow.to_dict())
+                files.append("marrow.json")
+            if decisions.plan is not None:
+                write_json(stage / "plan.json", {**decisions.plan.to_dict(),
+                                                 "gy_per_gbq": decisions.gy_per_gbq})
+                files.append("plan.json")
+        if comparison:
+            for r in comparison[1:]:
+                t2 = r.nuclide.replace("-", "").lower()
+                write_image(stage / f"dose_{t2}_kernel_gy.nii.gz", r.dose,
+                            sidecar={"nuclide": r.nuclide, "tia": "swapped physical decay "
+                                     f"from the {nuc.name} fit (biological kinetics kept)"})
+                write_text(stage / f"dvh_{t2}.csv", dvh_csv(r.dvhs))
+                files += [f"dose_{t2}_kernel_gy.nii.gz", f"dvh_{t2}.csv"]
+            plot_dvh_overlay(stage / "dvh_compare.png", comparison)
+            plot_dpks(stage / "dpk.png", [r.nuclide for r in comparison])
+            write_json(stage / "compare.json", {
+                "assumption": f"{other} dosed with the biological kinetics fitted for "
+                              f"{nuc.name} and its own physical decay (mono-exponential swap "
+                              "per voxel, same administered activity)",
+                "nuclides": [r.to_dict() for r in comparison]})
+            files += ["dvh_compare.png", "dpk.png", "compare.json"]
         lab = None if labels is None else labels.data
         centre = np.unravel_index(int(np.argmax(dose_k.data)), grid.shape)
         if labels is not None:
@@ -166,8 +258,15 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
             if kid and np.any(np.isin(lab, kid)):
                 centre = [int(round(c)) for c in np.argwhere(np.isin(lab, kid)).mean(axis=0)]
         plot_dose_slices(stage / "dose_slice.png", np.asarray(dose_k.data), grid.spacing_mm, lab,
-                         centre, f"{study.name}: {nuc.name} absorbed dose (Gy)")
+                         centre, f"{study.name}: {nuc.name} absorbed dose (Gy)",
+                         **({"ct_hu": ct_ref.data} if ct_ref is not None and
+                            _accepts_ct(plot_dose_slices) else {}))
         files.append("dose_slice.png")
+        if ct_ref is not None and plot_registration_check is not None:
+            plot_registration_check(stage / "registration.png", ct_ref.data, ct_last.data,
+                                    grid.spacing_mm, centre,
+                                    "reference CT vs registered CT of the last time point")
+            files.append("registration.png")
         timings["write"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_all
         prov = {
@@ -179,7 +278,9 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
                       "administered_activity_mbq": study.administered_activity_mbq,
                       "times_h": study.times_h, "reference_timepoint": study.reference_index,
                       "spect_to_bq_ml": study.spect_to_bq_ml,
-                      "decay_corrected_input": study.decay_corrected},
+                      "decay_corrected_input": study.decay_corrected, "sex": study.sex,
+                      "plan_limits_gy": study.plan_limits_gy,
+                      "plan_after_h": study.plan_after_h},
             "inputs_sha256": {str(p): _sha256(p) for p in _inputs(study)},
             "grid": grid.to_dict(),
             "assembly": series.info,
@@ -188,17 +289,28 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
                                       zip(*np.unique(status, return_counts=True))},
                     "model_counts": {MODEL_NAMES[int(k)]: int(c) for k, c in
                                      zip(*np.unique(fit.model, return_counts=True))},
-                "total_tia_bq_s": float(np.sum(tia.data))},
+                    "total_tia_bq_s": float(np.sum(tia.data))},
             "organ_fits": {of.name: {"chosen": of.best, "volume_ml": of.volume_ml,
                                      "activity_bq": of.activity_bq.tolist(), "fits": of.fits}
                            for of in organ_fits},
-            "dose": {"kernel": dose_k.meta, "ldm": dose_l.meta, "density": "water (1 g/cm^3)"},
+            "dose": {"kernel": dose_k.meta, "ldm": dose_l.meta, "density_mode": density_mode},
+            "decisions_notes": [] if decisions is None else decisions.notes,
             "timings_s": timings,
-            "outputs": files + ["provenance.json"],
+            "outputs": [*files, "provenance.json"],
         }
         write_json(stage / "provenance.json", prov)
+        files.append("provenance.json")
+        if write_report is not None:
+            write_report(stage, prov)
+            files.append("report.html")
         adv(1, 1)
-    return PipelineResult(out_dir, dvhs, files + ["provenance.json"], timings, prov)
+    return PipelineResult(out_dir, dvhs, files, timings, prov, decisions, comparison)
+
+
+def _accepts_ct(fn) -> bool:
+    import inspect
+
+    return "ct_hu" in inspect.signature(fn).parameters
 
 
 def _inputs(study) -> list[Path]:

@@ -22,6 +22,14 @@ Format (paths relative to the study file; times in hours after administration)::
     spect = "spect_001h.nii.gz"
     ct = "ct_001h.nii.gz"              # optional; without CTs, SPECT-to-SPECT registration
 
+    [patient]                          # optional
+    sex = "male"                       # reference red-marrow mass (ICRP 89): male | female
+
+    [plan]                             # optional: activity planning from dose limits
+    limits_gy = { kidneys = 23.0, marrow = 1.0 }   # structure names, "kidneys" (all
+                                       # kidney_* structures) or "marrow" (EANM L2-L4 result)
+    after_h = { marrow = 336.0 }       # the limit applies to the dose delivered after t0 (h)
+
 Everything is checked before any computation starts; an error names the key and file.
 """
 
@@ -65,6 +73,9 @@ class Study:
     timepoints: tuple[TimePoint, ...]
     labels: Path | None
     names: dict[int, str]
+    sex: str = "male"
+    plan_limits_gy: dict | None = None
+    plan_after_h: dict | None = None
 
     @property
     def times_h(self) -> list[float]:
@@ -201,5 +212,25 @@ def load_study(path) -> Study:
                 f"reference time point's {'CT' if ref_tp.ct else 'SPECT'} grid "
                 f"({ref_grid.describe()}); resample the labels onto it")
 
+    sex = doc.get("patient", {}).get("sex", "male")
+    if sex not in ("male", "female"):
+        raise StudyError(f"{path}: patient.sex must be \"male\" or \"female\", got {sex!r}")
+    limits, after = None, None
+    if "plan" in doc:
+        pl = doc["plan"]
+        limits = _need(pl, "limits_gy", "plan.", path, dict)
+        after = pl.get("after_h", {})
+        if not isinstance(after, dict):
+            raise StudyError(f"{path}: plan.after_h must be a table like {{ marrow = 336.0 }}")
+        for key, table in (("limits_gy", limits), ("after_h", after)):
+            for organ in table:
+                _number(table, organ, f"plan.{key}.", path, positive=key == "limits_gy")
+        extra = sorted(set(after) - set(limits))
+        if extra:
+            raise StudyError(f"{path}: plan.after_h names {extra} without a plan.limits_gy entry")
+        if not names:
+            raise StudyError(f"{path}: [plan] needs [structures] (labels and names)")
     return Study(path, name, nuclide, a0, ref, cal * _UNIT_TO_BQ_ML[units], decay_corrected,
-                 tuple(tps), labels, names)
+                 tuple(tps), labels, names, sex,
+                 {k: float(v) for k, v in limits.items()} if limits else None,
+                 {k: float(v) for k, v in after.items()} if after else None)

@@ -216,6 +216,15 @@ def _study_toml(cfg: PhantomConfig, timepoints: list[dict]) -> str:
         'labels = "labels.nii.gz"    # integer labels on the reference CT grid',
         'names = "structure_names.json"       # {"label value": "structure name"}',
         "",
+        "[patient]",
+        'sex = "male"               # ICRP 89 reference red-marrow mass for the EANM method',
+        "",
+        "# Activity planning as in the seed study (illustrative): kidneys <= 23 Gy in total,",
+        "# red marrow <= 1 Gy from the stem-cell transplant (here day 14) on.",
+        "[plan]",
+        "limits_gy = { kidneys = 23.0, marrow = 1.0 }",
+        "after_h = { marrow = 336.0 }",
+        "",
     ]
     for tp in timepoints:
         lines += ["[[timepoints]]", f"time_h = {tp['time_h']}", f'spect = "{tp["spect"]}"',
