@@ -124,3 +124,19 @@ def test_demo_tia_agrees_with_truth_per_organ(small_study, small_results):
         ratio = tia[m].sum() / blurred[m].sum()
         assert ratio == pytest.approx(1.0, abs=0.12), (name, ratio)
         assert float(organ[name]["tia_bq_s"]) == pytest.approx(tia[m].sum(), rel=0.05), name
+
+
+def test_cli_single_time_point(tmp_path, capsys):
+    g = Grid.from_spacing((2, 2, 2), (4.0, 4.0, 4.0))
+    t_eff_h = 40.0
+    lam = math.log(2) / (t_eff_h * 3600)
+    a0 = 1000.0
+    t1_h = 96.0
+    paths = _write_frames(tmp_path, [np.full(g.shape, a0 * math.exp(-lam * t1_h * 3600))], g)
+    out = tmp_path / "tia.nii.gz"
+    rc = main(["tia", *paths, "--times-h", "96", "--nuclide", "Lu-177", "--out", str(out)])
+    assert rc == 2 and "--stp-half-life-h" in capsys.readouterr().err and not out.exists()
+    rc = main(["tia", *paths, "--times-h", "96", "--nuclide", "Lu-177", "--out", str(out),
+               "--stp-half-life-h", "40"])
+    assert rc == 0
+    assert np.allclose(read_image(out).data, a0 / lam * g.voxel_volume_ml, rtol=1e-5)

@@ -60,6 +60,9 @@ def tia(
     model_out: Path = typer.Option(None, "--model-out", help="model index per voxel (0 trapz, "
                                    "1 mono, 2 biexp, 3 biexp_sum, 4 triexp)"),
     status_out: Path = typer.Option(None, "--status-out", help="fit status per voxel"),
+    stp_half_life_h: float = typer.Option(
+        None, "--stp-half-life-h", help="single time point (one frame): assumed effective "
+        "half-life in hours; TIA = a(t1) exp(l t1)/l, l = ln2/T_eff (Hänscheid 2018)"),
 ):
     """Fit every voxel's time-activity curve and integrate it to infinity: TIA in decays per
     voxel (Bq*s), with its uncertainty (delta method)."""
@@ -93,6 +96,10 @@ def tia(
         if np.any(img.data < 0):
             raise InputError(f"{f}: {int((img.data < 0).sum())} voxels hold negative activity; "
                              "clip or fix them first")
+    if len(frames) == 1 or stp_half_life_h is not None:
+        _single_time_point(frames, images[0], t_h, stp_half_life_h, nuc, out, sigma_out,
+                           frame_noise)
+        return
     stack = np.stack([img.data for img in images])
     fit = fit_tia(np.array([hours_to_seconds(t) for t in t_h]), stack,
                   nuc.decay_constant_per_s, model=model, weighting=weighting,
@@ -122,3 +129,33 @@ def tia(
     console.print(f"TIA written to {out}: total {float(np.sum(tia_img.data)):.4g} decays "
                   f"({float(np.sum(tia_img.data)) / 3.6e9:.4g} MBq·h); models per voxel: " +
                   ", ".join(f"{MODEL_NAMES[i]} {c}" for i, c in enumerate(counts) if c))
+
+
+def _single_time_point(frames, img, t_h, t_eff_h, nuc, out, sigma_out, frame_noise) -> None:
+    """One frame: Hänscheid's single-time-point TIA with an assumed effective half-life."""
+    from .io.sitk_adapter import write_image
+    from .kinetics.fit import fit_single_time_point
+    from .units import hours_to_seconds
+
+    if len(frames) != 1:
+        raise InputError("--stp-half-life-h is the single-time-point method: give exactly one "
+                         "frame, or drop the option to fit several frames")
+    if t_eff_h is None or not t_eff_h > 0:
+        raise InputError("one frame given: the single-time-point method needs "
+                         "--stp-half-life-h (assumed effective half-life, h, > 0)")
+    if t_eff_h > nuc.half_life_h * (1 + 1e-9):
+        raise InputError(f"--stp-half-life-h {t_eff_h} h exceeds {nuc.name}'s physical "
+                         f"half-life ({nuc.half_life_h:.4g} h); an effective half-life cannot")
+    vml = img.grid.voxel_volume_ml
+    tia = fit_single_time_point(hours_to_seconds(t_h[0]), img.data, t_eff_h) * vml
+    meta = {"nuclide": nuc.name, "times_h": t_h, "frames": [str(f) for f in frames],
+            "model": "stp", "assumed_effective_half_life_h": t_eff_h}
+    tia_img = img.with_data(tia, quantity="time-integrated activity",
+                            unit="Bq*s per voxel (decays)", meta=meta)
+    write_image(out, tia_img, dtype=np.float32)
+    if sigma_out is not None:  # frame noise only; the assumed half-life's error is not known
+        write_image(sigma_out, tia_img.with_data(tia * frame_noise,
+                    quantity="standard uncertainty of the TIA (frame noise only)"),
+                    dtype=np.float32)
+    console.print(f"TIA (single time point, T_eff {t_eff_h:g} h) written to {out}: total "
+                  f"{float(tia.sum()):.4g} decays")

@@ -27,7 +27,7 @@ from .models import MODEL_IDS
 
 WEIGHTINGS = ("poisson", "uniform")
 TAILS = ("physical", "fitted")
-CHUNK_VOXELS = 1 << 18  # curves copied and fitted per chunk (memory stays ~ 50 MB per chunk)
+CHUNK_VOXELS = 1 << 20  # curves copied and fitted per chunk (~40 MB of input per chunk)
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,18 +103,21 @@ def fit_curves(times_s, curves, lambda_phys_per_s: float, model: str = "auto",
     lam_h = lambda_phys_per_s * 3600.0
     n = curves.shape[0]
     out = np.zeros((n, lm_core.N_OUT))
-    params = np.zeros((n, lm_core.MAX_P))
+    # parameters are kept only on request: otherwise one chunk-sized scratch array
+    params = np.zeros((n if keep_params else min(n, CHUNK_VOXELS), lm_core.MAX_P))
     args = (core_model, lam_h, bool(lift_bound), weighting == "poisson", float(background),
             float(frame_noise_rel), tail == "fitted")
-    if _use_cuda(device):
-        from .cuda_fit import fit_block_cuda
+    cuda = _use_cuda(device)
+    for s in range(0, n, CHUNK_VOXELS):  # chunks bound the copies of the input curves
+        e = min(n, s + CHUNK_VOXELS)
+        chunk = np.ascontiguousarray(curves[s:e])
+        par = params[s:e] if keep_params else params[: e - s]
+        if cuda:
+            from .cuda_fit import fit_block_cuda
 
-        fit_block_cuda(t_h, curves, *args, out, params)
-    else:
-        for s in range(0, n, CHUNK_VOXELS):
-            e = min(n, s + CHUNK_VOXELS)
-            _fit_block_cpu(t_h, np.ascontiguousarray(curves[s:e]), *args, out[s:e],
-                           params[s:e], numba.get_num_threads())
+            fit_block_cuda(t_h, chunk, *args, out[s:e], par)
+        else:
+            _fit_block_cpu(t_h, chunk, *args, out[s:e], par, numba.get_num_threads())
     return _to_result(out, params if keep_params else None,
                       {"model": model, "weighting": weighting, "background": background,
                        "lift_bound": lift_bound, "tail": tail,
