@@ -113,9 +113,12 @@ def test_ct_on_another_grid_can_be_resampled(inputs, capsys):
 
 
 def test_bench_json(capsys):
-    rc, cap = _run(["bench", "--device", "cpu", "--sizes", "8", "--repeats", "1", "--json"],
-                   capsys)
+    rc, cap = _run(["bench", "--device", "cpu", "--sizes", "8", "--repeats", "1", "--json",
+                    "--tia-size", "6"], capsys)
     assert rc == 0, cap.err
+    tia_rows = json.loads(cap.out)["tia_rows"]
+    assert [r["voxels"] for r in tia_rows] == [200, 216]
+    assert all(r["voxels_per_s"] > 0 for r in tia_rows)
     rows = json.loads(cap.out)["rows"]
     assert {r["method"] for r in rows} == {"voxdose", "scipy.signal.fftconvolve"}
     for r in rows:

@@ -156,9 +156,13 @@ def bench(
     repeats: int = typer.Option(3, "--repeats", min=1, help="timed runs per case (minimum "
                                 "reported, after one warm-up)"),
     as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
+    tia_size: int = typer.Option(128, "--tia-size", min=0, help="also time the bi-exponential "
+                                 "TIA fit of n^3 voxels x 5 time points against a curve_fit "
+                                 "loop (0: skip)"),
 ):
     """Time voxdose's dose convolution against scipy.signal.fftconvolve (float64, same
-    Lu-177 kernel at 4.8 mm, 85^3 voxels) in the same run; ms, speed-up and max difference."""
+    Lu-177 kernel at 4.8 mm, 85^3 voxels) and its per-voxel TIA fit against a
+    scipy.optimize.curve_fit loop, in the same run."""
     from .backend import DEVICES
     from .bench import machine_info, run_bench
 
@@ -173,9 +177,17 @@ def bench(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         rows = run_bench(ns, device, repeats)
+        tia_rows = []
+        if tia_size:
+            from .backend import gpu_available
+            from .bench import run_tia_bench
+
+            tia_rows = run_tia_bench(tia_size, device="cpu")
+            if device in ("auto", "gpu") and gpu_available():
+                tia_rows += run_tia_bench(tia_size, device="gpu")[1:]
     if as_json:
-        print(json.dumps({"machine": machine_info(), "rows": [r.to_dict() for r in rows]},
-                         indent=2))
+        print(json.dumps({"machine": machine_info(), "rows": [r.to_dict() for r in rows],
+                          "tia_rows": [r.to_dict() for r in tia_rows]}, indent=2))
         return
     t = Table(title="dose convolution: voxdose vs scipy.signal.fftconvolve (same run)",
               caption=f"{machine_info()['cpu']}, {machine_info()['cores']} cores; times are "
@@ -189,3 +201,12 @@ def bench(
                   "" if r.max_rel_diff_vs_scipy is None else f"{r.max_rel_diff_vs_scipy:.1e}",
                   "" if r.transfer_ms is None else f"{r.transfer_ms:.1f}")
     console.print(t)
+    if tia_rows:
+        t2 = Table(title=f"bi-exponential TIA fit, 5 time points (voxdose: {tia_size}^3 voxels)",
+                   caption="curve_fit timed on a sample of voxels; throughput = voxels / s")
+        for col in ("method", "device", "voxels", "s", "voxels/s", "speed-up"):
+            t2.add_column(col, justify="left" if col == "method" else "right")
+        for r in tia_rows:
+            t2.add_row(r.method, r.device, str(r.voxels), f"{r.time_s:.3f}",
+                       f"{r.voxels_per_s:.3g}", f"{r.speedup_vs_curve_fit:.0f}x")
+        console.print(t2)
