@@ -38,14 +38,8 @@ from .kinetics.models import MODEL_NAMES, STATUS
 from .kinetics.organ import fit_organs, organ_table_csv, plot_tacs
 from .nuclide import canonical_name
 from .registration import identity_registration, resample
-from .report_plots import plot_dose_slices, plot_dvhs
-
-try:  # the report and the registration figure arrive with the report module
-    from .report_html import write_report
-    from .report_plots import plot_registration_check
-except ImportError:  # pragma: no cover - until report_html exists
-    write_report = None
-    plot_registration_check = None
+from .report_html import write_report
+from .report_plots import plot_dose_slices, plot_dvhs, plot_registration_check
 
 
 class NullReporter:
@@ -259,10 +253,9 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
                 centre = [int(round(c)) for c in np.argwhere(np.isin(lab, kid)).mean(axis=0)]
         plot_dose_slices(stage / "dose_slice.png", np.asarray(dose_k.data), grid.spacing_mm, lab,
                          centre, f"{study.name}: {nuc.name} absorbed dose (Gy)",
-                         **({"ct_hu": ct_ref.data} if ct_ref is not None and
-                            _accepts_ct(plot_dose_slices) else {}))
+                         ct_hu=None if ct_ref is None else ct_ref.data)
         files.append("dose_slice.png")
-        if ct_ref is not None and plot_registration_check is not None:
+        if ct_ref is not None:
             plot_registration_check(stage / "registration.png", ct_ref.data, ct_last.data,
                                     grid.spacing_mm, centre,
                                     "reference CT vs registered CT of the last time point")
@@ -295,22 +288,34 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
                            for of in organ_fits},
             "dose": {"kernel": dose_k.meta, "ldm": dose_l.meta, "density_mode": density_mode},
             "decisions_notes": [] if decisions is None else decisions.notes,
+            "skipped": _skipped(study, labels, decisions, comparison),
             "timings_s": timings,
             "outputs": [*files, "provenance.json"],
         }
         write_json(stage / "provenance.json", prov)
         files.append("provenance.json")
-        if write_report is not None:
-            write_report(stage, prov)
-            files.append("report.html")
+        write_report(stage, prov)
+        files.append("report.html")
         adv(1, 1)
     return PipelineResult(out_dir, dvhs, files, timings, prov, decisions, comparison)
 
 
-def _accepts_ct(fn) -> bool:
-    import inspect
-
-    return "ct_hu" in inspect.signature(fn).parameters
+def _skipped(study, labels, decisions, comparison) -> dict:
+    """Why a report section has no result (shown in report.html)."""
+    out = {}
+    if not study.has_ct:
+        out["registration"] = "no CT in the study: SPECT-to-SPECT registration, no CT figure"
+    if labels is None:
+        for k in ("tac", "dvh", "mird", "marrow", "plan", "compare"):
+            out[k] = "no structures ([structures] labels and names) in the study"
+        return out
+    if decisions is not None and decisions.marrow is None:
+        out["marrow"] = "no structures named marrow_L2, marrow_L3, marrow_L4"
+    if decisions is not None and decisions.plan is None:
+        out["plan"] = "no [plan] dose limits in the study file"
+    if not comparison:
+        out["compare"] = "no second nuclide to compare"
+    return out
 
 
 def _inputs(study) -> list[Path]:
