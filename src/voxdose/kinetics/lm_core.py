@@ -15,7 +15,7 @@ Per curve (times t_i in h, samples y_i normalised by the curve's maximum):
   Marquardt's diagonal scaling; bounds (amplitudes >= 0, lambda_lo <= lambda <= lambda_hi,
   uptake constant above the washout ones) by projection of every trial step, and an
   active set: a parameter on a bound whose gradient points outwards is held fixed;
-* convergence: relative RSS decrease < 1e-12, relative step < 1e-10, or no step can lower
+* convergence: relative RSS decrease < 1e-10, relative step < 1e-8, or no step can lower
   RSS (a minimum, possibly on a bound); at most ``MAX_ITER`` iterations;
 * uncertainty (delta method): Cov = s^2 (J^T W J)^-1 with s^2 = RSS / (n - k), and
   sigma_TIA^2 = g^T Cov g, g = dTIA/dtheta (analytic); parameters that end on a bound are
@@ -338,7 +338,7 @@ def lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn):
                     model_eval(model, p, t, n, f, J, True)
                     mu = max(mu * 0.1, 1e-12)
                     accepted = True
-                    if dec <= 1e-12 * c or step < 1e-10 or c < 1e-28:
+                    if dec <= 1e-10 * c or step < 1e-8 or c < 1e-28:
                         converged = 1
                     break
             mu *= 10.0
