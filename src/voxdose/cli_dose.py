@@ -7,7 +7,6 @@ exit 2, nothing written); the dose image and its JSON sidecar are written atomic
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import warnings
@@ -20,17 +19,10 @@ from rich.table import Table
 
 from .cli import app, console
 from .errors import InputError
+from .io.atomic import sha256_file
 
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".nrrd")
 DEVICE_HELP = "compute device: auto (GPU if a usable CUDA GPU is found, else CPU), cpu, gpu"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load_inputs(tia_path: Path, nuclide: str, method: str, ct: Path | None,
@@ -134,9 +126,9 @@ def dose(
         timings["dose_s"] = time.perf_counter() - t0
     sidecar = {"nuclide": nuc.name, "voxdose_version": __version__, "device": backend.name,
                "density_mode": mode,
-               "inputs": {"tia": str(tia_path), "tia_sha256": _sha256(tia_path),
+               "inputs": {"tia": str(tia_path), "tia_sha256": sha256_file(tia_path),
                           "ct": None if ct is None else str(ct),
-                          "ct_sha256": None if ct is None else _sha256(ct)},
+                          "ct_sha256": None if ct is None else sha256_file(ct)},
                "timings_s": timings}
     if density is not None:
         sidecar["density_calibration"] = density.meta.get("calibration")

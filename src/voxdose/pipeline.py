@@ -7,7 +7,6 @@ folder and moved into place only when everything succeeded (no partial results).
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ from .dose.point_kernel import point_kernel_for
 from .dose.voxel_kernel import voxel_kernel
 from .errors import StudyError
 from .grid import Image
-from .io.atomic import staged_directory, write_json, write_text
+from .io.atomic import sha256_file, staged_directory, write_json, write_text
 from .io.sitk_adapter import read_image, write_image
 from .io.study import Study, load_study
 from .kinetics.fit import fit_tia
@@ -59,14 +58,6 @@ class PipelineResult:
     provenance: dict = field(default_factory=dict)
     decisions: object = None
     comparison: list = field(default_factory=list)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _versions() -> dict:
@@ -274,7 +265,7 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
                       "decay_corrected_input": study.decay_corrected, "sex": study.sex,
                       "plan_limits_gy": study.plan_limits_gy,
                       "plan_after_h": study.plan_after_h},
-            "inputs_sha256": {str(p): _sha256(p) for p in _inputs(study)},
+            "inputs_sha256": {str(p): sha256_file(p) for p in _inputs(study)},
             "grid": grid.to_dict(),
             "assembly": series.info,
             "tia": {"model": tia.meta["model"], "settings": fit.settings,

@@ -5,6 +5,7 @@ A failure part-way leaves either the old file or nothing, never half a file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -83,3 +84,12 @@ def staged_directory(final_dir: str | os.PathLike):
                 os.replace(src, dst)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def sha256_file(path) -> str:
+    """SHA-256 of a file's bytes (for provenance records)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -150,22 +150,6 @@ def wrss(y, w, f, n):
     return s
 
 @_jit
-def cholesky(A, k, L):
-    """L L^T = A (k x k, in the leading block); returns False if not positive definite."""
-    for i in range(k):
-        for j in range(i + 1):
-            s = A[i, j]
-            for m in range(j):
-                s -= L[i, m] * L[j, m]
-            if i == j:
-                if s <= 0.0:
-                    return False
-                L[i, i] = math.sqrt(s)
-            else:
-                L[i, j] = s / L[j, j]
-    return True
-
-@_jit
 def chol_solve(L, k, b, x):
     for i in range(k):  # L z = b
         s = b[i]
