@@ -1,0 +1,249 @@
+"""DICOM studies through study.toml: Bq/mL from BQML and from CNTS + calibration, vendor
+decay correction undone on known numbers, times from DICOM, clear errors for missing or
+contradictory tags, RTSTRUCT structures, and the demo study exported as DICOM assembling
+to the same 4D activity series as its NIfTI original."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+import numpy as np
+import pydicom
+import pytest
+
+from voxdose.assemble import assemble_series
+from voxdose.errors import StudyError
+from voxdose.grid import Grid
+from voxdose.io.dicom_write import write_ct, write_nm, write_rtstruct
+from voxdose.io.study import load_study, study_inputs
+from voxdose.nuclide import load_nuclide
+
+ADMIN = datetime(2024, 3, 1, 9, 30)
+GRID = Grid.from_spacing((4, 5, 6), (4.0, 4.0, 4.0), (-10.0, -8.0, 20.0))
+CONC = 1000.0  # Bq/mL at acquisition
+
+
+def _nm(folder, t_h, values=None, **kw):
+    args = dict(acquisition=ADMIN + timedelta(hours=t_h), administration=ADMIN,
+                nuclide="Lu-177", total_dose_bq=7.4e9, frame_duration_s=1200.0)
+    args.update(kw)
+    v = np.full(GRID.shape, CONC) if values is None else values
+    return write_nm(folder, v, GRID, **args)
+
+
+def _toml(tmp_path, body, tps):
+    text = "[study]\n" + body + "\n" + "".join(f"[[timepoints]]\n{t}\n" for t in tps)
+    p = tmp_path / "study.toml"
+    p.write_text(text)
+    return p
+
+
+def _frames(study_path):
+    series, _, labels = assemble_series(load_study(study_path))
+    return series, labels
+
+
+def test_bqml_times_nuclide_activity_from_dicom(tmp_path):
+    _nm(tmp_path / "t1", 2.0)
+    _nm(tmp_path / "t2", 26.5)
+    st = load_study(_toml(tmp_path, "", ['spect = "t1"', 'spect = "t2"']))
+    assert st.nuclide.name == "Lu-177" and st.administered_activity_mbq == pytest.approx(7400)
+    assert st.times_h == pytest.approx([2.0, 26.5])
+    assert st.timepoints[0].info["time_source"].startswith("DICOM")
+    assert len(study_inputs(st)) == 3  # study file + one multi-frame file per time point
+    series, _ = _frames(_toml(tmp_path, "", ['spect = "t2"']))
+    np.testing.assert_allclose(series.frames_bq_ml, CONC, rtol=1e-4)
+    np.testing.assert_allclose(series.times_s, [26.5 * 3600.0])
+
+
+def test_explicit_time_h_wins_and_is_recorded(tmp_path):
+    _nm(tmp_path / "t1", 2.0)
+    st = load_study(_toml(tmp_path, "", ['spect = "t1"\ntime_h = 2.25']))
+    assert st.times_h == [2.25] and st.timepoints[0].info["time_h_from_dicom"] == 2.0
+
+
+@pytest.mark.parametrize("how", ["factor", "cps"])
+def test_cnts_with_calibration(tmp_path, how):
+    counts = np.full(GRID.shape, 400.0)
+    _nm(tmp_path / "t1", 4.0, counts, units="CNTS")
+    vox_ml = GRID.voxel_volume_ml
+    if how == "factor":
+        spect, expect = "calibration_factor = 2.5", 400.0 * 2.5
+    else:  # 10 cps/MBq, 1200 s frame: counts / (1200 s * 10 cps/MBq) MBq per voxel
+        spect, expect = "calibration_cps_per_mbq = 10.0", 400.0 / 1200.0 / 10.0 * 1e6 / vox_ml
+    p = _toml(tmp_path, "[spect]\n" + spect + "\n", ['spect = "t1"'])
+    series, _ = _frames(p)
+    np.testing.assert_allclose(series.frames_bq_ml, expect, rtol=2e-4)
+
+
+def test_cnts_without_calibration_is_an_error(tmp_path):
+    _nm(tmp_path / "t1", 4.0, np.full(GRID.shape, 400.0), units="CNTS")
+    with pytest.raises(StudyError, match=r"CNTS.*spect.calibration_factor"):
+        load_study(_toml(tmp_path, "", ['spect = "t1"']))
+
+
+def test_bqml_with_a_calibration_is_contradictory(tmp_path):
+    _nm(tmp_path / "t1", 4.0)
+    with pytest.raises(StudyError, match="already in Bq/mL"):
+        load_study(_toml(tmp_path, "[spect]\ncalibration_factor = 3.0\n", ['spect = "t1"']))
+
+
+def test_admin_decay_correction_is_undone_on_known_numbers(tmp_path):
+    lu = load_nuclide("Lu-177")
+    # Lu-177 half-life 6.647 d (ICRP 107): after 48 h a fraction 2^(-48/159.53) = 0.8117 remains
+    assert 2 ** (-48.0 * 3600 / lu.half_life_s) == pytest.approx(0.8117, abs=2e-4)
+    dc_values = np.full(GRID.shape, CONC / 0.8117)  # what a vendor stores, corrected to ADMIN
+    _nm(tmp_path / "t1", 48.0, dc_values, decay_correction="ADMIN")
+    st = load_study(_toml(tmp_path, "", ['spect = "t1"']))
+    assert st.timepoints[0].decay_undo == pytest.approx(0.8117, abs=2e-4)
+    series, _ = _frames(st.path)
+    np.testing.assert_allclose(series.frames_bq_ml, CONC, rtol=5e-4)
+
+
+def test_start_decay_correction_uses_the_series_time(tmp_path):
+    lu = load_nuclide("Lu-177")
+    f = _nm(tmp_path / "t1", 48.0, decay_correction="START")[0]
+    ds = pydicom.dcmread(f)  # series (reference) time 2 h before the acquisition start
+    ds.SeriesTime = (ADMIN + timedelta(hours=46)).strftime("%H%M%S")
+    ds.save_as(f)
+    st = load_study(_toml(tmp_path, "", ['spect = "t1"']))
+    assert st.timepoints[0].decay_undo == pytest.approx(
+        math.exp(-lu.decay_constant_per_s * 7200.0), rel=1e-9)
+
+
+def test_decay_correction_contradiction_and_missing_tag(tmp_path):
+    f = _nm(tmp_path / "t1", 4.0)[0]
+    with pytest.raises(StudyError, match=r"decay_corrected = true contradicts.*NONE"):
+        load_study(_toml(tmp_path, "[spect]\ndecay_corrected = true\n", ['spect = "t1"']))
+    ds = pydicom.dcmread(f)
+    del ds.DecayCorrection
+    ds.save_as(f)
+    with pytest.raises(StudyError, match=r"DecayCorrection \(0054,1102\) is missing.*"
+                                         r"spect.decay_corrected"):
+        load_study(_toml(tmp_path, "", ['spect = "t1"']))
+    assert load_study(_toml(tmp_path, "[spect]\ndecay_corrected = false\n",
+                            ['spect = "t1"'])).timepoints[0].decay_undo == 1.0
+
+
+@pytest.mark.parametrize("tag, pattern", [
+    ("Units", r"Units \(0054,1001\) is missing.*spect.units"),
+    ("AcquisitionTime", r"AcquisitionDate/AcquisitionTime.*timepoints\[0\].time_h"),
+    ("Radiopharmaceutical", r"RadiopharmaceuticalStartDateTime \(0018,1078\) is missing.*"
+                            r"study.administration_datetime"),
+])
+def test_missing_tags_name_tag_file_and_key(tmp_path, tag, pattern):
+    f = _nm(tmp_path / "t1", 4.0)[0]
+    ds = pydicom.dcmread(f)
+    if tag == "Radiopharmaceutical":
+        del ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime
+        del ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartTime
+    else:
+        delattr(ds, tag)
+    ds.save_as(f)
+    with pytest.raises(StudyError, match=pattern) as exc:
+        load_study(_toml(tmp_path, 'nuclide = "Lu-177"\nadministered_activity_mbq = 7400\n',
+                         ['spect = "t1"']))
+    assert f.name in str(exc.value)
+
+
+def test_administration_datetime_key_supplies_the_missing_start(tmp_path):
+    f = _nm(tmp_path / "t1", 4.0)[0]
+    ds = pydicom.dcmread(f)
+    del ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime
+    ds.save_as(f)
+    st = load_study(_toml(tmp_path, 'administration_datetime = "2024-03-01T09:30:00"\n',
+                          ['spect = "t1"']))
+    assert st.times_h == pytest.approx([4.0])
+    with pytest.raises(StudyError, match=r"administration_datetime.*contradicts"):
+        _nm(tmp_path / "t2", 4.0)
+        load_study(_toml(tmp_path, 'administration_datetime = "2024-03-01T11:30:00"\n',
+                         ['spect = "t2"']))
+
+
+def test_two_patients_mixed_nuclides_and_nuclide_contradiction(tmp_path):
+    _nm(tmp_path / "a", 1.0, patient_id="P1")
+    _nm(tmp_path / "b", 24.0, patient_id="P2")
+    with pytest.raises(StudyError, match=r"different patients.*P1.*P2"):
+        load_study(_toml(tmp_path, "", ['spect = "a"', 'spect = "b"']))
+    _nm(tmp_path / "c", 24.0, nuclide="Y-90", patient_id="P1")
+    with pytest.raises(StudyError, match=r"disagree on the nuclide.*Lu-177.*Y-90"):
+        load_study(_toml(tmp_path, "", ['spect = "a"', 'spect = "c"']))
+    with pytest.raises(StudyError, match=r"study.nuclide = Y-90 contradicts"):
+        load_study(_toml(tmp_path, 'nuclide = "Y-90"\n', ['spect = "a"']))
+
+
+def test_two_series_in_one_folder_needs_a_uid(tmp_path):
+    _nm(tmp_path / "t1" / "a", 4.0)
+    _nm(tmp_path / "t1" / "b", 4.0)
+    with pytest.raises(StudyError, match=r"holds 2 NM/PT series.*spect_series_uid"):
+        load_study(_toml(tmp_path, "", ['spect = "t1"']))
+    uid = pydicom.dcmread(next((tmp_path / "t1" / "b").iterdir())).SeriesInstanceUID
+    st = load_study(_toml(tmp_path, "", [f'spect = "t1"\nspect_series_uid = "{uid}"']))
+    assert st.timepoints[0].spect_dicom.series.uid == uid
+
+
+def test_truncated_file_fails_validation(tmp_path):
+    f = _nm(tmp_path / "t1", 4.0, multiframe=False)[2]
+    f.write_bytes(f.read_bytes()[:-10])
+    with pytest.raises(StudyError, match=f.name + ".*truncated"):
+        load_study(_toml(tmp_path, "", ['spect = "t1"']))
+
+
+def _ct_study(tmp_path, rtstruct_for=None):
+    ct_grid = Grid.from_spacing((8, 10, 12), (2.0, 2.0, 2.0), (-9.0, -7.0, 19.0))
+    for_uid = "1.2.826.0.1.3680043.8.498.1"
+    write_ct(tmp_path / "t1" / "ct", np.zeros(ct_grid.shape), ct_grid, for_uid=for_uid)
+    _nm(tmp_path / "t1" / "nm", 4.0, for_uid=for_uid)
+    zs = [ct_grid.index_to_world([k, 0, 0])[2] for k in range(2, 6)]
+    box = [np.array([[-4.0, -2.0, z], [4.0, -2.0, z], [4.0, 4.0, z], [-4.0, 4.0, z]])
+           for z in zs]
+    write_rtstruct(tmp_path / "rs.dcm", {"lesion": box}, for_uid=rtstruct_for or for_uid)
+    return _toml(tmp_path, '[structures]\nrtstruct = "rs.dcm"\n',
+                 ['spect = "t1/nm"\nct = "t1/ct"'])
+
+
+def test_rtstruct_structures_on_the_reference_grid(tmp_path):
+    p = _ct_study(tmp_path)
+    st = load_study(p)
+    assert st.names == {1: "lesion"}
+    series, labels = _frames(p)
+    assert labels.names == {1: "lesion"} and labels.grid.same_as(series.grid)
+    from voxdose.assemble import read_study_labels
+
+    on_ct = read_study_labels(st)  # rasterised on the reference CT's 2 mm grid
+    assert on_ct.grid.same_as(st.timepoints[0].ct_dicom.grid)
+    assert (on_ct.data == 1).sum() == 4 * 3 * 4  # centres inside 8 x 6 mm, on 4 slices
+    vol = (labels.data == 1).sum() * series.grid.voxel_volume_ml  # majority vote, 4 mm grid
+    assert 0.1 < vol < 0.8
+
+
+def test_rtstruct_in_another_frame_of_reference_is_an_error(tmp_path):
+    with pytest.raises(StudyError, match="references frame of reference"):
+        load_study(_ct_study(tmp_path, rtstruct_for="1.2.3.999"))
+
+
+def test_demo_study_as_dicom_assembles_like_nifti(small_study, tmp_path):
+    """The --small synthetic study exported as DICOM (NM BQML + CT series + label NIfTI)
+    gives the same registered 4D activity series and labels as the NIfTI study."""
+    from voxdose.phantom.dicom_export import export_study_dicom
+
+    nifti = load_study(small_study)
+    # three time points keep the test fast; the reader does not care
+    keep = (0, 2, 4)
+    sub = small_study.parent / "study_sub.toml"
+    text = small_study.read_text().split("[[timepoints]]")
+    sub.write_text(text[0] + "".join("[[timepoints]]" + text[1 + k] for k in keep))
+    d = export_study_dicom(sub, tmp_path / "dicom")
+    st = load_study(d)
+    assert st.times_h == pytest.approx([nifti.times_h[k] for k in keep], abs=1e-6)
+    assert st.nuclide.name == nifti.nuclide.name
+    assert st.administered_activity_mbq == pytest.approx(nifti.administered_activity_mbq)
+    a, _, la = assemble_series(load_study(sub))
+    b, _, lb = assemble_series(st)
+    assert b.grid.same_as(a.grid, tol_mm=1e-3)
+    np.testing.assert_allclose(b.times_s, a.times_s, atol=1e-3)
+    step = a.frames_bq_ml.max() / 65535  # uint16 storage of the NM frames
+    assert np.max(np.abs(b.frames_bq_ml - a.frames_bq_ml)) < 20 * step
+    np.testing.assert_allclose(b.total_activity_bq(), a.total_activity_bq(), rtol=1e-3)
+    assert np.mean(la.data == lb.data) > 0.999
