@@ -19,7 +19,7 @@ from . import __version__
 from .analysis.compare import compare_nuclides, plot_dpks, plot_dvh_overlay
 from .analysis.dvh import DVH, compute_dvhs, dvh_csv, dvh_json
 from .analysis.mird import organ_check_csv
-from .assemble import assemble_series
+from .assemble import assemble_series, read_timepoint_ct
 from .backend import get_backend, to_numpy
 from .decisions import decide
 from .dose.density import check_density_mode, density_from_ct
@@ -30,8 +30,9 @@ from .dose.voxel_kernel import voxel_kernel
 from .errors import StudyError
 from .grid import Image
 from .io.atomic import sha256_file, staged_directory, write_json, write_text
-from .io.sitk_adapter import read_image, write_image
-from .io.study import Study, load_study
+from .io.sitk_adapter import write_image
+from .io.dicom_write import write_rt_dose
+from .io.study import Study, load_study, study_inputs
 from .kinetics.fit import fit_tia
 from .kinetics.models import MODEL_NAMES, STATUS
 from .kinetics.organ import fit_organs, organ_table_csv, plot_tacs
@@ -103,10 +104,10 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
         grid = series.grid
         ct_ref = ct_last = None
         if study.has_ct:  # CTs on the dose grid: display, registration check, density
-            ref_ct = read_image(study.timepoints[study.reference_index].ct, "CT", "HU")
+            ref_ct = read_timepoint_ct(study.timepoints[study.reference_index])
             ct_ref = resample(ref_ct, grid, identity_registration(), default=-1000.0)
             last = len(study.timepoints) - 1 if study.reference_index == 0 else 0
-            ct_last = resample(read_image(study.timepoints[last].ct, "CT", "HU"), grid,
+            ct_last = resample(read_timepoint_ct(study.timepoints[last]), grid,
                                regs[last], default=-1000.0)
         timings["register_resample"] = time.perf_counter() - t0
 
@@ -196,6 +197,10 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
                     dtype=np.uint8)
         write_image(stage / f"dose_{tag}_kernel_gy.nii.gz", dose_k, sidecar=common)
         write_image(stage / f"dose_{tag}_ldm_gy.nii.gz", dose_l, sidecar=common)
+        ref_tp = study.timepoints[study.reference_index]
+        write_rt_dose(stage / f"dose_{tag}_kernel_rtdose.dcm", dose_k,
+                      reference=ref_tp.ct if ref_tp.ct_dicom is not None else None)
+        files.append(f"dose_{tag}_kernel_rtdose.dcm")
         files += ["tia_bq_s.nii.gz", "tia_sigma_bq_s.nii.gz", "fit_status.nii.gz",
                   "fit_model.nii.gz", f"dose_{tag}_kernel_gy.nii.gz",
                   f"dose_{tag}_ldm_gy.nii.gz"]
@@ -265,7 +270,7 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
                       "decay_corrected_input": study.decay_corrected, "sex": study.sex,
                       "plan_limits_gy": study.plan_limits_gy,
                       "plan_after_h": study.plan_after_h},
-            "inputs_sha256": {str(p): sha256_file(p) for p in _inputs(study)},
+            "inputs_sha256": {str(p): sha256_file(p) for p in study_inputs(study)},
             "grid": grid.to_dict(),
             "assembly": series.info,
             "tia": {"model": tia.meta["model"], "settings": fit.settings,
@@ -306,15 +311,4 @@ def _skipped(study, labels, decisions, comparison) -> dict:
         out["plan"] = "no [plan] dose limits in the study file"
     if not comparison:
         out["compare"] = "no second nuclide to compare"
-    return out
-
-
-def _inputs(study) -> list[Path]:
-    out = [study.path]
-    for tp in study.timepoints:
-        out.append(tp.spect)
-        if tp.ct is not None:
-            out.append(tp.ct)
-    if study.labels is not None:
-        out.append(study.labels)
     return out
