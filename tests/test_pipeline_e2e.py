@@ -165,3 +165,24 @@ def test_dicom_study_gives_the_same_dose(small_study, small_results, tmp_path):
     dose = read_image(tmp_path / "results" / "dose_lu177_kernel_gy.nii.gz").data
     stored = ds.pixel_array.astype(float) * float(ds.DoseGridScaling)
     assert np.abs(stored - dose).max() <= 1e-3 * dose.max()
+
+
+def test_user_s_value_table_is_compared(small_study, tmp_path):
+    """[analysis] s_table: a user's (e.g. OLINDA) self S-value per organ appears beside the
+    MIRD check; with S equal to our own self S-value the user dose equals ours."""
+    import shutil
+
+    study_dir = tmp_path / "study"
+    shutil.copytree(small_study.parent, study_dir)
+    res0 = run_pipeline(study_dir / "study.toml", tmp_path / "r0", device="cpu")
+    own = {r.organ: r for r in res0.decisions.mird}
+    s_kid = own["kidney_left"].s_self_mgy_per_mbq_s
+    (study_dir / "olinda.csv").write_text(f"organ,S\nkidney_left,{s_kid!r}\nliver,1e-5\n")
+    toml = study_dir / "study.toml"
+    toml.write_text(toml.read_text() + '\n[analysis]\ns_table = "olinda.csv"\n')
+    res = run_pipeline(toml, tmp_path / "r1", device="cpu")
+    rows = {r["organ"]: r for r in csv.DictReader((tmp_path / "r1" / "mird_check.csv").open())}
+    assert float(rows["kidney_left"]["user_gy"]) == pytest.approx(
+        float(rows["kidney_left"]["mird_self_gy"]), rel=1e-6)
+    assert rows["liver"]["user_s_mgy_per_mbq_s"] != "" and rows["spleen"]["user_gy"] == ""
+    assert res.decisions.mird

@@ -72,7 +72,8 @@ def _combine(kins: list[ExponentialKinetics]) -> ExponentialKinetics:
 def decide(tia: Image, dose: Image, labels: LabelMap, dvhs: list[DVH], engine, point_kernel,
            organ_fits: list[OrganFit], administered_activity_mbq: float,
            physical_half_life_h: float, sex: str = "male", limits_gy: dict | None = None,
-           after_h: dict | None = None, density: Image | None = None) -> Decisions:
+           after_h: dict | None = None, density: Image | None = None,
+           user_s: dict | None = None) -> Decisions:
     """MIRD check, marrow, planning. ``dvhs`` are the kernel-dose DVHs on ``labels``.
 
     A limit on the dose after t0 uses the fraction of the organ's fitted time-integrated
@@ -88,7 +89,8 @@ def decide(tia: Image, dose: Image, labels: LabelMap, dvhs: list[DVH], engine, p
         if h is None or h.n_voxels == 0:
             continue
         organs[name] = (float(tia_np[labels.data == value].sum()), h.mass_g)
-    out.mird = organ_check(point_kernel, organs, {n: by_name[n].mean_gy for n in organs})
+    out.mird = organ_check(point_kernel, organs, {n: by_name[n].mean_gy for n in organs},
+                           user_s=user_s)
 
     # EANM red marrow from L2-L4
     found = l2_l4_labels(labels.names)

@@ -18,7 +18,7 @@ import numpy as np
 from . import __version__
 from .analysis.compare import compare_nuclides, plot_dpks, plot_dvh_overlay
 from .analysis.dvh import DVH, compute_dvhs, dvh_csv, dvh_json
-from .analysis.mird import organ_check_csv
+from .analysis.mird import organ_check_csv, read_s_table
 from .assemble import assemble_series, read_timepoint_ct
 from .backend import get_backend, to_numpy
 from .decisions import decide
@@ -169,7 +169,8 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
             adv(1)
             decisions = decide(tia, dose_k, labels, dvhs["kernel"], engine, pk, organ_fits,
                                study.administered_activity_mbq, nuc.half_life_h, study.sex,
-                               study.plan_limits_gy, study.plan_after_h, rho)
+                               study.plan_limits_gy, study.plan_after_h, rho,
+                               read_s_table(study.s_table) if study.s_table else None)
             adv(2)
             if other:
                 tia_other = swap_nuclide_tia(tia, fit.lambda_eff_per_s, nuc, other)

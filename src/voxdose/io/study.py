@@ -25,6 +25,10 @@ Format (paths relative to the study file; times in hours after administration)::
     [patient]                          # optional
     sex = "male"                       # reference red-marrow mass (ICRP 89): male | female
 
+    [analysis]                         # optional
+    s_table = "olinda_s.csv"           # organ,S in mGy/(MBq s) (OLINDA/IDAC self S-values),
+                                       # compared in mird_check.csv
+
     [plan]                             # optional: activity planning from dose limits
     limits_gy = { kidneys = 23.0, marrow = 1.0 }   # structure names, "kidneys" (all
                                        # kidney_* structures) or "marrow" (EANM L2-L4 result)
@@ -115,6 +119,7 @@ class Study:
     rtstruct: object = None             # io.rtstruct.RTStructHeader (instead of labels)
     administration: datetime | None = None
     info: dict = field(default_factory=dict, compare=False)
+    s_table: Path | None = None         # user S-values (organ,S mGy/(MBq s)) for the MIRD check
 
     @property
     def times_h(self) -> list[float]:
@@ -505,11 +510,18 @@ def load_study(path) -> Study:
             raise StudyError(f"{path}: spect.units = \"counts\" needs spect.calibration_factor "
                              "(Bq/mL per count) for the image-file time points")
     spect_to_bq_ml = cal * (_UNIT_TO_BQ_ML[nifti_units] if nifti_units else 1.0)
+    s_table = None
+    if "analysis" in doc:
+        an = doc["analysis"]
+        if not isinstance(an, dict):
+            raise StudyError(f"{path}: [analysis] must be a table")
+        if "s_table" in an:
+            s_table = _file(base, an["s_table"], "analysis.s_table", path)
     return Study(path, name, nuclide, a0, ref, spect_to_bq_ml, decay_corrected,
                  tuple(tps), labels, names, sex,
                  {k: float(v) for k, v in limits.items()} if limits else None,
                  {k: float(v) for k, v in after.items()} if after else None,
-                 rts, admin, info)
+                 rts, admin, info, s_table)
 
 
 def study_inputs(study: Study) -> list[Path]:
