@@ -51,6 +51,7 @@ Seltzer (1995) NISTIR 5632.  See :mod:`voxdose.dose.water_data`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -322,3 +323,301 @@ def point_kernel_for(nuclide: Nuclide | str, density_g_cm3: float = 1.0,
         beta_scale_factor=float(scale),
         n_beta_bins=n_beta_bins,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Tabulated radial dose point kernels (Monte Carlo tables shipped in kernels/, or a user's)
+# ---------------------------------------------------------------------------------------
+#: Media of ``load_point_kernel``: density in g/cm^3.  Non-water media are the water table
+#: range-scaled to the density (composition differences ignored; said in provenance).
+MEDIA_DENSITY_G_CM3 = {
+    "water": 1.0,
+    "soft-tissue": 1.03,    # ICRP soft tissue (NIST material list)
+    "lung": 0.26,           # inflated lung, ICRU Report 46
+    "bone": 1.85,           # ICRP cortical bone (NIST material list)
+}
+_MEDIUM_ALIASES = {"soft_tissue": "soft-tissue", "softtissue": "soft-tissue",
+                   "tissue": "soft-tissue", "cortical-bone": "bone", "cortical_bone": "bone"}
+
+
+def canonical_medium(medium: str) -> str:
+    """'water' | 'soft-tissue' | 'lung' | 'bone' (a few spellings accepted)."""
+    m = str(medium).strip().lower()
+    m = _MEDIUM_ALIASES.get(m, m)
+    if m not in MEDIA_DENSITY_G_CM3:
+        raise InputError(f"unknown medium '{medium}'; choose one of "
+                         f"{', '.join(MEDIA_DENSITY_G_CM3)}")
+    return m
+
+
+def _shell_edges_from_points(r: np.ndarray) -> np.ndarray:
+    """Shell edges around table radii: 0, midpoints, last + half the last gap."""
+    mids = 0.5 * (r[1:] + r[:-1])
+    last = r[-1] + 0.5 * (r[-1] - r[-2])
+    return np.concatenate([[0.0], mids, [last]])
+
+
+@dataclass(frozen=True, eq=False)
+class TabulatedPointKernel:
+    """A radial dose point kernel D(r) from a table, with the :class:`PointKernel` interface.
+
+    The table ``(r_i, D_i)`` (mm, Gy per decay) is read as shell averages: shell i spans
+    from the midpoint between r_(i-1) and r_i to the midpoint between r_i and r_(i+1)
+    (first edge 0, last edge r_n + half the last gap), and D is constant inside it.  So::
+
+        E_i     = D_i rho (4/3) pi (e_(i+1)^3 - e_i^3) / MEV_PER_G_TO_GY      MeV per decay
+        E_abs(r) = sum_(shells below) E_i + E_i (r^3 - e_i^3) / (e_(i+1)^3 - e_i^3)
+        j(r)     = dE_abs/dr = 4 pi r^2 rho D_i (in MeV/mm)
+
+    exact for the project's Monte Carlo tables (uniform shells, and geometric shells whose
+    mid radii are arithmetic centres, where the midpoint rule misplaces an edge by < 1e-4).
+    Beyond the last edge the kernel is 0.  There is no separate local term
+    (``local_energy_mev = 0``): the first shell holds it.
+
+    ``total_energy_mev`` is the energy emitted per decay when known (so that a voxel
+    kernel's ``neglected_energy_fraction`` counts what the table does not hold:
+    bremsstrahlung and photons beyond its end), else the table's own integral.
+    """
+
+    nuclide: str
+    density_g_cm3: float
+    r_table_mm: np.ndarray
+    dose_table_gy_per_decay: np.ndarray
+    edges_mm: np.ndarray
+    shell_energy_mev: np.ndarray
+    total_energy_mev: float
+    electron_range_mm: float
+    source: str
+    medium: str = "water"
+    range_scaled_from_g_cm3: float | None = None
+    record: dict | None = None
+    local_energy_mev: float = 0.0
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_table(cls, r_mm, dose_gy_per_decay, *, nuclide: str = "unknown",
+                   density_g_cm3: float = 1.0, total_energy_mev: float | None = None,
+                   electron_range_mm: float | None = None, source: str = "table",
+                   medium: str = "water", record: dict | None = None,
+                   range_scaled_from_g_cm3: float | None = None) -> TabulatedPointKernel:
+        r = np.asarray(r_mm, dtype=np.float64).ravel()
+        d = np.asarray(dose_gy_per_decay, dtype=np.float64).ravel()
+        if r.size < 2 or r.size != d.size:
+            raise InputError(f"a dose point kernel table needs >= 2 rows of (r_mm, dose); "
+                             f"got {r.size} radii and {d.size} doses ({source})")
+        if not (np.all(np.isfinite(r)) and np.all(np.isfinite(d))):
+            raise InputError(f"dose point kernel table {source} has non-finite values")
+        if r[0] <= 0 or np.any(np.diff(r) <= 0):
+            raise InputError(f"dose point kernel table {source}: r_mm must be positive and "
+                             "strictly increasing")
+        if np.any(d < 0):
+            raise InputError(f"dose point kernel table {source} has negative doses")
+        rho = float(density_g_cm3)
+        if not math.isfinite(rho) or rho <= 0:
+            raise InputError(f"density must be a positive number of g/cm^3; got {rho}")
+        edges = _shell_edges_from_points(r)
+        vol_mm3 = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
+        shell_e = d * vol_mm3 * rho / 1000.0 / MEV_PER_G_TO_GY
+        table_e = float(shell_e.sum())
+        total = table_e if total_energy_mev is None else float(total_energy_mev)
+        if electron_range_mm is None:
+            # radius holding 99.9 % of the table's energy, at most the table's end
+            cum = np.cumsum(shell_e)
+            electron_range_mm = float(edges[1:][np.searchsorted(cum, 0.999 * cum[-1])])
+        return cls(nuclide=nuclide, density_g_cm3=rho, r_table_mm=r,
+                   dose_table_gy_per_decay=d, edges_mm=edges, shell_energy_mev=shell_e,
+                   total_energy_mev=total, electron_range_mm=float(electron_range_mm),
+                   source=str(source), medium=medium, record=record,
+                   range_scaled_from_g_cm3=range_scaled_from_g_cm3)
+
+    def range_scaled(self, density_g_cm3: float, medium: str | None = None
+                     ) -> TabulatedPointKernel:
+        """The kernel in a medium of another density by range scaling (O'Connor's
+        theorem for a homogeneous medium): r -> r rho0/rho, D -> D (rho/rho0)^2
+        (energy per shell unchanged)."""
+        s = float(density_g_cm3) / self.density_g_cm3
+        return TabulatedPointKernel.from_table(
+            self.r_table_mm / s, self.dose_table_gy_per_decay * s * s, nuclide=self.nuclide,
+            density_g_cm3=float(density_g_cm3), total_energy_mev=self.total_energy_mev,
+            electron_range_mm=self.electron_range_mm / s, source=self.source,
+            medium=medium or self.medium, record=self.record,
+            range_scaled_from_g_cm3=self.density_g_cm3)
+
+    # -- the PointKernel interface -----------------------------------------------------
+    @property
+    def max_electron_range_mm(self) -> float:
+        """Distance beyond which the kernel is smooth (electrons stopped), mm."""
+        return self.electron_range_mm
+
+    @property
+    def table_energy_mev(self) -> float:
+        """Energy per decay held by the table (sum of shells), MeV."""
+        return float(self.shell_energy_mev.sum())
+
+    def _locate(self, r):
+        e = self.edges_mm
+        i = np.clip(np.searchsorted(e, r, side="right") - 1, 0, e.size - 2)
+        return i
+
+    def cumulative_energy_mev(self, r_mm, include_local: bool = True):
+        """E_abs(r), MeV per decay (see the class docstring)."""
+        r = np.asarray(r_mm, dtype=np.float64)
+        flat = r.ravel()
+        e = self.edges_mm
+        cum = np.concatenate([[0.0], np.cumsum(self.shell_energy_mev)])
+        i = self._locate(flat)
+        rc = np.clip(flat, 0.0, e[-1])
+        frac = (rc**3 - e[i] ** 3) / (e[i + 1] ** 3 - e[i] ** 3)
+        out = cum[i] + self.shell_energy_mev[i] * np.clip(frac, 0.0, 1.0)
+        out = np.where(flat >= e[-1], cum[-1], np.where(flat <= 0, 0.0, out))
+        return float(out[0]) if r.ndim == 0 else out.reshape(r.shape)
+
+    def energy_per_mm_mev(self, r_mm):
+        """j(r) = 4 pi r^2 rho D(r), MeV per mm per decay."""
+        r = np.asarray(r_mm, dtype=np.float64)
+        flat = r.ravel()
+        i = self._locate(flat)
+        k = self.shell_energy_mev / (self.edges_mm[1:] ** 3 - self.edges_mm[:-1] ** 3)
+        out = np.where((flat > 0) & (flat < self.edges_mm[-1]), 3.0 * k[i] * flat**2, 0.0)
+        return float(out[0]) if r.ndim == 0 else out.reshape(r.shape)
+
+    def dose_gy_per_decay(self, r_mm):
+        """D(r), Gy per decay: the table value of the shell containing r (0 beyond)."""
+        r = np.asarray(r_mm, dtype=np.float64)
+        flat = r.ravel()
+        i = self._locate(flat)
+        out = np.where((flat >= 0) & (flat < self.edges_mm[-1]),
+                       self.dose_table_gy_per_decay[i], 0.0)
+        return float(out[0]) if r.ndim == 0 else out.reshape(r.shape)
+
+    def provenance(self) -> dict:
+        out = {
+            "model": "tabulated radial dose point kernel",
+            "nuclide": self.nuclide,
+            "medium": self.medium,
+            "density_g_cm3": self.density_g_cm3,
+            "source": self.source,
+            "n_rows": int(self.r_table_mm.size),
+            "r_max_mm": float(self.edges_mm[-1]),
+            "table_energy_mev": self.table_energy_mev,
+            "total_energy_mev": self.total_energy_mev,
+            "max_electron_range_mm": self.max_electron_range_mm,
+            "local_energy_mev": 0.0,
+        }
+        if self.range_scaled_from_g_cm3 is not None:
+            out["range_scaled"] = (f"water table range-scaled from "
+                                   f"{self.range_scaled_from_g_cm3} to {self.density_g_cm3} "
+                                   "g/cm3 (r -> r rho0/rho, D -> D (rho/rho0)^2); medium "
+                                   "composition not modelled")
+        if self.record:
+            out["table_record"] = {k: self.record[k] for k in (
+                "code_version", "n_electron_histories", "n_photon_histories", "seed",
+                "energy_balance_residual", "bremsstrahlung_escaping_mev_per_decay",
+                "escaped_beyond_table_mev_per_decay") if k in self.record}
+        return out
+
+    def describe(self) -> dict:
+        return self.provenance()
+
+
+def read_dpk_csv(path, *, nuclide: str | None = None, density_g_cm3: float = 1.0,
+                 total_energy_mev: float | None = None,
+                 electron_range_mm: float | None = None, medium: str = "water"
+                 ) -> TabulatedPointKernel:
+    """Load a user's (or a shipped) DPK table: CSV with a header naming the columns
+    ``r_mm`` and ``dose_Gy_per_decay`` (other columns are ignored).
+
+    ``nuclide`` (optional) sets ``total_energy_mev`` to its emitted energy per decay
+    (ICRP-107) unless given.  Raises :class:`InputError` for a bad file.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise InputError(f"cannot read dose point kernel table {p}: {exc}") from None
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise InputError(f"dose point kernel table {p} is empty")
+    header = [h.strip().lower() for h in lines[0].split(",")]
+    if "r_mm" not in header or "dose_gy_per_decay" not in header:
+        raise InputError(f"dose point kernel table {p} needs a header line with columns "
+                         f"r_mm,dose_Gy_per_decay; got '{lines[0]}'")
+    ir, idd = header.index("r_mm"), header.index("dose_gy_per_decay")
+    try:
+        rows = [[float(v) for v in ln.split(",")] for ln in lines[1:]]
+        data = np.array([[row[ir], row[idd]] for row in rows], dtype=np.float64)
+    except (ValueError, IndexError):
+        raise InputError(f"dose point kernel table {p} has a row that is not numbers in the "
+                         "r_mm and dose_Gy_per_decay columns") from None
+    if data.ndim != 2 or data.shape[0] < 2:
+        raise InputError(f"dose point kernel table {p} needs at least 2 rows")
+    name = "unknown"
+    if nuclide is not None:
+        nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
+        name = nuc.name
+        if total_energy_mev is None:
+            total_energy_mev = nuc.electron_energy_per_decay_mev + nuc.photon_energy_per_decay_mev
+    return TabulatedPointKernel.from_table(
+        data[:, 0], data[:, 1], nuclide=name, density_g_cm3=density_g_cm3,
+        total_energy_mev=total_energy_mev, electron_range_mm=electron_range_mm,
+        source=str(p), medium=medium)
+
+
+def kernels_dir():
+    """The folder of shipped DPK tables: ``voxdose/_kernels`` in a wheel, else the
+    repository's ``kernels/`` (editable install / source tree); None if neither exists."""
+    from importlib import resources
+    from pathlib import Path
+
+    try:
+        wheel = resources.files("voxdose") / "_kernels"
+        if wheel.is_dir():
+            return Path(str(wheel))
+    except (ModuleNotFoundError, TypeError):  # pragma: no cover - unusual loaders
+        pass
+    repo = Path(__file__).resolve().parents[3] / "kernels"
+    return repo if repo.is_dir() else None
+
+
+def shipped_table_path(nuclide: str):
+    """Path of the shipped water DPK table of ``nuclide`` (``<Nuclide>_water.csv``) or None."""
+    from ..nuclide import canonical_name
+
+    d = kernels_dir()
+    if d is None:
+        return None
+    p = d / f"{canonical_name(nuclide)}_water.csv"
+    return p if p.is_file() else None
+
+
+def load_point_kernel(nuclide: Nuclide | str, medium: str = "water"):
+    """The best point kernel of ``nuclide`` in ``medium``.
+
+    The project's Monte Carlo table (``kernels/<Nuclide>_water.csv`` with its JSON record)
+    when shipped, range-scaled to the medium's density for media other than water
+    (:data:`MEDIA_DENSITY_G_CM3`); otherwise the analytic foundation model
+    :func:`point_kernel_for` at that density.  Both have the same interface.
+    """
+    import json
+
+    nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
+    med = canonical_medium(medium)
+    rho = MEDIA_DENSITY_G_CM3[med]
+    path = shipped_table_path(nuc.name)
+    if path is None:
+        return point_kernel_for(nuc, density_g_cm3=rho)
+    rec_path = path.with_suffix(".json")
+    record = json.loads(rec_path.read_text()) if rec_path.is_file() else None
+    e_range = None
+    if record and record.get("max_electron_range_mm"):
+        e_range = float(record["max_electron_range_mm"])
+    pk = read_dpk_csv(path, nuclide=nuc, electron_range_mm=e_range)
+    pk = TabulatedPointKernel.from_table(
+        pk.r_table_mm, pk.dose_table_gy_per_decay, nuclide=nuc.name, density_g_cm3=1.0,
+        total_energy_mev=pk.total_energy_mev, electron_range_mm=pk.electron_range_mm,
+        source=f"voxdose Monte Carlo table {path.name}", medium="water", record=record)
+    if med != "water":
+        pk = pk.range_scaled(rho, medium=med)
+    return pk

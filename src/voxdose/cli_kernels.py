@@ -1,0 +1,186 @@
+"""Kernel commands: ``voxdose dpk`` (radial dose point kernel table) and ``voxdose kernel``
+(voxel S-value kernel as a NIfTI image).
+
+Registered on the main app by :mod:`voxdose.cli` (every ``cli_*.py`` module is imported).
+Bad input raises :class:`~voxdose.errors.InputError` before any work; outputs are written
+atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from .cli import app, console
+from .errors import InputError
+
+_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".nrrd")
+#: Default kernel extent cap, mm (the dose engine's default kernel radius).
+MAX_DEFAULT_RADIUS_MM = 200.0
+#: Target for the neglected energy of the default kernel extent.
+NEGLECT_TARGET = 1e-3
+
+
+def parse_voxel_mm(text: str) -> tuple[float, float, float]:
+    """'S' or 'SX,SY,SZ' (mm, as users write x, y, z) -> spacing (z, y, x)."""
+    try:
+        vals = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--voxel-mm must be one number or three numbers SX,SY,SZ in mm; "
+                         f"got '{text}'") from None
+    if len(vals) == 1:
+        vals = vals * 3
+    if len(vals) != 3 or not all(math.isfinite(v) and v > 0 for v in vals):
+        raise InputError(f"--voxel-mm must be one positive number or three SX,SY,SZ in mm; "
+                         f"got '{text}'")
+    sx, sy, sz = vals
+    return (sz, sy, sx)
+
+
+def point_kernel_for_cli(nuclide: str, medium: str, dpk: Path | None):
+    """The point kernel the commands use: a user's table (--dpk) or the shipped one."""
+    from .dose.point_kernel import (
+        MEDIA_DENSITY_G_CM3,
+        canonical_medium,
+        load_point_kernel,
+        read_dpk_csv,
+    )
+    from .nuclide import load_nuclide
+
+    nuc = load_nuclide(nuclide)
+    med = canonical_medium(medium)
+    if dpk is None:
+        return nuc, load_point_kernel(nuc, med)
+    pk = read_dpk_csv(dpk, nuclide=nuc)
+    if med != "water":
+        pk = pk.range_scaled(MEDIA_DENSITY_G_CM3[med], medium=med)
+    return nuc, pk
+
+
+def dpk_rows(pk, r_max_mm: float = 600.0):
+    """(r_mm, D) rows of a point kernel: its own table rows for a tabulated kernel, else
+    shell averages D = dE_abs / m_shell on shells of 0.01 mm (electrons) growing by 2 %."""
+    from .units import MEV_PER_G_TO_GY
+
+    if hasattr(pk, "r_table_mm"):
+        return pk.r_table_mm, pk.dose_table_gy_per_decay
+    r_e = max(pk.max_electron_range_mm, 0.05)
+    dr = min(0.01, r_e / 200.0)
+    edges = np.arange(0.0, r_e + dr, dr)
+    if pk.photon_energies_mev.size:
+        n = int(math.ceil(math.log(r_max_mm / edges[-1]) / math.log(1.02)))
+        edges = np.concatenate([edges, edges[-1] * 1.02 ** np.arange(1, n + 1)])
+    e_abs = pk.cumulative_energy_mev(edges)
+    mass = 4.0 / 3.0 * math.pi * (edges[1:] ** 3 - edges[:-1] ** 3) * pk.density_g_cm3 / 1000
+    return 0.5 * (edges[1:] + edges[:-1]), np.diff(e_abs) / mass * MEV_PER_G_TO_GY
+
+
+def default_radius_mm(pk) -> float:
+    """Smallest radius whose sphere holds all but NEGLECT_TARGET of the energy per decay,
+    capped at MAX_DEFAULT_RADIUS_MM."""
+    r = np.geomspace(1e-3, MAX_DEFAULT_RADIUS_MM, 4000)
+    e = pk.cumulative_energy_mev(r)
+    ok = np.nonzero(e >= (1.0 - NEGLECT_TARGET) * pk.total_energy_mev)[0]
+    return float(r[ok[0]]) if ok.size else MAX_DEFAULT_RADIUS_MM
+
+
+@app.command()
+def dpk(
+    nuclide: str = typer.Argument(..., help="nuclide, e.g. Lu-177 or Y-90"),
+    medium: str = typer.Option("water", "--medium", help="water | soft-tissue | lung | bone "
+                               "(non-water: the water kernel range-scaled to the density)"),
+    out: Path = typer.Option(..., "--out", help="output CSV: r_mm,dose_Gy_per_decay"),
+    histories: int = typer.Option(0, "--histories", min=0, help="run the Monte Carlo now with "
+                                  "this many electron (and photon) histories instead of "
+                                  "using the shipped table (0)"),
+    seed: int = typer.Option(12345, "--seed", help="seed of --histories runs"),
+):
+    """Radial dose point kernel per decay of NUCLIDE (point source, infinite medium):
+    the shipped Monte Carlo table (kernels/), or a fresh run with --histories."""
+    from .dose.mc_dpk import simulate_dpk, write_dpk_csv
+    from .dose.point_kernel import MEDIA_DENSITY_G_CM3, TabulatedPointKernel, canonical_medium
+    from .io.atomic import atomic_path
+    from .nuclide import load_nuclide
+
+    if not str(out).endswith(".csv"):
+        raise InputError(f"output {out} must end with .csv")
+    nuc = load_nuclide(nuclide)
+    med = canonical_medium(medium)
+    t0 = time.perf_counter()
+    if histories > 0:
+        res = simulate_dpk(nuc, histories, histories, seed=seed)
+        pk = TabulatedPointKernel.from_table(
+            res.r_mm, res.dose_gy_per_decay, nuclide=nuc.name,
+            total_energy_mev=res.emitted_mev, source=f"voxdose MC, {histories} histories")
+        if med != "water":
+            pk = pk.range_scaled(MEDIA_DENSITY_G_CM3[med], medium=med)
+        src = pk.source
+    else:
+        nuc, pk = point_kernel_for_cli(nuclide, med, None)
+        src = pk.provenance().get("source", pk.provenance().get("model"))
+    r, d = dpk_rows(pk)
+    with atomic_path(out) as tmp:
+        write_dpk_csv(tmp, r, d)
+    console.print(f"wrote [bold]{out}[/] ({nuc.name} in {med}, {r.size} rows, r up to "
+                  f"{r[-1]:.4g} mm; source: {src}); {time.perf_counter() - t0:.1f} s",
+                  highlight=False)
+
+
+@app.command()
+def kernel(
+    nuclide: str = typer.Argument(..., help="nuclide, e.g. Lu-177 or Y-90"),
+    voxel_mm: str = typer.Option(..., "--voxel-mm", help="voxel size in mm: S or SX,SY,SZ"),
+    medium: str = typer.Option("water", "--medium", help="water | soft-tissue | lung | bone "
+                               "(non-water: range-scaled water kernel)"),
+    half_width: int = typer.Option(None, "--half-width", min=1, help="kernel half-width N in "
+                                   "voxels per axis (array 2N+1); default: the extent that "
+                                   "leaves < 0.1 % of the energy out, at most 200 mm"),
+    dpk_path: Path = typer.Option(None, "--dpk", help="use this radial DPK table (CSV "
+                                  "r_mm,dose_Gy_per_decay, water) instead of the shipped one"),
+    out: Path = typer.Option(..., "--out", help="output image (.nii.gz, .nii, .mhd, .nrrd)"),
+):
+    """Voxel S-value kernel of NUCLIDE in mGy/(MBq*s): mean dose in each voxel from decays
+    uniformly distributed in the central (source) voxel; NIfTI spacing = voxel size."""
+    from . import __version__
+    from .dose.voxel_kernel import voxel_kernel
+    from .grid import Grid, Image
+    from .io.sitk_adapter import write_image
+    from .units import MEV_PER_G_TO_GY
+
+    if not str(out).endswith(_IMAGE_SUFFIXES):
+        raise InputError(f"output {out} must end with one of {', '.join(_IMAGE_SUFFIXES)}")
+    spacing = parse_voxel_mm(voxel_mm)
+    nuc, pk = point_kernel_for_cli(nuclide, medium, dpk_path)
+    t0 = time.perf_counter()
+    s = np.asarray(spacing)
+    if half_width is None:
+        radius = default_radius_mm(pk)
+    else:
+        radius = float(half_width) * float(s.max())
+    vk = voxel_kernel(pk, spacing, radius_mm=radius)
+    data = vk.data_gy_per_decay
+    if half_width is not None:
+        c = [n // 2 for n in data.shape]
+        data = data[tuple(slice(ci - half_width, ci + half_width + 1) for ci in c)]
+    mass_g = pk.density_g_cm3 / 1000.0 * float(np.prod(s))
+    absorbed = float(data.sum()) / MEV_PER_G_TO_GY * mass_g
+    neglected = 1.0 - absorbed / pk.total_energy_mev
+    h = np.array([n // 2 for n in data.shape])
+    origin_xyz = (-(h * s))[::-1]
+    grid = Grid.from_spacing(data.shape, spacing, origin_mm_xyz=tuple(origin_xyz))
+    prov = vk.provenance()
+    prov.update({"shape_zyx": list(data.shape), "neglected_energy_fraction": neglected})
+    img = Image(vk.as_mgy_per_mbq_s() if half_width is None else data / 1e-9, grid,
+                "voxel S-value kernel", "mGy/(MBq*s)", {"kernel": prov})
+    write_image(out, img, dtype=np.float32, sidecar={
+        "nuclide": nuc.name, "medium": pk.provenance().get("medium", "water"),
+        "voxdose_version": __version__, "source_voxel_index_zyx": [int(v) for v in h],
+        "neglected_energy_fraction": neglected, "seconds": time.perf_counter() - t0})
+    console.print(f"wrote [bold]{out}[/] ({nuc.name}, {data.shape[2]}x{data.shape[1]}x"
+                  f"{data.shape[0]} voxels of {spacing[2]:g}x{spacing[1]:g}x{spacing[0]:g} mm; "
+                  f"self-voxel {data[tuple(h)] / 1e-9:.4g} mGy/(MBq*s); neglected energy "
+                  f"{neglected:.2%}); {time.perf_counter() - t0:.1f} s", highlight=False)
