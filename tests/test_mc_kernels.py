@@ -79,7 +79,11 @@ def test_fallback_to_analytic_model(monkeypatch):
     import voxdose.dose.point_kernel as pkmod
 
     monkeypatch.setattr(pkmod, "shipped_table_path", lambda name: None)
-    assert isinstance(pkmod.load_point_kernel("Lu-177"), PointKernel)
+    pkmod._load_point_kernel_cached.cache_clear()  # load_point_kernel caches per nuclide
+    try:
+        assert isinstance(pkmod.load_point_kernel("Lu-177"), PointKernel)
+    finally:
+        pkmod._load_point_kernel_cached.cache_clear()
 
 
 # Akabani et al. and Amato et al. (Monte Carlo), as tabulated by Hashempour, Ghorbani,

@@ -8,7 +8,7 @@ import pytest
 
 from voxdose.cli import main
 from voxdose.dose.engine import KernelConvolution
-from voxdose.dose.point_kernel import point_kernel_for
+from voxdose.dose.point_kernel import load_point_kernel
 from voxdose.dose.voxel_kernel import voxel_kernel
 from voxdose.io.sitk_adapter import read_image, read_labels
 from voxdose.nuclide import load_nuclide
@@ -32,7 +32,7 @@ def _direct_kidney_doses(study_toml, dose_grid_spacing, structure="kidney_left")
     raw = json.loads((study_toml.parent / "structure_names.json").read_text())
     names = {int(k): v for k, v in raw.items()}
     labels = read_labels(truth / "labels_spect.nii.gz", names)
-    kern = voxel_kernel(point_kernel_for(load_nuclide("Lu-177")), dose_grid_spacing)
+    kern = voxel_kernel(load_point_kernel(load_nuclide("Lu-177")), dose_grid_spacing)
     eng = KernelConvolution(kern)
     m = labels.mask(structure)
     d_true = eng.dose(read_image(truth / "tia_true_bq_s.nii.gz")).data[m].mean()

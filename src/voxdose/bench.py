@@ -50,10 +50,10 @@ def _min_time(fn, repeats: int, sync=None) -> float:
 
 
 def bench_kernel():
-    from .dose.point_kernel import point_kernel_for
+    from .dose.point_kernel import load_point_kernel
     from .dose.voxel_kernel import voxel_kernel
 
-    return voxel_kernel(point_kernel_for("Lu-177"), (KERNEL_SPACING_MM,) * 3,
+    return voxel_kernel(load_point_kernel("Lu-177"), (KERNEL_SPACING_MM,) * 3,
                         radius_mm=KERNEL_RADIUS_MM)
 
 

@@ -25,7 +25,7 @@ from .decisions import decide
 from .dose.density import check_density_mode, density_from_ct
 from .dose.engine import make_engine
 from .dose.multinuclide import swap_nuclide_tia
-from .dose.point_kernel import point_kernel_for
+from .dose.point_kernel import load_point_kernel
 from .dose.voxel_kernel import voxel_kernel
 from .errors import StudyError
 from .grid import Image
@@ -133,7 +133,7 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
 
     with rep.stage(f"{nuc.name} voxel kernel") as adv:
         t0 = time.perf_counter()
-        pk = point_kernel_for(nuc)
+        pk = load_point_kernel(nuc)  # Monte Carlo table when shipped, else analytic
         kern = voxel_kernel(pk, grid.spacing_mm, radius_mm=kernel_radius_mm)
         adv(1, 1)
         timings["kernel"] = time.perf_counter() - t0

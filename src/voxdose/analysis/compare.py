@@ -6,7 +6,7 @@ nuclide also changes the physical half-life and therefore the TIA for the same b
 kinetics; recomputing the TIA per nuclide from the fitted biological kinetics belongs to
 the kinetics stage, and its TIA maps can be passed here one by one.
 
-For each nuclide n (kernel K_n from :func:`voxdose.dose.point_kernel.point_kernel_for` ->
+For each nuclide n (kernel K_n from :func:`voxdose.dose.point_kernel.load_point_kernel` ->
 :func:`voxdose.dose.voxel_kernel.voxel_kernel` on the TIA grid, water):
 
 * dose D_n = A~ (*) K_n (:class:`voxdose.dose.engine.KernelConvolution`) and per-structure
@@ -47,10 +47,10 @@ SHELL_PATTERN = re.compile(r"lesion|tumou?r|marrow|metasta", re.IGNORECASE)
 @lru_cache(maxsize=8)
 def _kernel(nuclide: str, spacing_mm: tuple, radius_mm: float):
     """(point kernel, voxel kernel) per nuclide and grid; cached (both are read-only)."""
-    from ..dose.point_kernel import point_kernel_for
+    from ..dose.point_kernel import load_point_kernel
     from ..dose.voxel_kernel import voxel_kernel
 
-    pk = point_kernel_for(nuclide)
+    pk = load_point_kernel(nuclide)
     return pk, voxel_kernel(pk, spacing_mm, radius_mm=radius_mm)
 
 
@@ -61,6 +61,9 @@ def r90_mm(point_kernel, part: str = "electrons", fraction: float = 0.9) -> floa
 
     pk = point_kernel
     if part == "electrons":
+        from .mird import split_kernel
+
+        pk = split_kernel(pk)  # Monte Carlo tables hold the total: analytic electron part
         sub = _kernel_part(pk, "electrons")
         total = sub.electron_kernel_energy_mev
         local = 0.0
@@ -187,13 +190,13 @@ def plot_dpks(path, nuclides, r_max_mm: float = 20.0) -> None:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from ..dose.point_kernel import point_kernel_for
+    from ..dose.point_kernel import load_point_kernel
     from ..io.atomic import atomic_path
 
     r = np.geomspace(1e-3, r_max_mm, 400)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for nuc in nuclides:
-        pk = point_kernel_for(nuc)
+        pk = load_point_kernel(nuc)
         y = r**2 * np.asarray(pk.dose_gy_per_decay(r))
         r90 = r90_mm(pk)
         line, = ax.plot(r, y, label=f"{pk.nuclide} (electron r90 = {r90:.2f} mm)")

@@ -67,10 +67,23 @@ def sphere_geometric_factor(r_mm, radius_mm: float):
     return 1.0 - 0.75 * x + x**3 / 16.0
 
 
+def split_kernel(pk) -> PointKernel:
+    """A kernel that separates electrons from photons: ``pk`` itself when it does (the
+    analytic model), else the analytic model of the same nuclide and density. The Monte
+    Carlo tables hold the total only, so sphere absorbed fractions per emission type come
+    from the analytic model (electron and photon energies per decay are ICRP-107's)."""
+    if hasattr(pk, "electron_energies_mev"):
+        return pk
+    from ..dose.point_kernel import point_kernel_for
+
+    return point_kernel_for(pk.nuclide, density_g_cm3=getattr(pk, "density_g_cm3", 1.0))
+
+
 def _kernel_part(pk: PointKernel, part: str) -> PointKernel:
     """The point kernel restricted to its electrons or its photons (no local term)."""
     from dataclasses import replace
 
+    pk = split_kernel(pk)
     empty = np.zeros(0)
     if part == "electrons":
         return replace(pk, photon_energies_mev=empty, photon_yields=empty,
@@ -146,6 +159,7 @@ def self_s_value(pk: PointKernel, mass_g: float, electrons: str = "absorbed",
         raise InputError(f"electrons must be 'absorbed' or 'kernel', got {electrons!r}")
     if not mass_g > 0:
         raise InputError(f"organ mass must be > 0 g, got {mass_g}")
+    pk = split_kernel(pk)
     e_af = (1.0 if electrons == "absorbed"
             else sphere_absorbed_fraction(pk, mass_g, "electrons", density_g_cm3))
     return SelfSValue(mass_g, pk.electron_kernel_energy_mev, e_af, pk.photon_kernel_energy_mev,

@@ -228,13 +228,13 @@ class DensityBinnedConvolution(DoseEngine):
                     edges=DEFAULT_MVS_EDGES, radius_mm: float = 200.0, **settings):
         """Build bins from a density map (Image or array, g/cm^3) and one kernel per bin:
         the kernel of a homogeneous medium of the bin's density (range-scaled)."""
-        from .point_kernel import point_kernel_for
+        from .point_kernel import point_kernel_at_density
         from .voxel_kernel import voxel_kernel
 
         nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
         rho = density.data if isinstance(density, Image) else density
         bins = mvs_bins(rho, edges)
-        kernels = tuple(voxel_kernel(point_kernel_for(nuc, density_g_cm3=b.density_g_cm3),
+        kernels = tuple(voxel_kernel(point_kernel_at_density(nuc, b.density_g_cm3),
                                      spacing_mm_zyx, radius_mm=radius_mm) for b in bins)
         return cls(tuple(bins), kernels, **settings)
 
@@ -317,9 +317,9 @@ def make_engine(nuclide: Nuclide | str, spacing_mm_zyx, *, method: str = "kernel
         return DensityBinnedConvolution.for_density(nuc, spacing_mm_zyx, density,
                                                     radius_mm=radius_mm, **settings)
     if kernel is None:
-        from .point_kernel import point_kernel_for
+        from .point_kernel import load_point_kernel
         from .voxel_kernel import voxel_kernel
 
-        kernel = voxel_kernel(point_kernel_for(nuc), spacing_mm_zyx, radius_mm=radius_mm)
+        kernel = voxel_kernel(load_point_kernel(nuc), spacing_mm_zyx, radius_mm=radius_mm)
     return KernelConvolution(kernel, density_mode=mode, **settings)
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -593,17 +594,30 @@ def shipped_table_path(nuclide: str):
 
 
 def load_point_kernel(nuclide: Nuclide | str, medium: str = "water"):
-    """The best point kernel of ``nuclide`` in ``medium``.
+    """The best point kernel of ``nuclide`` in ``medium`` (cached per nuclide and medium).
 
     The project's Monte Carlo table (``kernels/<Nuclide>_water.csv`` with its JSON record)
     when shipped, range-scaled to the medium's density for media other than water
     (:data:`MEDIA_DENSITY_G_CM3`); otherwise the analytic foundation model
     :func:`point_kernel_for` at that density.  Both have the same interface.
     """
+    nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
+    return _load_point_kernel_cached(nuc.name, canonical_medium(medium))
+
+
+def point_kernel_at_density(nuclide: Nuclide | str, density_g_cm3: float):
+    """The best water kernel of ``nuclide`` range-scaled to ``density_g_cm3`` (g/cm^3)."""
+    pk = load_point_kernel(nuclide)
+    if isinstance(pk, TabulatedPointKernel):
+        return pk if density_g_cm3 == 1.0 else pk.range_scaled(density_g_cm3)
+    return point_kernel_for(nuclide, density_g_cm3=density_g_cm3)
+
+
+@lru_cache(maxsize=32)
+def _load_point_kernel_cached(name: str, med: str):
     import json
 
-    nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
-    med = canonical_medium(medium)
+    nuc = load_nuclide(name)
     rho = MEDIA_DENSITY_G_CM3[med]
     path = shipped_table_path(nuc.name)
     if path is None:
