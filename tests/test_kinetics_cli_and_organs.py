@@ -140,3 +140,16 @@ def test_cli_single_time_point(tmp_path, capsys):
                "--stp-half-life-h", "40"])
     assert rc == 0
     assert np.allclose(read_image(out).data, a0 / lam * g.voxel_volume_ml, rtol=1e-5)
+
+
+def test_cli_tia_after_t0(tmp_path, capsys):
+    g = Grid.from_spacing((2, 2, 2), (4.0, 4.0, 4.0))
+    a0 = 2000.0
+    frames = [np.full(g.shape, a0 * math.exp(-LAM_S * t * 3600)) for t in T_H]
+    paths = _write_frames(tmp_path, frames, g)
+    out = tmp_path / "after.nii.gz"
+    rc = main(["tia", *paths, "--times-h", "1,4,24,48,168", "--nuclide", "Lu-177",
+               "--out", str(out), "--after-h", "336"])
+    assert rc == 0, capsys.readouterr().err
+    expected = a0 * math.exp(-LAM_S * 336 * 3600) / LAM_S * g.voxel_volume_ml
+    assert np.allclose(read_image(out).data, expected, rtol=1e-5)

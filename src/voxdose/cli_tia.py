@@ -60,6 +60,10 @@ def tia(
     model_out: Path = typer.Option(None, "--model-out", help="model index per voxel (0 trapz, "
                                    "1 mono, 2 biexp, 3 biexp_sum, 4 triexp)"),
     status_out: Path = typer.Option(None, "--status-out", help="fit status per voxel"),
+    after_h: float = typer.Option(
+        None, "--after-h", help="integrate from this time (h after administration) to "
+        "infinity instead of from 0: the TIA behind the dose delivered after t0 (e.g. from a "
+        "stem-cell transplant on)"),
     stp_half_life_h: float = typer.Option(
         None, "--stp-half-life-h", help="single time point (one frame): assumed effective "
         "half-life in hours; TIA = a(t1) exp(l t1)/l, l = ln2/T_eff (Hänscheid 2018)"),
@@ -101,15 +105,25 @@ def tia(
                            frame_noise)
         return
     stack = np.stack([img.data for img in images])
-    fit = fit_tia(np.array([hours_to_seconds(t) for t in t_h]), stack,
-                  nuc.decay_constant_per_s, model=model, weighting=weighting,
+    if after_h is not None and after_h < 0:
+        raise InputError(f"--after-h must be >= 0 h, got {after_h}")
+    times_s = np.array([hours_to_seconds(t) for t in t_h])
+    fit = fit_tia(times_s, stack, nuc.decay_constant_per_s, model=model, weighting=weighting,
                   background_fraction=background_fraction, device=device, tail=tail,
-                  lift_bound=lift_bound, frame_noise_rel=frame_noise)
+                  lift_bound=lift_bound, frame_noise_rel=frame_noise,
+                  keep_params=after_h is not None)
     vml = ref.grid.voxel_volume_ml
     meta = {"nuclide": nuc.name, "times_h": t_h, "frames": [str(f) for f in frames],
             **fit.settings}
-    tia_img = ref.with_data(fit.tia * vml, quantity="time-integrated activity",
-                            unit="Bq*s per voxel (decays)", meta=meta)
+    tia_c = fit.tia
+    if after_h is not None:
+        from .kinetics.timecourse import tia_after
+
+        tia_c = tia_after(fit, times_s, stack, hours_to_seconds(after_h))
+        meta["integrated_from_h"] = after_h
+    tia_img = ref.with_data(tia_c * vml, quantity="time-integrated activity" + (
+        "" if after_h is None else f" from {after_h:g} h on"),
+        unit="Bq*s per voxel (decays)", meta=meta)
     outputs = [(out, tia_img, np.float32)]
     if sigma_out is not None:
         outputs.append((sigma_out, tia_img.with_data(

@@ -164,11 +164,13 @@ def _to_result(out, params, settings, shape=None) -> TiaFit:
 
 def fit_tia(times_s, frames, lambda_phys_per_s: float, model: str = "auto",
             weighting: str = "poisson", background_fraction: float = 1e-3,
-            device: str = "cpu", **kw) -> TiaFit:
+            device: str = "cpu", keep_params: bool = False, **kw) -> TiaFit:
     """Fit every voxel of ``frames`` (T, z, y, x) in Bq/mL. Returns maps of shape (z, y, x).
 
     ``background_fraction`` x the largest value of all frames is the background threshold.
-    Other keywords as :func:`fit_curves`. No NaN or Inf reaches the outputs.
+    ``keep_params`` keeps the per-voxel parameters (z, y, x, 5) for
+    :mod:`voxdose.kinetics.timecourse` (activity at t, TIA after t0). Other keywords as
+    :func:`fit_curves`. No NaN or Inf reaches the outputs.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4:
@@ -181,11 +183,12 @@ def fit_tia(times_s, frames, lambda_phys_per_s: float, model: str = "auto",
     curves = frames.reshape(frames.shape[0], -1).T
     background = float(background_fraction) * float(frames.max(initial=0.0))
     res = fit_curves(times_s, curves, lambda_phys_per_s, model=model, weighting=weighting,
-                     background=background, keep_params=False, device=device, **kw)
+                     background=background, keep_params=keep_params, device=device, **kw)
     return TiaFit(*(getattr(res, f).reshape(spatial) for f in
                     ("tia", "sigma", "lambda_eff_per_s", "model", "status", "aicc", "rss",
-                     "r2")), params=None, settings={**res.settings,
-                                                    "background_fraction": background_fraction})
+                     "r2")),
+                  params=None if res.params is None else res.params.reshape((*spatial, -1)),
+                  settings={**res.settings, "background_fraction": background_fraction})
 
 
 def fit_single_time_point(time_s: float, frame, effective_half_life_h: float) -> np.ndarray:
