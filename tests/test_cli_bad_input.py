@@ -90,3 +90,18 @@ def test_help_mentions_units(capsys):
     rc = main(["run", "--help"])
     out = capsys.readouterr().out
     assert rc == 0 and "hours" in out
+
+
+def test_frames_on_different_grids_without_cts(study_copy, tmp_path, capsys):
+    """Without CTs, SPECT frames on different grids cannot be registered reliably."""
+    from voxdose.grid import Image
+    from voxdose.io.sitk_adapter import write_image
+
+    tps = "".join(f'[[timepoints]]\ntime_h = {t}\nspect = "spect_{t:03d}h.nii.gz"\n\n'
+                  for t in (1, 4, 24, 48, 168))
+    study_copy.write_text('[study]\nnuclide = "Lu-177"\nadministered_activity_mbq = 7400.0'
+                          "\n\n" + tps)
+    g = Grid.from_spacing((10, 12, 14), (7.0, 7.0, 7.0), (-40.0, -40.0, -40.0))
+    write_image(study_copy.parent / "spect_024h.nii.gz", Image(np.ones(g.shape), g),
+                dtype=np.float32)
+    _run_expect_error(study_copy, tmp_path, capsys, r"has no CTs to register with")

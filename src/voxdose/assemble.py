@@ -22,7 +22,7 @@ from .nuclide import Nuclide
 from .registration import (
     Registration,
     identity_registration,
-    register_rigid,
+    register,
     resample_concentration,
     resample_labels,
 )
@@ -119,7 +119,7 @@ def assemble_series(study: Study, progress=None) -> tuple[ActivitySeries, list[R
         else:
             moving = read_timepoint_ct(tp) if use_ct else spect
             try:
-                reg = register_rigid(fixed, moving)
+                reg = register(fixed, moving, study.registration)
             except RuntimeError as exc:
                 raise StudyError(f"registration of time point {i} ({tp.ct or tp.spect}) to the "
                                  f"reference failed: {str(exc).strip()[-120:]}") from None
@@ -142,7 +142,7 @@ def assemble_series(study: Study, progress=None) -> tuple[ActivitySeries, list[R
     series = ActivitySeries(np.stack(frames), grid,
                             np.array([hours_to_seconds(t) for t in study.times_h]),
                             study.nuclide, False,
-                            {"registration": "CT-to-CT rigid" if use_ct else
-                             "SPECT-to-SPECT rigid", "frames": reports,
+                            {"registration": ("CT-to-CT " if use_ct else "SPECT-to-SPECT ")
+                             + study.registration, "frames": reports,
                              **({"dicom": study.info} if study.info else {})})
     return series, regs, labels

@@ -37,7 +37,7 @@ from .kinetics.fit import fit_tia
 from .kinetics.models import MODEL_NAMES, STATUS
 from .kinetics.organ import fit_organs, organ_table_csv, plot_tacs
 from .nuclide import canonical_name
-from .registration import identity_registration, resample
+from .registration import identity_registration, resample, write_transform
 from .report_html import write_report
 from .report_plots import plot_dose_slices, plot_dvhs, plot_registration_check
 
@@ -252,6 +252,10 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
                          centre, f"{study.name}: {nuc.name} absorbed dose (Gy)",
                          ct_hu=None if ct_ref is None else ct_ref.data)
         files.append("dose_slice.png")
+        for i, (tp, reg) in enumerate(zip(study.timepoints, regs)):
+            name = f"registration/tp{i}_{tp.time_h:g}h_{reg.kind}.tfm"
+            write_transform(stage / name, reg)  # reference point -> this time point's point
+            files.append(name)
         if ct_ref is not None:
             plot_registration_check(stage / "registration.png", ct_ref.data, ct_last.data,
                                     grid.spacing_mm, centre,

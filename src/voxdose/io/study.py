@@ -25,6 +25,9 @@ Format (paths relative to the study file; times in hours after administration)::
     [patient]                          # optional
     sex = "male"                       # reference red-marrow mass (ICRP 89): male | female
 
+    [registration]                     # optional
+    transform = "rigid"                # rigid (default) | affine | bspline (after rigid)
+
     [analysis]                         # optional
     s_table = "olinda_s.csv"           # organ,S in mGy/(MBq s) (OLINDA/IDAC self S-values),
                                        # compared in mird_check.csv
@@ -120,6 +123,7 @@ class Study:
     administration: datetime | None = None
     info: dict = field(default_factory=dict, compare=False)
     s_table: Path | None = None         # user S-values (organ,S mGy/(MBq s)) for the MIRD check
+    registration: str = "rigid"         # rigid | affine | bspline (after rigid)
 
     @property
     def times_h(self) -> list[float]:
@@ -431,11 +435,19 @@ def load_study(path) -> Study:
     if not isinstance(ref, int) or isinstance(ref, bool) or not 0 <= ref < len(tps):
         raise StudyError(f"{path}: study.reference_timepoint must be an index 0..{len(tps) - 1}")
 
+    spect_grids = []
     for i, tp in enumerate(tps):
-        if tp.spect_dicom is None:
-            _header_grid(tp.spect, f"timepoints[{i}].spect", path)
+        spect_grids.append(_grid_of(tp.spect, f"timepoints[{i}].spect", path, tp.spect_dicom))
         if tp.ct is not None and tp.ct_dicom is None:
             _header_grid(tp.ct, f"timepoints[{i}].ct", path)
+    if all(tp.ct is None for tp in tps):
+        for i, g in enumerate(spect_grids):
+            if not g.same_as(spect_grids[ref], tol_mm=1e-2):
+                raise StudyError(
+                    f"{path}: timepoints[{i}].spect grid ({g.describe()}) differs from the "
+                    f"reference frame's ({spect_grids[ref].describe()}) and the study has no "
+                    "CTs to register with; add a ct per time point or reconstruct the frames "
+                    "on one grid")
 
     labels, names, rts = None, {}, None
     if "structures" in doc:
@@ -517,11 +529,15 @@ def load_study(path) -> Study:
             raise StudyError(f"{path}: [analysis] must be a table")
         if "s_table" in an:
             s_table = _file(base, an["s_table"], "analysis.s_table", path)
+    reg = doc.get("registration", {}).get("transform", "rigid")
+    if reg not in ("rigid", "affine", "bspline"):
+        raise StudyError(f"{path}: registration.transform = {reg!r}; use rigid, affine or "
+                         "bspline")
     return Study(path, name, nuclide, a0, ref, spect_to_bq_ml, decay_corrected,
                  tuple(tps), labels, names, sex,
                  {k: float(v) for k, v in limits.items()} if limits else None,
                  {k: float(v) for k, v in after.items()} if after else None,
-                 rts, admin, info, s_table)
+                 rts, admin, info, s_table, reg)
 
 
 def study_inputs(study: Study) -> list[Path]:
