@@ -226,3 +226,25 @@ def test_optional_affine_and_bspline_registration(small_study, kind, tol_mm):
     for c in ([65.0, 45.0, -25.0], [-80.0, -15.0, 60.0]):
         got = np.array(reg.transform.TransformPoint(tuple(c)))
         assert np.linalg.norm(got - (T[:3, :3] @ c + T[:3, 3])) < tol_mm
+
+
+def test_dose_on_the_ct_grid(small_study, small_results, tmp_path):
+    """[registration] grid = "ct": the series and the dose live on the reference CT grid
+    (4.8 mm here, SPECT 9.6 mm). Resampling conserves each frame's activity within 2 %, and
+    the kidney dose agrees with the SPECT-grid run within 5 % (the finer labels follow the
+    organ outline more closely; the activity is the same)."""
+    import shutil
+
+    from voxdose.io.sitk_adapter import read_image as read
+
+    study_dir = tmp_path / "study"
+    shutil.copytree(small_study.parent, study_dir)
+    toml = study_dir / "study.toml"
+    toml.write_text(toml.read_text() + '\n[registration]\ngrid = "ct"\n')
+    res = run_pipeline(toml, tmp_path / "results", device="cpu")
+    ct = read(study_dir / "ct_001h.nii.gz")
+    assert read(tmp_path / "results" / "tia_bq_s.nii.gz").grid.same_as(ct.grid, tol_mm=1e-3)
+    for f in res.provenance["assembly"]["frames"]:
+        if "relative_change" in f:
+            assert abs(f["relative_change"]) < 0.02
+    assert _reported(res) == pytest.approx(_reported(small_results), rel=0.05)

@@ -101,9 +101,11 @@ def assemble_series(study: Study, progress=None) -> tuple[ActivitySeries, list[R
     SPECT grid, and undo a vendor decay correction. Also brings the labels onto that grid."""
     ref = study.reference_index
     ref_spect = read_timepoint_spect(study.timepoints[ref])
-    grid = ref_spect.grid
     use_ct = study.has_ct
     fixed = read_timepoint_ct(study.timepoints[ref]) if use_ct else ref_spect
+    # activity concentration is resampled onto the reference SPECT grid (default) or, on
+    # request, the reference CT grid (finer voxels; same intensive-quantity resampling)
+    grid = fixed.grid if study.dose_grid == "ct" else ref_spect.grid
     lam = study.nuclide.decay_constant_per_s
     frames, regs, reports = [], [], []
     for i, tp in enumerate(study.timepoints):
@@ -143,6 +145,6 @@ def assemble_series(study: Study, progress=None) -> tuple[ActivitySeries, list[R
                             np.array([hours_to_seconds(t) for t in study.times_h]),
                             study.nuclide, False,
                             {"registration": ("CT-to-CT " if use_ct else "SPECT-to-SPECT ")
-                             + study.registration, "frames": reports,
+                             + study.registration, "grid": study.dose_grid, "frames": reports,
                              **({"dicom": study.info} if study.info else {})})
     return series, regs, labels

@@ -27,6 +27,8 @@ Format (paths relative to the study file; times in hours after administration)::
 
     [registration]                     # optional
     transform = "rigid"                # rigid (default) | affine | bspline (after rigid)
+    grid = "spect"                     # grid of the 4D series and the dose: the reference
+                                       # SPECT grid (default) or the reference CT grid
 
     [analysis]                         # optional
     s_table = "olinda_s.csv"           # organ,S in mGy/(MBq s) (OLINDA/IDAC self S-values),
@@ -124,6 +126,7 @@ class Study:
     info: dict = field(default_factory=dict, compare=False)
     s_table: Path | None = None         # user S-values (organ,S mGy/(MBq s)) for the MIRD check
     registration: str = "rigid"         # rigid | affine | bspline (after rigid)
+    dose_grid: str = "spect"            # spect (reference SPECT grid) | ct (reference CT grid)
 
     @property
     def times_h(self) -> list[float]:
@@ -533,11 +536,16 @@ def load_study(path) -> Study:
     if reg not in ("rigid", "affine", "bspline"):
         raise StudyError(f"{path}: registration.transform = {reg!r}; use rigid, affine or "
                          "bspline")
+    dose_grid = doc.get("registration", {}).get("grid", "spect")
+    if dose_grid not in ("spect", "ct"):
+        raise StudyError(f"{path}: registration.grid = {dose_grid!r}; use spect or ct")
+    if dose_grid == "ct" and not all(tp.ct is not None for tp in tps):
+        raise StudyError(f"{path}: registration.grid = \"ct\" needs a ct for every time point")
     return Study(path, name, nuclide, a0, ref, spect_to_bq_ml, decay_corrected,
                  tuple(tps), labels, names, sex,
                  {k: float(v) for k, v in limits.items()} if limits else None,
                  {k: float(v) for k, v in after.items()} if after else None,
-                 rts, admin, info, s_table, reg)
+                 rts, admin, info, s_table, reg, dose_grid)
 
 
 def study_inputs(study: Study) -> list[Path]:
