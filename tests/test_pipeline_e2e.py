@@ -248,3 +248,22 @@ def test_dose_on_the_ct_grid(small_study, small_results, tmp_path):
         if "relative_change" in f:
             assert abs(f["relative_change"]) < 0.02
     assert _reported(res) == pytest.approx(_reported(small_results), rel=0.05)
+
+
+def test_rerun_leaves_no_stale_results(small_study, small_results, tmp_path):
+    """A second run into the same folder without [plan] removes the first run's plan.json
+    (results never mix two runs); files voxdose did not write are left alone."""
+    import shutil
+
+    out = tmp_path / "results"
+    shutil.copytree(small_results.out_dir, out)
+    (out / "my_notes.txt").write_text("keep me")
+    study_dir = tmp_path / "study"
+    shutil.copytree(small_study.parent, study_dir)
+    toml = study_dir / "study.toml"
+    toml.write_text(toml.read_text().split("[plan]")[0])
+    assert (out / "plan.json").exists()
+    run_pipeline(toml, out, device="cpu")
+    assert not (out / "plan.json").exists()
+    assert (out / "my_notes.txt").read_text() == "keep me"
+    assert (out / "dvh.csv").exists()

@@ -184,6 +184,7 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
     tag = nuc.name.replace("-", "").lower()
     out_dir = Path(out_dir)
     files = []
+    previous = _previous_outputs(out_dir)
     with rep.stage("write results") as adv, staged_directory(out_dir) as stage:
         t0 = time.perf_counter()
         common = {"nuclide": nuc.name, "voxdose_version": __version__}
@@ -298,7 +299,30 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
         write_report(stage, prov)
         files.append("report.html")
         adv(1, 1)
+    _remove_stale(out_dir, previous, set(files))
     return PipelineResult(out_dir, dvhs, files, timings, prov, decisions, comparison)
+
+
+def _previous_outputs(out_dir: Path) -> set[str]:
+    """Files an earlier voxdose run listed in out_dir/provenance.json (relative names)."""
+    import json
+
+    try:
+        prov = json.loads((out_dir / "provenance.json").read_text())
+        return {str(f) for f in prov.get("outputs", []) if ".." not in str(f)}
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def _remove_stale(out_dir: Path, previous: set[str], current: set[str]) -> None:
+    """Remove results of an earlier run that this run did not write (e.g. plan.json when
+    the study no longer has limits), so the folder never mixes two runs. Only files an
+    earlier voxdose run itself listed are touched."""
+    for name in previous - current:
+        p = out_dir / name
+        for q in (p, p.with_name(p.name.split(".")[0] + ".json") if p.suffix == ".gz" else None):
+            if q is not None and q.is_file() and q.name != "provenance.json":
+                q.unlink()
 
 
 def _skipped(study, labels, decisions, comparison) -> dict:
