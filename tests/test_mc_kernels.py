@@ -189,3 +189,16 @@ def test_kernel_command_writes_centred_nifti(tmp_path, capsys):
     assert side["neglected_energy_fraction"] < 0.01
     assert main(["kernel", "Y-90", "--voxel-mm", "0,1,1", "--out", str(out)]) == 2
     capsys.readouterr()
+
+
+def test_dpk_plot_command(tmp_path, capsys):
+    from voxdose.cli_kernels import plot_dpk_figure
+
+    out = tmp_path / "dpk.png"
+    assert main(["dpk-plot", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    info = plot_dpk_figure(tmp_path / "b.png", ["Y-90"])
+    assert info["Y-90"]["r90_mm"] == pytest.approx(5.29, abs=0.05)
+    assert main(["dpk-plot", "--out", str(tmp_path / "x.jpg")]) == 2
+    assert main(["dpk-plot", "--nuclides", "Xx-999", "--out", str(out)]) == 2
+    capsys.readouterr()

@@ -205,9 +205,24 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
                  n_photons: int = 200_000, *, seed: int = 12345, n_batches: int = 20,
                  edges_mm: np.ndarray | None = None, r_max_mm: float = 600.0,
                  eps: float = mc_electron.EPS_STEP, e_cut: float = mc_electron.E_CUT_MEV,
-                 w_cut: float = mc_electron.W_CUT_MEV) -> DPKResult:
-    """Run the Monte Carlo for ``nuclide`` and return its :class:`DPKResult` per decay."""
+                 w_cut: float = mc_electron.W_CUT_MEV, backend: str = "cpu") -> DPKResult:
+    """Run the Monte Carlo for ``nuclide`` and return its :class:`DPKResult` per decay.
+
+    ``backend``: ``"cpu"`` (Numba, parallel over batches) or ``"cuda"`` (the same transport
+    compiled for the GPU, :mod:`voxdose.dose.mc_cuda`; one thread per batch, so use
+    thousands of batches there).
+    """
     nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
+    if backend not in ("cpu", "cuda"):
+        raise InputError(f"Monte Carlo backend must be 'cpu' or 'cuda'; got {backend!r}")
+    if backend == "cuda":
+        from . import mc_cuda
+
+        run_e = mc_cuda.run_electron_batches_cuda
+        run_p = mc_cuda.run_photon_batches_cuda
+    else:
+        run_e = mc_electron.run_electron_batches
+        run_p = mc_photon.run_photon_batches
     n_batches = int(n_batches)
     if n_batches < 2:
         raise InputError("n_batches must be >= 2 (uncertainty from batch statistics)")
@@ -233,13 +248,14 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
     npb = int(math.ceil(max(int(n_photons), 0) / n_batches)) if photon_pen > 0 else 0
     settings = {"eps_step": eps, "e_cut_mev": e_cut, "w_cut_mev": w_cut,
                 "photon_cut_mev": mc_photon.P_CUT_MEV, "n_batches": n_batches,
+                "backend": backend,
                 "shells": _describe_shells(edges)}
 
     by, e, p, cdf, le, lc, n_tot = _emission_arrays(nuc)
     if ne > 0 and n_tot > 0:
         et = mc_electron.electron_tables(e_cut=e_cut, w_cut=w_cut, eps=eps)
         st = rng_states(seed, n_batches)
-        tally, acc = mc_electron.run_electron_batches(
+        tally, acc = run_e(
             st, ne, edges, by, e, p, cdf, le, lc, n_tot, *mc_electron.table_args(et))
         w = n_tot / ne                       # per decay, per batch
         energy += tally * w
@@ -252,7 +268,7 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
         st = rng_states(seed + 7_777_777, n_batches)
         lines = pl[pen]
         cum = np.cumsum(py[pen])
-        tally, acc = mc_photon.run_photon_batches(st, npb, edges, lines, cum, float(cum[-1]),
+        tally, acc = run_p(st, npb, edges, lines, cum, float(cum[-1]),
                                                   *mc_photon.table_args(pt))
         w = float(cum[-1]) / npb
         energy += tally * w

@@ -35,7 +35,9 @@ penetration and diffusion of fast charged particles", Methods Comput. Phys. 1, 1
 * Below the absorption energy ``e_cut`` (default 5 keV, CSDA range 0.8 um) the electron
   deposits its remaining energy where it stands.
 
-Units inside: cm, MeV, density 1 g/cm^3 (water); scoring radii in mm.
+Units inside: cm, MeV, density 1 g/cm^3 (water); scoring radii in mm.  The per-history
+code is in :mod:`voxdose.dose.mc_transport` (compiled for the CPU here and for CUDA by
+:mod:`voxdose.dose.mc_cuda`).
 """
 
 from __future__ import annotations
@@ -47,7 +49,18 @@ import numpy as np
 from numba import njit, prange
 
 from . import stopping_power as sp
-from .mc_core import interp_uniform, isotropic, rand, rand_pos, rotate, score
+from .mc_transport import (  # noqa: F401  (re-exported: the shared per-history code)
+    electron_history,
+    energy_from_range,
+    sample_emission,
+    sample_moller,
+    transport_electron,
+    wentzel_cos,
+)
+
+_energy_from_range = energy_from_range
+_sample_moller = sample_moller
+_wentzel_cos = wentzel_cos
 
 #: Default absorption (tracking-cut) energy, MeV.
 E_CUT_MEV = 0.005
@@ -109,184 +122,8 @@ def electron_tables(e_cut: float = E_CUT_MEV, w_cut: float = W_CUT_MEV,
 
 
 # ---------------------------------------------------------------------------------------
-# Numba kernels
+# Numba kernels (the per-history transport is in mc_transport, shared with CUDA)
 # ---------------------------------------------------------------------------------------
-@njit(cache=True)
-def _energy_from_range(rr, range_cm, energies):
-    """Inverse of the (increasing) range table by linear interpolation."""
-    n = range_cm.size
-    if rr <= range_cm[0]:
-        return energies[0] * max(rr, 0.0) / range_cm[0]
-    if rr >= range_cm[n - 1]:
-        return energies[n - 1]
-    k = np.searchsorted(range_cm, rr) - 1
-    t = (rr - range_cm[k]) / (range_cm[k + 1] - range_cm[k])
-    return energies[k] * (1.0 - t) + energies[k + 1] * t
-
-
-@njit(cache=True)
-def _sample_moller(t_kin, w_cut, st):
-    """Knock-on energy W (MeV) from the Moller cross section, W_c <= W <= T/2."""
-    tau = t_kin / sp.MC2
-    g2 = (tau / (tau + 1.0)) ** 2
-    c = (2.0 * tau + 1.0) / (tau + 1.0) ** 2
-    x0 = w_cut / t_kin
-    while True:
-        e = x0 / (1.0 - rand(st) * (1.0 - 2.0 * x0))
-        q = e / (1.0 - e)
-        f = 1.0 + q * q + g2 * e * e - c * q
-        if rand(st) * 2.25 <= f:
-            return e * t_kin
-
-
-@njit(cache=True)
-def _wentzel_cos(mean_mu1, ln_m0, dln_m, ln_a_tab, st):
-    """cos(theta) from the Wentzel law with <(1 - cos theta)/2> = mean_mu1."""
-    if mean_mu1 >= 0.4995:
-        return 2.0 * rand(st) - 1.0
-    if mean_mu1 <= 1e-10:
-        return 1.0
-    a = math.exp(interp_uniform(math.log(mean_mu1), ln_m0, dln_m, ln_a_tab))
-    xi = rand(st)
-    mu1 = a * xi / (1.0 + a - xi)
-    return 1.0 - 2.0 * mu1
-
-
-@njit(cache=True)
-def transport_electron(x, y, z, u, v, w, e0, st, edges_mm, row, acc, stack,
-                       ln_e0, dln, range_cm, sigma_hard, lambda1_cm, frac_rad, energies,
-                       ln_m0, dln_m, ln_a_tab, e_cut, w_cut, eps):
-    """Transport one electron (and its delta rays) from (x, y, z) cm, direction (u, v, w).
-
-    Deposits go to ``row`` (shell tally, MeV); ``acc[0]`` += bremsstrahlung energy
-    (escaping), ``acc[1]`` += number of steps.  ``stack``: (n, 7) work array.
-    """
-    nst = 0
-    stack[0, 0] = x
-    stack[0, 1] = y
-    stack[0, 2] = z
-    stack[0, 3] = u
-    stack[0, 4] = v
-    stack[0, 5] = w
-    stack[0, 6] = e0
-    nst = 1
-    nmax = stack.shape[0]
-    while nst > 0:
-        nst -= 1
-        x = stack[nst, 0]
-        y = stack[nst, 1]
-        z = stack[nst, 2]
-        u = stack[nst, 3]
-        v = stack[nst, 4]
-        w = stack[nst, 5]
-        e = stack[nst, 6]
-        while True:
-            if e <= e_cut:
-                score(x, y, z, e, edges_mm, row)
-                break
-            lne = math.log(e)
-            r_now = interp_uniform(lne, ln_e0, dln, range_cm)
-            e_end = e * (1.0 - eps)
-            if e_end < e_cut:
-                e_end = e_cut
-            r_end = interp_uniform(math.log(e_end), ln_e0, dln, range_cm)
-            s_max = r_now - r_end
-            if s_max <= 0.0:
-                score(x, y, z, e, edges_mm, row)
-                break
-            sig_a = interp_uniform(lne, ln_e0, dln, sigma_hard)
-            sig_b = interp_uniform(math.log(e_end), ln_e0, dln, sigma_hard)
-            sig_max = max(sig_a, sig_b)
-            hard = False
-            s = s_max
-            e_new = e_end
-            if sig_max > 0.0:
-                s_h = -math.log(rand_pos(st)) / sig_max
-                if s_h < s_max:
-                    s = s_h
-                    e_new = _energy_from_range(r_now - s, range_cm, energies)
-                    if e_new > 2.0 * w_cut:
-                        sig_here = interp_uniform(math.log(e_new), ln_e0, dln, sigma_hard)
-                        hard = rand(st) * sig_max < sig_here
-            de = e - e_new
-            e_mid = 0.5 * (e + e_new)
-            lnm = math.log(e_mid)
-            frad = interp_uniform(lnm, ln_e0, dln, frac_rad)
-            lam1 = interp_uniform(lnm, ln_e0, dln, lambda1_cm)
-            dep = de * (1.0 - frad)
-            acc[0] += de * frad
-            acc[1] += 1.0
-            # random hinge
-            tau = rand(st)
-            s1 = tau * s
-            score(x + 0.5 * s1 * u, y + 0.5 * s1 * v, z + 0.5 * s1 * w, dep * tau,
-                  edges_mm, row)
-            x += s1 * u
-            y += s1 * v
-            z += s1 * w
-            cost = _wentzel_cos(0.5 * (1.0 - math.exp(-s / lam1)), ln_m0, dln_m, ln_a_tab, st)
-            u, v, w = rotate(u, v, w, cost, 2.0 * math.pi * rand(st))
-            s2 = s - s1
-            score(x + 0.5 * s2 * u, y + 0.5 * s2 * v, z + 0.5 * s2 * w, dep * (1.0 - tau),
-                  edges_mm, row)
-            x += s2 * u
-            y += s2 * v
-            z += s2 * w
-            e = e_new
-            if hard:
-                wd = _sample_moller(e, w_cut, st)
-                tt = e + 2.0 * sp.MC2
-                cd = math.sqrt(min(1.0, wd * tt / (e * (wd + 2.0 * sp.MC2))))
-                cp = math.sqrt(min(1.0, (e - wd) * tt / (e * (e - wd + 2.0 * sp.MC2))))
-                phi = 2.0 * math.pi * rand(st)
-                ud, vd, wdd = rotate(u, v, w, cd, phi + math.pi)
-                u, v, w = rotate(u, v, w, cp, phi)
-                e = e - wd
-                if wd > e_cut and nst < nmax:
-                    stack[nst, 0] = x
-                    stack[nst, 1] = y
-                    stack[nst, 2] = z
-                    stack[nst, 3] = ud
-                    stack[nst, 4] = vd
-                    stack[nst, 5] = wdd
-                    stack[nst, 6] = wd
-                    nst += 1
-                else:
-                    score(x, y, z, wd, edges_mm, row)
-
-
-@njit(cache=True)
-def sample_emission(st, beta_yield, beta_e, beta_p, beta_cdf, line_e, line_cum, n_total):
-    """Energy of one emitted particle from a mixture: continuous beta spectrum (piecewise
-    linear dN/dE, normalised, with ``beta_yield`` per decay) + discrete lines (cumulative
-    yields ``line_cum``).  ``n_total`` = beta_yield + sum of line yields."""
-    r = rand(st) * n_total
-    if r < beta_yield and beta_e.size > 1:
-        a = rand(st) * beta_cdf[beta_cdf.size - 1]
-        k = np.searchsorted(beta_cdf, a, side="right") - 1
-        if k < 0:
-            k = 0
-        if k > beta_e.size - 2:
-            k = beta_e.size - 2
-        da = a - beta_cdf[k]
-        h = beta_e[k + 1] - beta_e[k]
-        p0 = beta_p[k]
-        slope = (beta_p[k + 1] - p0) / h
-        disc = p0 * p0 + 2.0 * slope * da
-        if disc < 0.0:
-            disc = 0.0
-        den = p0 + math.sqrt(disc)
-        xx = 2.0 * da / den if den > 0.0 else 0.0
-        if xx > h:
-            xx = h
-        return beta_e[k] + xx
-    r -= beta_yield
-    k = np.searchsorted(line_cum, r, side="right")
-    if k >= line_e.size:
-        k = line_e.size - 1
-    return line_e[k]
-
-
 @njit(cache=True, parallel=True)
 def run_electron_batches(states, n_per_batch, edges_mm, beta_yield, beta_e, beta_p, beta_cdf,
                          line_e, line_cum, n_total,
@@ -306,13 +143,10 @@ def run_electron_batches(states, n_per_batch, edges_mm, beta_yield, beta_e, beta
         row = tally[b]
         a = acc[b]
         for _ in range(n_per_batch):
-            e0 = sample_emission(st, beta_yield, beta_e, beta_p, beta_cdf, line_e, line_cum,
-                                 n_total)
-            a[2] += e0
-            u, v, w = isotropic(st)
-            transport_electron(0.0, 0.0, 0.0, u, v, w, e0, st, edges_mm, row, a, stack,
-                               ln_e0, dln, range_cm, sigma_hard, lambda1_cm, frac_rad,
-                               energies, ln_m0, dln_m, ln_a_tab, e_cut, w_cut, eps)
+            electron_history(st, edges_mm, row, a, stack, beta_yield, beta_e, beta_p,
+                             beta_cdf, line_e, line_cum, n_total, ln_e0, dln, range_cm,
+                             sigma_hard, lambda1_cm, frac_rad, energies, ln_m0, dln_m,
+                             ln_a_tab, e_cut, w_cut, eps)
     return tally, acc
 
 

@@ -22,7 +22,8 @@ Sampling: free path ``-ln(xi)/mu`` with mu = sigma_KN N_e + tau; Compton scatter
 Kahn's rejection method (H. Kahn, AECU-3259, 1954; as in MCNP): it samples
 eta = E/E' and cos theta = 1 - (eta - 1)/k exactly from the Klein-Nishina law.  Photons
 below ``p_cut`` (10 keV, the table's lower end) are absorbed locally; photons beyond the
-last scoring radius escape (tallied).
+last scoring radius escape (tallied).  The per-history code is in
+:mod:`voxdose.dose.mc_transport` (shared with the CUDA kernels of :mod:`voxdose.dose.mc_cuda`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from numba import njit, prange
 
 from . import stopping_power as sp
 from . import water_data
-from .mc_core import interp_uniform, isotropic, rand, rand_pos, rotate, score
+from .mc_transport import photon_history, sample_kahn, transport_photon  # noqa: F401
 
 #: Photon absorption (cut) energy, MeV: the lower end of the water tables.
 P_CUT_MEV = 0.010
@@ -91,61 +92,6 @@ def photon_tables(n: int = 800, p_cut: float = P_CUT_MEV) -> PhotonTables:
     return PhotonTables(float(ln_e[0]), float(ln_e[1] - ln_e[0]), mu_c, tau, float(p_cut))
 
 
-@njit(cache=True)
-def sample_kahn(k, st):
-    """Kahn's method: returns (eta = E/E', cos theta) for k = E/mc^2 (Klein-Nishina)."""
-    while True:
-        r1 = rand(st)
-        r2 = rand(st)
-        r3 = rand(st)
-        if r1 <= (1.0 + 2.0 * k) / (9.0 + 2.0 * k):
-            eta = 1.0 + 2.0 * k * r2
-            if r3 <= 4.0 * (1.0 / eta - 1.0 / (eta * eta)):
-                break
-        else:
-            eta = (1.0 + 2.0 * k) / (1.0 + 2.0 * k * r2)
-            mu = 1.0 + 1.0 / k - eta / k
-            if r3 <= 0.5 * (mu * mu + 1.0 / eta):
-                break
-    return eta, 1.0 + 1.0 / k - eta / k
-
-
-@njit(cache=True)
-def transport_photon(e, st, edges_mm, row, acc, ln_e0, dln, mu_c_tab, mu_p_tab, p_cut):
-    """One photon of energy e from the origin, isotropic.  acc[0] += escaping energy,
-    acc[1] += interactions."""
-    x = 0.0
-    y = 0.0
-    z = 0.0
-    u, v, w = isotropic(st)
-    r_max_cm = edges_mm[edges_mm.size - 1] / 10.0
-    while True:
-        if e < p_cut:
-            score(x, y, z, e, edges_mm, row)
-            return
-        lne = math.log(e)
-        mc = interp_uniform(lne, ln_e0, dln, mu_c_tab)
-        mp = interp_uniform(lne, ln_e0, dln, mu_p_tab)
-        mu = mc + mp
-        s = -math.log(rand_pos(st)) / mu
-        x += s * u
-        y += s * v
-        z += s * w
-        if x * x + y * y + z * z >= r_max_cm * r_max_cm:
-            acc[0] += e
-            return
-        acc[1] += 1.0
-        if rand(st) * mu < mp:
-            score(x, y, z, e, edges_mm, row)
-            return
-        k = e / sp.MC2
-        eta, cost = sample_kahn(k, st)
-        e_new = e / eta
-        score(x, y, z, e - e_new, edges_mm, row)
-        u, v, w = rotate(u, v, w, cost, 2.0 * math.pi * rand(st))
-        e = e_new
-
-
 @njit(cache=True, parallel=True)
 def run_photon_batches(states, n_per_batch, edges_mm, line_e, line_cum, n_total,
                        ln_e0, dln, mu_c_tab, mu_p_tab, p_cut):
@@ -161,13 +107,8 @@ def run_photon_batches(states, n_per_batch, edges_mm, line_e, line_cum, n_total,
         row = tally[b]
         a = acc[b]
         for _ in range(n_per_batch):
-            r = rand(st) * n_total
-            k = np.searchsorted(line_cum, r, side="right")
-            if k >= line_e.size:
-                k = line_e.size - 1
-            e0 = line_e[k]
-            a[2] += e0
-            transport_photon(e0, st, edges_mm, row, a, ln_e0, dln, mu_c_tab, mu_p_tab, p_cut)
+            photon_history(st, edges_mm, row, a, line_e, line_cum, n_total,
+                           ln_e0, dln, mu_c_tab, mu_p_tab, p_cut)
     return tally, acc
 
 
