@@ -11,8 +11,9 @@ the face neighbours, -9 to -11 % at the edge and corner neighbours (the issue's 
 only just, or not), and within 4.2 % beyond (the photon region).  Summed over the whole
 published 11^3 table (measured once, not kept here) it holds ~6 % less energy than ours,
 mostly in the source voxel, which points to different emission data rather than transport
-(not verified: the paper's source definition was not at hand).  The tolerances below are the measured deviations plus a
-margin; they guard against regressions, they do not claim the 3 %/10 % goal.
+(not verified: the paper's source definition was not at hand).  The tolerances below are
+the measured deviations plus a margin; they guard against regressions, they do not claim
+the 3 %/10 % goal.
 """
 
 from __future__ import annotations
