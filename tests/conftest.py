@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import tempfile
 
 import pytest
+
+# Kernel cache in a throw-away folder: tests never read or write the user's home folder.
+os.environ.setdefault("VOXDOSE_CACHE_DIR", tempfile.mkdtemp(prefix="voxdose-test-cache-"))
 
 
 def _gpu_ok() -> bool:

@@ -26,7 +26,7 @@ from .dose.density import check_density_mode, density_from_ct
 from .dose.engine import make_engine
 from .dose.multinuclide import swap_nuclide_tia
 from .dose.point_kernel import load_point_kernel
-from .dose.voxel_kernel import voxel_kernel
+from .dose.voxel_kernel import voxel_kernel_cached
 from .errors import StudyError
 from .grid import Image
 from .io.atomic import sha256_file, staged_directory, write_json, write_text
@@ -134,7 +134,8 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
     with rep.stage(f"{nuc.name} voxel kernel") as adv:
         t0 = time.perf_counter()
         pk = load_point_kernel(nuc)  # Monte Carlo table when shipped, else analytic
-        kern = voxel_kernel(pk, grid.spacing_mm, radius_mm=kernel_radius_mm)
+        # cached on disk by nuclide, spacing, medium, radius, kernel source and version
+        kern = voxel_kernel_cached(pk, grid.spacing_mm, radius_mm=kernel_radius_mm)
         adv(1, 1)
         timings["kernel"] = time.perf_counter() - t0
 
