@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .analysis.compare import compare_nuclides, plot_dpks, plot_dvh_overlay
+from .analysis.compare import (compare_nuclides, kernel_radius_for, plot_dpks,
+                               plot_dvh_overlay)
 from .analysis.dvh import DVH, compute_dvhs, dvh_csv, dvh_json
 from .analysis.mird import organ_check_csv, read_s_table
 from .assemble import assemble_series, read_timepoint_ct
@@ -72,12 +73,15 @@ def _versions() -> dict:
 
 
 def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
-                 kernel_radius_mm: float = 200.0, tia_model: str = "auto",
+                 kernel_radius_mm: float | None = None, tia_model: str = "auto",
                  density_mode: str = "none", compare_nuclide: str | None = "auto"
                  ) -> PipelineResult:
     """Run every stage on a study (path of study.toml, or a validated :class:`Study`);
     write results into ``out_dir``.
 
+    kernel_radius_mm : voxel-kernel radius; default: the dose grid's diagonal (no voxel of
+        the grid is farther from a source), capped by the kernel table's range. The energy
+        beyond it (photons leaving the imaged volume) is reported in provenance.
     density_mode : 'none' (water), 'scale' or 'mvs' (density from the reference CT).
     compare_nuclide : a second nuclide for the comparison ('auto': Y-90 for a Lu-177 study
         and Lu-177 otherwise; None: no comparison), dosed from the same biological kinetics
@@ -135,7 +139,8 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
         t0 = time.perf_counter()
         pk = load_point_kernel(nuc)  # Monte Carlo table when shipped, else analytic
         # cached on disk by nuclide, spacing, medium, radius, kernel source and version
-        kern = voxel_kernel_cached(pk, grid.spacing_mm, radius_mm=kernel_radius_mm)
+        radius = kernel_radius_for(pk, grid) if kernel_radius_mm is None else kernel_radius_mm
+        kern = voxel_kernel_cached(pk, grid.spacing_mm, radius_mm=radius)
         adv(1, 1)
         timings["kernel"] = time.perf_counter() - t0
 

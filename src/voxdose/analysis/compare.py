@@ -48,10 +48,26 @@ SHELL_PATTERN = re.compile(r"lesion|tumou?r|marrow|metasta", re.IGNORECASE)
 def _kernel(nuclide: str, spacing_mm: tuple, radius_mm: float):
     """(point kernel, voxel kernel) per nuclide and grid; cached (both are read-only)."""
     from ..dose.point_kernel import load_point_kernel
-    from ..dose.voxel_kernel import voxel_kernel
+    from ..dose.voxel_kernel import voxel_kernel_cached
 
     pk = load_point_kernel(nuclide)
-    return pk, voxel_kernel(pk, spacing_mm, radius_mm=radius_mm)
+    return pk, voxel_kernel_cached(pk, spacing_mm, radius_mm=radius_mm)
+
+
+def kernel_radius_for(point_kernel, grid) -> float:
+    """Default voxel-kernel radius: the grid's diagonal (no voxel is farther from a source),
+    capped by the kernel table's range (beyond it the table has no energy)."""
+    diag = float(np.linalg.norm(np.array(grid.shape) * grid.spacing_mm))
+    table_end = getattr(point_kernel, "r_table_mm", None)
+    return min(diag, float(table_end[-1])) if table_end is not None else diag
+
+
+def _radius_for(nuclide: str, grid, radius_mm: float | None) -> float:
+    if radius_mm is not None:
+        return float(radius_mm)
+    from ..dose.point_kernel import load_point_kernel
+
+    return kernel_radius_for(load_point_kernel(nuclide), grid)
 
 
 def r90_mm(point_kernel, part: str = "electrons", fraction: float = 0.9) -> float:
@@ -129,7 +145,7 @@ def shell_masks(mask: np.ndarray, spacing_mm, edges_mm=DEFAULT_SHELLS_MM):
 
 def compare_nuclides(tia: Image, nuclides, labels: LabelMap | None = None,
                      shells_mm=DEFAULT_SHELLS_MM, shell_structures=None,
-                     kernel_radius_mm: float = 200.0) -> list[NuclideComparison]:
+                     kernel_radius_mm: float | None = 200.0) -> list[NuclideComparison]:
     """Dose maps, DVHs, cross-fire fractions, shells and r90 for each nuclide (same TIA)."""
     from ..dose.engine import KernelConvolution
 
@@ -161,7 +177,7 @@ def compare_nuclides(tia: Image, nuclides, labels: LabelMap | None = None,
     out = []
     for nuc in names:
         spacing = tuple(round(float(v), 6) for v in tia.grid.spacing_mm)
-        pk, kern = _kernel(nuc, spacing, float(kernel_radius_mm))
+        pk, kern = _kernel(nuc, spacing, _radius_for(nuc, tia.grid, kernel_radius_mm))
         eng = KernelConvolution(kern)
         dose = eng.dose(tia)
         d = np.asarray(to_numpy(dose.data), dtype=np.float64)
