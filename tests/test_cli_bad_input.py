@@ -105,3 +105,14 @@ def test_frames_on_different_grids_without_cts(study_copy, tmp_path, capsys):
     write_image(study_copy.parent / "spect_024h.nii.gz", Image(np.ones(g.shape), g),
                 dtype=np.float32)
     _run_expect_error(study_copy, tmp_path, capsys, r"has no CTs to register with")
+
+
+def test_missing_user_dpk_table(study_copy, tmp_path, capsys):
+    study_copy.write_text(study_copy.read_text() + '\n[dose]\ndpk = "nope.csv"\n')
+    _run_expect_error(study_copy, tmp_path, capsys, r"dose\.dpk.*not found")
+
+
+def test_malformed_user_dpk_table(study_copy, tmp_path, capsys):
+    (study_copy.parent / "bad.csv").write_text("radius,value\n1,2\n")
+    study_copy.write_text(study_copy.read_text() + '\n[dose]\ndpk = "bad.csv"\n')
+    _run_expect_error(study_copy, tmp_path, capsys, r"bad\.csv")

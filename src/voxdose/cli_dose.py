@@ -89,6 +89,9 @@ def dose(
                                            "RAM, 80 % of free GPU memory); blockwise beyond"),
     kernel_radius_mm: float = typer.Option(200.0, "--kernel-radius-mm", min=1.0,
                                            help="extent of the dose kernel, mm"),
+    dpk: Path = typer.Option(None, "--dpk", help="your own radial dose point kernel for this "
+                             "nuclide in water: CSV with columns r_mm,dose_Gy_per_decay (e.g. "
+                             "from GATE or a published table); default: voxdose's Monte Carlo"),
 ):
     """Absorbed dose (Gy) from a TIA map (decays per voxel): D = TIA (*) S, or local
     deposition; optional density handling from a CT."""
@@ -100,6 +103,11 @@ def dose(
     t_start = time.perf_counter()
     nuc, tia, density, mode = _load_inputs(tia_path, nuclide, method, ct, density_mode,
                                            device, out, resample_ct)
+    user_pk = None
+    if dpk is not None:  # validated before any work, like every other input
+        from .dose.point_kernel import read_dpk_csv
+
+        user_pk = read_dpk_csv(dpk, nuclide=nuc.name)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         backend = get_backend(device)
@@ -114,7 +122,8 @@ def dose(
         task = prog.add_task(f"{nuc.name} engine ({method}, {mode})", total=1)
         t0 = time.perf_counter()
         engine = make_engine(nuc, tia.grid.spacing_mm, method=method, density_mode=mode,
-                             density=density, radius_mm=kernel_radius_mm, **settings)
+                             density=density, radius_mm=kernel_radius_mm,
+                             point_kernel=user_pk, **settings)
         prog.update(task, completed=1)
         timings["engine_s"] = time.perf_counter() - t0
         task = prog.add_task(f"dose ({backend.name})", total=1)

@@ -26,7 +26,7 @@ from .decisions import decide
 from .dose.density import check_density_mode, density_from_ct
 from .dose.engine import make_engine
 from .dose.multinuclide import swap_nuclide_tia
-from .dose.point_kernel import load_point_kernel
+from .dose.point_kernel import load_point_kernel, read_dpk_csv
 from .dose.voxel_kernel import voxel_kernel_cached
 from .errors import StudyError
 from .grid import Image
@@ -137,7 +137,9 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
 
     with rep.stage(f"{nuc.name} voxel kernel") as adv:
         t0 = time.perf_counter()
-        pk = load_point_kernel(nuc)  # Monte Carlo table when shipped, else analytic
+        # the user's DPK table when the study names one, else voxdose's Monte Carlo table
+        pk = (read_dpk_csv(study.dpk, nuclide=nuc.name) if study.dpk is not None
+              else load_point_kernel(nuc))
         # cached on disk by nuclide, spacing, medium, radius, kernel source and version
         radius = kernel_radius_for(pk, grid) if kernel_radius_mm is None else kernel_radius_mm
         kern = voxel_kernel_cached(pk, grid.spacing_mm, radius_mm=radius)

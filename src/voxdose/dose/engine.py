@@ -225,17 +225,25 @@ class DensityBinnedConvolution(DoseEngine):
 
     @classmethod
     def for_density(cls, nuclide: Nuclide | str, spacing_mm_zyx, density, *,
-                    edges=DEFAULT_MVS_EDGES, radius_mm: float = 200.0, **settings):
+                    edges=DEFAULT_MVS_EDGES, radius_mm: float = 200.0, point_kernel=None,
+                    **settings):
         """Build bins from a density map (Image or array, g/cm^3) and one kernel per bin:
-        the kernel of a homogeneous medium of the bin's density (range-scaled)."""
+        the kernel of a homogeneous medium of the bin's density (range-scaled from
+        ``point_kernel``, a water kernel, default the project's best for the nuclide)."""
         from .point_kernel import point_kernel_at_density
         from .voxel_kernel import voxel_kernel
 
         nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
         rho = density.data if isinstance(density, Image) else density
         bins = mvs_bins(rho, edges)
-        kernels = tuple(voxel_kernel(point_kernel_at_density(nuc, b.density_g_cm3),
-                                     spacing_mm_zyx, radius_mm=radius_mm) for b in bins)
+
+        def at(r):
+            if point_kernel is None:
+                return point_kernel_at_density(nuc, r)
+            return point_kernel if r == 1.0 else point_kernel.range_scaled(r)
+
+        kernels = tuple(voxel_kernel(at(b.density_g_cm3), spacing_mm_zyx, radius_mm=radius_mm)
+                        for b in bins)
         return cls(tuple(bins), kernels, **settings)
 
     def _deposit(self, tia_decays, grid, backend, rho):
@@ -296,10 +304,13 @@ class LocalDeposition(DoseEngine):
 
 def make_engine(nuclide: Nuclide | str, spacing_mm_zyx, *, method: str = "kernel",
                 density_mode: str = "none", density: Image | None = None,
-                radius_mm: float = 200.0, kernel=None, **settings) -> DoseEngine:
+                radius_mm: float = 200.0, kernel=None, point_kernel=None,
+                **settings) -> DoseEngine:
     """The engine for a method ('kernel' | 'ldm') and density mode ('none' | 'scale' | 'mvs').
 
     ``kernel``: a prebuilt water :class:`~voxdose.dose.voxel_kernel.VoxelKernel` (else built);
+    ``point_kernel``: the water point kernel to build from (e.g. a user's DPK table read with
+    :func:`~voxdose.dose.point_kernel.read_dpk_csv`; default the project's best);
     ``settings``: precision, memory_budget_gb, workers (convolution engines only).
     For 'ldm', 'mvs' means the same as 'scale' (each voxel's own mass); the engine records
     'scale'.
@@ -315,11 +326,13 @@ def make_engine(nuclide: Nuclide | str, spacing_mm_zyx, *, method: str = "kernel
         if density is None:
             raise InputError("density mode 'mvs' needs a density (CT) image on the TIA grid")
         return DensityBinnedConvolution.for_density(nuc, spacing_mm_zyx, density,
-                                                    radius_mm=radius_mm, **settings)
+                                                    radius_mm=radius_mm,
+                                                    point_kernel=point_kernel, **settings)
     if kernel is None:
         from .point_kernel import load_point_kernel
         from .voxel_kernel import voxel_kernel
 
-        kernel = voxel_kernel(load_point_kernel(nuc), spacing_mm_zyx, radius_mm=radius_mm)
+        pk = point_kernel if point_kernel is not None else load_point_kernel(nuc)
+        kernel = voxel_kernel(pk, spacing_mm_zyx, radius_mm=radius_mm)
     return KernelConvolution(kernel, density_mode=mode, **settings)
 

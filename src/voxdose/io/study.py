@@ -30,6 +30,11 @@ Format (paths relative to the study file; times in hours after administration)::
     grid = "spect"                     # grid of the 4D series and the dose: the reference
                                        # SPECT grid (default) or the reference CT grid
 
+    [dose]                             # optional
+    dpk = "my_dpk.csv"                 # your own water DPK for the study's nuclide (CSV
+                                       # r_mm,dose_Gy_per_decay) instead of voxdose's; the
+                                       # nuclide comparison keeps voxdose's kernels
+
     [analysis]                         # optional
     s_table = "olinda_s.csv"           # organ,S in mGy/(MBq s) (OLINDA/IDAC self S-values),
                                        # compared in mird_check.csv
@@ -127,6 +132,7 @@ class Study:
     s_table: Path | None = None         # user S-values (organ,S mGy/(MBq s)) for the MIRD check
     registration: str = "rigid"         # rigid | affine | bspline (after rigid)
     dose_grid: str = "spect"            # spect (reference SPECT grid) | ct (reference CT grid)
+    dpk: Path | None = None             # user's radial DPK CSV (r_mm,dose_Gy_per_decay)
 
     @property
     def times_h(self) -> list[float]:
@@ -541,11 +547,21 @@ def load_study(path) -> Study:
         raise StudyError(f"{path}: registration.grid = {dose_grid!r}; use spect or ct")
     if dose_grid == "ct" and not all(tp.ct is not None for tp in tps):
         raise StudyError(f"{path}: registration.grid = \"ct\" needs a ct for every time point")
+    dpk = None
+    if "dose" in doc:
+        dd = doc["dose"]
+        if not isinstance(dd, dict):
+            raise StudyError(f"{path}: [dose] must be a table")
+        if "dpk" in dd:
+            dpk = _file(base, dd["dpk"], "dose.dpk", path)
+            from ..dose.point_kernel import read_dpk_csv
+
+            read_dpk_csv(dpk, nuclide=nuclide.name)  # validate now, before any work
     return Study(path, name, nuclide, a0, ref, spect_to_bq_ml, decay_corrected,
                  tuple(tps), labels, names, sex,
                  {k: float(v) for k, v in limits.items()} if limits else None,
                  {k: float(v) for k, v in after.items()} if after else None,
-                 rts, admin, info, s_table, reg, dose_grid)
+                 rts, admin, info, s_table, reg, dose_grid, dpk)
 
 
 def study_inputs(study: Study) -> list[Path]:
