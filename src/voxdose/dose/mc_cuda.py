@@ -18,12 +18,12 @@ the sessions that wrote this, so it has not been timed on hardware.
 
 from __future__ import annotations
 
-import importlib.util
 from functools import lru_cache
 
 import numpy as np
 from numba import cuda  # a global: the simulator swaps it for its own module
 
+from ..cuda_copy import device_copy
 from . import mc_transport
 
 #: Depth of the per-thread delta-ray stack (thread-local memory); a delta ray that finds
@@ -33,11 +33,7 @@ STACK_DEPTH = 32
 
 @lru_cache(maxsize=1)
 def _kernels():
-    spec = importlib.util.spec_from_file_location("voxdose.dose._mc_transport_cuda",
-                                                  mc_transport.__file__)
-    core = importlib.util.module_from_spec(spec)
-    core.__voxdose_jit__ = cuda.jit(device=True)
-    spec.loader.exec_module(core)
+    core = device_copy(mc_transport, "voxdose.dose._mc_transport_cuda")
     electron_history = core.electron_history
     photon_history = core.photon_history
     depth = STACK_DEPTH

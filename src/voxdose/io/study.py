@@ -209,6 +209,14 @@ def _datetime_key(v, key: str, path: Path) -> datetime:
                      f"(local time), got {v!r}")
 
 
+def _optional_file(doc: dict, table: str, key: str, base: Path, path: Path) -> Path | None:
+    """An optional ``[table] key = "file"`` entry, checked to exist; None when absent."""
+    t = doc.get(table, {})
+    if not isinstance(t, dict):
+        raise StudyError(f"{path}: [{table}] must be a table")
+    return _file(base, t[key], f"{table}.{key}", path) if key in t else None
+
+
 def load_study(path) -> Study:
     """Read and fully validate a study file. Raises :class:`StudyError` with one clear line."""
     from .dicom_read import is_dicom_input, read_ct_header, read_spect_header
@@ -531,13 +539,7 @@ def load_study(path) -> Study:
             raise StudyError(f"{path}: spect.units = \"counts\" needs spect.calibration_factor "
                              "(Bq/mL per count) for the image-file time points")
     spect_to_bq_ml = cal * (_UNIT_TO_BQ_ML[nifti_units] if nifti_units else 1.0)
-    s_table = None
-    if "analysis" in doc:
-        an = doc["analysis"]
-        if not isinstance(an, dict):
-            raise StudyError(f"{path}: [analysis] must be a table")
-        if "s_table" in an:
-            s_table = _file(base, an["s_table"], "analysis.s_table", path)
+    s_table = _optional_file(doc, "analysis", "s_table", base, path)
     reg = doc.get("registration", {}).get("transform", "rigid")
     if reg not in ("rigid", "affine", "bspline"):
         raise StudyError(f"{path}: registration.transform = {reg!r}; use rigid, affine or "
@@ -547,16 +549,11 @@ def load_study(path) -> Study:
         raise StudyError(f"{path}: registration.grid = {dose_grid!r}; use spect or ct")
     if dose_grid == "ct" and not all(tp.ct is not None for tp in tps):
         raise StudyError(f"{path}: registration.grid = \"ct\" needs a ct for every time point")
-    dpk = None
-    if "dose" in doc:
-        dd = doc["dose"]
-        if not isinstance(dd, dict):
-            raise StudyError(f"{path}: [dose] must be a table")
-        if "dpk" in dd:
-            dpk = _file(base, dd["dpk"], "dose.dpk", path)
-            from ..dose.point_kernel import read_dpk_csv
+    dpk = _optional_file(doc, "dose", "dpk", base, path)
+    if dpk is not None:
+        from ..dose.point_kernel import read_dpk_csv
 
-            read_dpk_csv(dpk, nuclide=nuclide.name)  # validate now, before any work
+        read_dpk_csv(dpk, nuclide=nuclide.name)  # validate now, before any work
     return Study(path, name, nuclide, a0, ref, spect_to_bq_ml, decay_corrected,
                  tuple(tps), labels, names, sex,
                  {k: float(v) for k, v in limits.items()} if limits else None,

@@ -9,22 +9,18 @@ Inputs may be NumPy arrays (copied to the device) or CuPy arrays (used in place)
 
 from __future__ import annotations
 
-import importlib.util
 from functools import lru_cache
 
 import numpy as np
 from numba import cuda  # a global: the simulator swaps it for its own module
 
+from ..cuda_copy import device_copy
 from . import lm_core
 
 
 @lru_cache(maxsize=1)
 def _kernel():
-    spec = importlib.util.spec_from_file_location("voxdose.kinetics._lm_core_cuda",
-                                                  lm_core.__file__)
-    core = importlib.util.module_from_spec(spec)
-    core.__voxdose_jit__ = cuda.jit(device=True)
-    spec.loader.exec_module(core)
+    core = device_copy(lm_core, "voxdose.kinetics._lm_core_cuda")
     fit_curve = core.fit_curve
     MT, MP, NO = core.MAX_T, core.MAX_P, core.N_OUT
 
