@@ -235,18 +235,6 @@ def bound_bits(model, p, k, lam_lo, lam_hi):
 
 
 @_jit
-def normal_matrix(J, w, n, k, A):
-    """A = J^T W J (k x k, symmetric), W = diag(w)."""
-    for a in range(k):
-        for b in range(a + 1):
-            s = 0.0
-            for i in range(n):
-                s += w[i] * J[i, a] * J[i, b]
-            A[a, b] = s
-            A[b, a] = s
-
-
-@_jit
 def cholesky_damped(A, k, mu, L, frozen):
     """Cholesky factor of A + mu diag(A); rows/columns of frozen parameters (bit set in
     ``frozen``) are replaced by the identity so their step is exactly zero."""
@@ -297,12 +285,17 @@ def lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn):
     mu = 1e-3
     converged = 0
     for _ in range(MAX_ITER):
-        normal_matrix(J, w, n, k, A)
         for a in range(k):
             s = 0.0
             for i in range(n):
                 s += w[i] * J[i, a] * (y[i] - f[i])
             g[a] = s
+            for b in range(a + 1):
+                s = 0.0
+                for i in range(n):
+                    s += w[i] * J[i, a] * J[i, b]
+                A[a, b] = s
+                A[b, a] = s
         accepted = False
         frz = frozen_bits(model, p, g, k, lam_lo, lam_hi)
         while mu < 1e12:
@@ -435,7 +428,13 @@ def fit_one_model(model, t, y, w, n, kpeak, lam_lo, lam_hi, p, f, f2, J, A, L, g
     if vmax > MAX_OVERSHOOT:  # y is normalised to a maximum of 1
         return 0
     # covariance via the Cholesky factor of J^T W J at the solution
-    normal_matrix(J, w, n, k, A)
+    for a in range(k):
+        for b in range(a + 1):
+            s = 0.0
+            for i in range(n):
+                s += w[i] * J[i, a] * J[i, b]
+            A[a, b] = s
+            A[b, a] = s
     s2 = rss / (n - k)
     var = 0.0
     # parameters on a bound are not estimated (held fixed): their rows/columns are dropped
