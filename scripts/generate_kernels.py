@@ -1,15 +1,17 @@
-"""Generate the shipped radial dose point kernels (kernels/<Nuclide>_water.csv + .json).
+"""Generate the shipped radial dose point kernels (kernels/<Nuclide>_<medium>.csv + .json).
 
 Run from the repository root::
 
     PYTHONPATH=src python scripts/generate_kernels.py [--electrons N] [--photons N]
-        [--nuclides Lu-177,Y-90] [--seed S]
+        [--nuclides Lu-177,Y-90] [--media water,soft-tissue,lung,bone] [--seed S]
 
 Each table comes from :func:`voxdose.dose.mc_dpk.simulate_dpk` (the project's own class II
-electron and Klein-Nishina photon Monte Carlo, ICRP-107 emissions).  The CSV has columns
+electron and Klein-Nishina photon Monte Carlo, ICRP-107 emissions, the medium's
+composition from :mod:`voxdose.dose.media`).  The CSV has columns
 ``r_mm,dose_Gy_per_decay,rel_uncertainty`` (shell mid radius; shell-average dose per decay
-in water; 1-sigma relative statistical uncertainty from batch statistics); the JSON beside
-it records the code version, histories, seed, time, energy balance and settings.
+in the medium; 1-sigma relative statistical uncertainty from batch statistics); the JSON
+beside it records the code version, medium, histories, seed, time, energy balance and
+settings.
 """
 
 from __future__ import annotations
@@ -38,18 +40,20 @@ def main(argv=None) -> int:
     ap.add_argument("--nuclides", default="Lu-177,Y-90")
     ap.add_argument("--electrons", type=int, default=None)
     ap.add_argument("--photons", type=int, default=None)
+    ap.add_argument("--media", default="water,soft-tissue,lung,bone")
     ap.add_argument("--seed", type=int, default=20240607)
     ap.add_argument("--out", type=Path, default=ROOT / "kernels")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     # compile once on a tiny run so the recorded time is the transport's
     simulate_dpk("Lu-177", 2000, 2000, n_batches=2, seed=1)
-    for name in args.nuclides.split(","):
+    for name, medium in [(n, m) for n in args.nuclides.split(",")
+                         for m in args.media.split(",")]:
         ne, nph = DEFAULT_HISTORIES.get(name, (1_000_000, 1_000_000))
         ne = args.electrons or ne
         nph = args.photons or nph
         t0 = time.perf_counter()
-        res = simulate_dpk(name, ne, nph, seed=args.seed)
+        res = simulate_dpk(name, ne, nph, seed=args.seed, medium=medium)
         rec = res.record()
         rec.update({
             "voxdose_version": __version__,
@@ -58,18 +62,20 @@ def main(argv=None) -> int:
             "wall_seconds": time.perf_counter() - t0,
             "cpu": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "numba_threads": int(__import__("numba").get_num_threads()),
-            "csv_columns": "r_mm (shell mid radius), dose_Gy_per_decay (shell average, "
-                           "water), rel_uncertainty (1 sigma, batch statistics)",
+            "csv_columns": f"r_mm (shell mid radius), dose_Gy_per_decay (shell average, "
+                           f"{res.medium} at {res.density_g_cm3} g/cm3), rel_uncertainty "
+                           "(1 sigma, batch statistics)",
             "shell_edges_mm": [float(v) for v in res.edges_mm],
         })
-        stem = args.out / f"{res.nuclide}_water"
+        stem = args.out / f"{res.nuclide}_{res.medium}"
         write_dpk_csv(stem.with_suffix(".csv"), res.r_mm, res.dose_gy_per_decay,
                       res.rel_uncertainty)
         stem.with_suffix(".json").write_text(json.dumps(rec, indent=1) + "\n")
         d = res.dose_gy_per_decay
-        print(f"{res.nuclide}: {res.n_electrons} e- + {res.n_photons} photons in "
+        print(f"{res.nuclide} in {res.medium}: {res.n_electrons} e- + {res.n_photons} photons in "
               f"{res.seconds:.1f} s; absorbed {res.absorbed_mev:.6f} of "
-              f"{res.emitted_mev:.6f} MeV/decay (brems {res.bremsstrahlung_mev:.2e}, "
+              f"{res.emitted_mev:.6f} MeV/decay (bremsstrahlung photons "
+              f"{res.bremsstrahlung_mev:.2e}, "
               f"escaped {res.escaped_mev:.2e}); balance {res.balance():.1e}; "
               f"max rel sigma (D > 1e-3 max) "
               f"{np.max(res.rel_uncertainty[d > 1e-3 * d.max()]):.3%}")

@@ -1,95 +1,129 @@
-"""Comparison with a published voxel S-value table: Lu-177, 2.21 mm cubic voxels, soft
-tissue, Lanconelli et al., Phys Med Biol 2012;57:517-533 (DOSXYZnrc), as distributed in the
-authors' database at www.medphys.it (file "177Lu2.21mmsoft.txt"). Only the 11
-published figures used below are quoted (self voxel, first neighbours, a few photon-region
-voxels); they were transcribed from a third-party copy of the authors' table and have not yet
-been checked against the paper itself.
+"""Our voxel S-values against published ones (Lu-177 and Y-90, soft tissue, cubic voxels).
 
-Honest result (docs/validation.md, "Monte Carlo kernels"): our water kernel range-scaled to
-1.04 g/cm^3 is 9 % above the published self-voxel value (the issue aims at 3 %), -3 % in
-the face neighbours, -9 to -11 % at the edge and corner neighbours (the issue's 10 % holds
-only just, or not), and within 4.2 % beyond (the photon region).  Summed over the whole
-published 11^3 table (measured once, not kept here) it holds ~6 % less energy than ours,
-mostly in the source voxel, which points to different emission data rather than transport
-(not verified: the paper's source definition was not at hand).  The tolerances below are
-the measured deviations plus a margin; they guard against regressions, they do not claim
-the 3 %/10 % goal.
+Published values, mGy/(MBq s):
+
+* Lanconelli N, Pacilio M, Lo Meo S, et al., "A free database of radionuclide voxel S
+  values for the dosimetry of nonuniform activity distributions", Phys Med Biol
+  2012;57:517-533 (DOSXYZnrc).  The figures below are from the authors' database files
+  ``177Lu<l>mmsoft.txt`` / ``90Y<l>mmsoft.txt`` (medium "Soft tissue") as redistributed in
+  the public MIRDCalculation repository of the MGH physics research group; they have not
+  been checked against the paper itself.  Only the 60 figures used are quoted.
+* MIRD Pamphlet No. 17 (Bolch WE et al., J Nucl Med 1999;40:11S-36S, EGS4), Y-90 in soft
+  tissue, source voxel: 1.61 (3 mm) and 0.346 (6 mm), as transcribed in a public test
+  file of J. Mikell; not checked against the pamphlet.
+
+Findings (docs/validation.md, "Monte Carlo kernels"; measured with the shipped tables):
+
+* Y-90 (our ICRP soft-tissue table, 1.03 g/cm^3): self voxel within +1.4 % of Lanconelli
+  at 2.21-6 mm and within +0.2 % of MIRD 17; face, edge, corner and second neighbours
+  within 3.5 %.  The issue's goal (self 3 %, first neighbours 10 %) is met.
+* Lu-177 with the full ICRP-107 emission is 12 % above Lanconelli in the source voxel at
+  every voxel size (water; +9 % in our soft tissue), while with the beta spectrum and the
+  photons only (no conversion and Auger electrons) our water kernel is within 0.5 % of
+  the published source voxels and within 2 % of the neighbours at 2.21-6 mm.  The
+  conversion and Auger electrons carry 0.0146 MeV per decay (ICRP-107), almost all of it
+  absorbed in the source voxel: that is the +12 %.  So the published table most likely
+  leaves these lines out; our shipped kernels keep them (they are emitted).  The goal is
+  met for the like-for-like source.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from voxdose.dose.point_kernel import point_kernel_at_density
+from voxdose.dose.mc_dpk import simulate_dpk
+from voxdose.dose.point_kernel import TabulatedPointKernel, load_point_kernel
 from voxdose.dose.voxel_kernel import voxel_kernel
+from voxdose.nuclide import load_nuclide
 
-#: Lanconelli et al. 2012, Lu-177, 2.21 mm, soft tissue: S in mGy/(MBq s) for offsets
-#: (i, j, k) in voxels, i <= j <= k (the table is symmetric).
-LANCONELLI_LU177_221 = {
-    "000": 1.66E+00,
-    "001": 4.83E-02,
-    "002": 7.70E-05,
-    "003": 3.24E-05,
-    "005": 1.18E-05,
-    "011": 2.52E-03,
-    "022": 3.66E-05,
-    "033": 1.62E-05,
-    "111": 2.50E-04,
-    "222": 2.42E-05,
-    "555": 3.98E-06,
+OFFSETS = ("000", "001", "011", "111", "002", "555")
+#: Lanconelli et al. 2012, soft tissue, S in mGy/(MBq s) at offsets (i, j, k) voxels.
+LANCONELLI = {
+    ("Lu-177", 2.21): (1.66, 4.83e-2, 2.52e-3, 2.50e-4, 7.70e-5, 3.98e-6),
+    ("Lu-177", 3.0): (6.93e-1, 1.51e-2, 6.17e-4, 7.98e-5, 4.08e-5, 2.28e-6),
+    ("Lu-177", 4.42): (2.26e-1, 3.39e-3, 1.19e-4, 2.82e-5, 1.88e-5, 1.12e-6),
+    ("Lu-177", 4.8): (1.78e-1, 2.46e-3, 8.65e-5, 2.35e-5, 1.61e-5, 9.50e-7),
+    ("Lu-177", 6.0): (9.25e-2, 1.04e-3, 3.94e-5, 1.46e-5, 1.04e-5, 6.24e-7),
+    ("Y-90", 2.21): (3.00, 5.70e-1, 2.26e-1, 1.20e-1, 7.00e-2, 6.35e-7),
+    ("Y-90", 3.0): (1.59, 2.75e-1, 9.50e-2, 4.29e-2, 2.05e-2, 3.22e-7),
+    ("Y-90", 4.42): (6.89e-1, 9.73e-2, 2.48e-2, 7.78e-3, 2.10e-3, 1.38e-7),
+    ("Y-90", 4.8): (5.73e-1, 7.63e-2, 1.78e-2, 5.07e-3, 1.11e-3, 1.15e-7),
+    ("Y-90", 6.0): (3.42e-1, 3.80e-2, 6.86e-3, 1.45e-3, 1.31e-4, 7.04e-8),
 }
-#: Density assumed for the published "soft tissue" (ICRU soft tissue; not verified).
-RHO_SOFT = 1.04
+#: MIRD Pamphlet 17, Y-90, soft tissue, source voxel, mGy/(MBq s).
+MIRD17_Y90_SELF = {3.0: 1.61, 6.0: 0.346}
+SIZES = (2.21, 3.0, 4.42, 4.8, 6.0)
+
+
+def _vsv(pk, size_mm: float) -> dict:
+    """Our voxel S-values (mGy/(MBq s)) at the quoted offsets."""
+    k = voxel_kernel(pk, (size_mm,) * 3, radius_mm=5 * size_mm + 1e-6).as_mgy_per_mbq_s()
+    h = k.shape[0] // 2
+    return {o: float(k[h + int(o[0]), h + int(o[1]), h + int(o[2])]) for o in OFFSETS}
+
+
+def _dev(ours: dict, nuclide: str, size: float) -> dict:
+    pub = dict(zip(OFFSETS, LANCONELLI[(nuclide, size)], strict=True))
+    return {o: ours[o] / pub[o] - 1.0 for o in OFFSETS}
 
 
 @pytest.fixture(scope="module")
-def ours():
-    pk = point_kernel_at_density("Lu-177", RHO_SOFT)
-    vk = voxel_kernel(pk, (2.21, 2.21, 2.21), radius_mm=5 * 2.21)
-    a = vk.as_mgy_per_mbq_s()
-    h = vk.half_width[0]
-    return {k: float(a[h + int(k[0]), h + int(k[1]), h + int(k[2])])
-            for k in LANCONELLI_LU177_221}
-
-
-def _dev(ours, k):
-    return ours[k] / LANCONELLI_LU177_221[k] - 1.0
-
-
-def test_lu177_221mm_near_voxels_against_lanconelli(ours):
-    assert 0.0 < _dev(ours, "000") < 0.12          # measured +8.9 % (goal 3 %: not met)
-    assert abs(_dev(ours, "001")) < 0.05           # measured -2.9 %
-    assert abs(_dev(ours, "011")) < 0.12           # measured -9.0 %
-    assert abs(_dev(ours, "111")) < 0.13           # measured -10.5 %
-
-
-def test_lu177_221mm_photon_region_against_lanconelli(ours):
-    far = [k for k in LANCONELLI_LU177_221 if max(int(c) for c in k) >= 2]
-    dev = np.array([_dev(ours, k) for k in far])
-    assert np.max(np.abs(dev)) < 0.07              # measured max |dev| 4.2 %
-    assert abs(np.median(dev)) < 0.03
-
-
-def test_beta_only_source_explains_the_self_voxel_difference():
-    """Hypothesis for the +9 % self voxel: the published table used the beta spectrum only
-    (no conversion or Auger electrons: 0.1333 instead of 0.1479 MeV of electrons per decay).
-    With those lines removed, our (analytic) kernel's self voxel falls to within 4 % of the
-    published 1.66 mGy/(MBq s) (measured -2.6 %), while the full ICRP-107 emission gives
-    +9 %. This supports, but does not prove, the explanation (the paper was not at hand)."""
-    import dataclasses
-
-    from voxdose.dose.point_kernel import point_kernel_for
-    from voxdose.nuclide import load_nuclide
-
+def lu177_beta_and_photons():
+    """Lu-177 with ICRP-107's beta spectrum and photons, no conversion/Auger electrons,
+    in water (a fresh Monte Carlo run, ~5 s)."""
     nuc = load_nuclide("Lu-177")
-    beta_only = dataclasses.replace(nuc, electron_lines_mev=np.zeros(0),
-                                    electron_yields=np.zeros(0))
-    out = {}
-    for label, n in (("all", nuc), ("beta", beta_only)):
-        k = voxel_kernel(point_kernel_for(n, density_g_cm3=RHO_SOFT), (2.21,) * 3,
-                         radius_mm=11.05).as_mgy_per_mbq_s()
-        h = k.shape[0] // 2
-        out[label] = float(k[h, h, h]) / LANCONELLI_LU177_221["000"] - 1.0
-    assert abs(out["beta"]) < 0.04
-    assert out["all"] > 0.07
+    src = dataclasses.replace(nuc, electron_lines_mev=np.zeros(0),
+                              electron_yields=np.zeros(0))
+    r = simulate_dpk(src, 400_000, 200_000, seed=77, medium="water", r_max_mm=200.0)
+    return TabulatedPointKernel.from_table(
+        r.r_mm, r.dose_gy_per_decay, nuclide="Lu-177", density_g_cm3=r.density_g_cm3,
+        total_energy_mev=r.emitted_mev, source="test: beta + photons", medium="water")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_y90_soft_tissue_against_lanconelli(size):
+    dev = _dev(_vsv(load_point_kernel("Y-90", "soft-tissue"), size), "Y-90", size)
+    assert abs(dev["000"]) < 0.03                           # measured +1.2 ... +1.4 %
+    for o in ("001", "011", "111", "002"):
+        assert abs(dev[o]) < 0.10, (o, dev[o])              # measured within 3.5 %
+    # (5,5,5) is bremsstrahlung only, 6 orders below the source voxel: 15 %
+    assert abs(dev["555"]) < 0.15                           # measured -0.2 ... +6.4 %
+
+
+@pytest.mark.parametrize("size", sorted(MIRD17_Y90_SELF))
+def test_y90_source_voxel_against_mird17(size):
+    ours = _vsv(load_point_kernel("Y-90", "soft-tissue"), size)["000"]
+    assert ours == pytest.approx(MIRD17_Y90_SELF[size], rel=0.03)   # measured +0.1, +0.2 %
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_lu177_like_for_like_source_against_lanconelli(lu177_beta_and_photons, size):
+    """Beta spectrum + photons (the published table's apparent source), water."""
+    dev = _dev(_vsv(lu177_beta_and_photons, size), "Lu-177", size)
+    assert abs(dev["000"]) < 0.03                           # measured +0.2 ... +0.5 %
+    for o in ("001", "011", "111", "002"):
+        assert abs(dev[o]) < 0.10, (o, dev[o])              # measured within 3 %
+    assert abs(dev["555"]) < 0.08                           # photons: measured +1 ... +4 %
+
+
+@pytest.mark.parametrize("size", (2.21, 4.8))
+def test_lu177_full_emission_excess_is_the_conversion_and_auger_energy(
+        lu177_beta_and_photons, size):
+    """With all ICRP-107 electrons the source voxel is ~12 % above the published value;
+    the excess equals the energy the conversion and Auger lines deposit there, i.e.
+    S_full - S_beta = E_lines phi_lines / m with phi_lines (their absorbed fraction in the
+    voxel) between 0.85 and 1 (lines of 5-250 keV: ranges up to 0.6 mm)."""
+    full = _vsv(load_point_kernel("Lu-177"), size)
+    beta = _vsv(lu177_beta_and_photons, size)
+    dev = _dev(full, "Lu-177", size)
+    assert 0.10 < dev["000"] < 0.14                         # measured +12.0 ... +12.7 %
+    nuc = load_nuclide("Lu-177")
+    e_lines = float(np.sum(nuc.electron_lines_mev * nuc.electron_yields))
+    assert e_lines == pytest.approx(0.14792 - 0.13327, rel=0.01)     # ICRP-107
+    mass_g = (size / 10.0) ** 3                              # water
+    mev_per_g_to_mgy_per_mbq_s = 1.602176634e-10 * 1e3 * 1e6   # Gy/decay -> mGy/(MBq s)
+    phi = (full["000"] - beta["000"]) * mass_g / (e_lines * mev_per_g_to_mgy_per_mbq_s)
+    assert 0.85 < phi <= 1.0

@@ -19,10 +19,10 @@ from .cli import app, console
 from .errors import InputError
 
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".nrrd")
-#: Default kernel extent cap, mm (the dose engine's default kernel radius).
-MAX_DEFAULT_RADIUS_MM = 200.0
 #: Target for the neglected energy of the default kernel extent.
 NEGLECT_TARGET = 1e-3
+#: Size limit of a default kernel, voxels (512 MB in float64 while it is built).
+MAX_DEFAULT_KERNEL_VOXELS = 64_000_000
 
 
 def parse_voxel_mm(text: str) -> tuple[float, float, float]:
@@ -79,20 +79,32 @@ def dpk_rows(pk, r_max_mm: float = 600.0):
     return 0.5 * (edges[1:] + edges[:-1]), np.diff(e_abs) / mass * MEV_PER_G_TO_GY
 
 
-def default_radius_mm(pk) -> float:
-    """Smallest radius whose sphere holds all but NEGLECT_TARGET of the energy per decay,
-    capped at MAX_DEFAULT_RADIUS_MM."""
-    r = np.geomspace(1e-3, MAX_DEFAULT_RADIUS_MM, 4000)
+def default_radius_mm(pk, spacing_mm_zyx=(1.0, 1.0, 1.0)) -> tuple[float, str]:
+    """The default kernel radius (mm) and why: the smallest radius whose sphere holds all
+    but NEGLECT_TARGET (0.1 %) of the energy per decay (the kernel's cube then holds
+    more), unless the kernel would exceed MAX_DEFAULT_KERNEL_VOXELS; then the largest
+    radius within that size ('size limit'), or the table's end when even that leaves
+    more than 0.1 % out ('table end')."""
+    s = np.asarray(spacing_mm_zyx, dtype=np.float64)
+    r_end = float(getattr(pk, "edges_mm", np.array([2000.0]))[-1])
+    r = np.geomspace(1e-3, r_end, 8000)
     e = pk.cumulative_energy_mev(r)
     ok = np.nonzero(e >= (1.0 - NEGLECT_TARGET) * pk.total_energy_mev)[0]
-    return float(r[ok[0]]) if ok.size else MAX_DEFAULT_RADIUS_MM
+    r_need, why = (float(r[ok[0]]), "0.1 % target") if ok.size else (r_end, "table end")
+    # (2 ceil(R/s_a) + 1) product <= the voxel limit
+    r_cap = 0.5 * (MAX_DEFAULT_KERNEL_VOXELS * float(np.prod(s))) ** (1.0 / 3.0)
+    while r_cap > 0 and np.prod(2 * np.ceil(r_cap / s) + 1) > MAX_DEFAULT_KERNEL_VOXELS:
+        r_cap *= 0.99
+    if r_need > r_cap:
+        return float(r_cap), "size limit"
+    return r_need, why
 
 
 @app.command()
 def dpk(
     nuclide: str = typer.Argument(..., help="nuclide, e.g. Lu-177 or Y-90"),
     medium: str = typer.Option("water", "--medium", help="water | soft-tissue | lung | bone "
-                               "(non-water: the water kernel range-scaled to the density)"),
+                               "(each transported in its own composition and density)"),
     out: Path = typer.Option(..., "--out", help="output CSV: r_mm,dose_Gy_per_decay"),
     histories: int = typer.Option(0, "--histories", min=0, help="run the Monte Carlo now with "
                                   "this many electron (and photon) histories instead of "
@@ -102,7 +114,7 @@ def dpk(
     """Radial dose point kernel per decay of NUCLIDE (point source, infinite medium):
     the shipped Monte Carlo table (kernels/), or a fresh run with --histories."""
     from .dose.mc_dpk import simulate_dpk, write_dpk_csv
-    from .dose.point_kernel import MEDIA_DENSITY_G_CM3, TabulatedPointKernel, canonical_medium
+    from .dose.point_kernel import TabulatedPointKernel, canonical_medium
     from .io.atomic import atomic_path
     from .nuclide import load_nuclide
 
@@ -112,12 +124,11 @@ def dpk(
     med = canonical_medium(medium)
     t0 = time.perf_counter()
     if histories > 0:
-        res = simulate_dpk(nuc, histories, histories, seed=seed)
+        res = simulate_dpk(nuc, histories, histories, seed=seed, medium=med)
         pk = TabulatedPointKernel.from_table(
             res.r_mm, res.dose_gy_per_decay, nuclide=nuc.name,
-            total_energy_mev=res.emitted_mev, source=f"voxdose MC, {histories} histories")
-        if med != "water":
-            pk = pk.range_scaled(MEDIA_DENSITY_G_CM3[med], medium=med)
+            density_g_cm3=res.density_g_cm3, total_energy_mev=res.emitted_mev,
+            source=f"voxdose MC, {histories} histories in {med}", medium=med)
         src = pk.source
     else:
         nuc, pk = point_kernel_for_cli(nuclide, med, None)
@@ -135,10 +146,12 @@ def kernel(
     nuclide: str = typer.Argument(..., help="nuclide, e.g. Lu-177 or Y-90"),
     voxel_mm: str = typer.Option(..., "--voxel-mm", help="voxel size in mm: S or SX,SY,SZ"),
     medium: str = typer.Option("water", "--medium", help="water | soft-tissue | lung | bone "
-                               "(non-water: range-scaled water kernel)"),
+                               "(the medium's own Monte Carlo table)"),
     half_width: int = typer.Option(None, "--half-width", min=1, help="kernel half-width N in "
                                    "voxels per axis (array 2N+1); default: the extent that "
-                                   "leaves < 0.1 % of the energy out, at most 200 mm"),
+                                   "leaves < 0.1 % of the energy per decay out, unless that "
+                                   "exceeds 64 million voxels (then the largest that fits; "
+                                   "the neglected fraction is printed and stored)"),
     dpk_path: Path = typer.Option(None, "--dpk", help="use this radial DPK table (CSV "
                                   "r_mm,dose_Gy_per_decay, water) instead of the shipped one"),
     out: Path = typer.Option(..., "--out", help="output image (.nii.gz, .nii, .mhd, .nrrd)"),
@@ -158,9 +171,9 @@ def kernel(
     t0 = time.perf_counter()
     s = np.asarray(spacing)
     if half_width is None:
-        radius = default_radius_mm(pk)
+        radius, why = default_radius_mm(pk, spacing)
     else:
-        radius = float(half_width) * float(s.max())
+        radius, why = float(half_width) * float(s.max()), "--half-width"
     vk = voxel_kernel(pk, spacing, radius_mm=radius)
     data = vk.data_gy_per_decay
     if half_width is not None:
@@ -173,17 +186,20 @@ def kernel(
     origin_xyz = (-(h * s))[::-1]
     grid = Grid.from_spacing(data.shape, spacing, origin_mm_xyz=tuple(origin_xyz))
     prov = vk.provenance()
-    prov.update({"shape_zyx": list(data.shape), "neglected_energy_fraction": neglected})
+    prov.update({"shape_zyx": list(data.shape), "neglected_energy_fraction": neglected,
+                 "extent_rule": why})
     img = Image(vk.as_mgy_per_mbq_s() if half_width is None else data / 1e-9, grid,
                 "voxel S-value kernel", "mGy/(MBq*s)", {"kernel": prov})
     write_image(out, img, dtype=np.float32, sidecar={
         "nuclide": nuc.name, "medium": pk.provenance().get("medium", "water"),
         "voxdose_version": __version__, "source_voxel_index_zyx": [int(v) for v in h],
-        "neglected_energy_fraction": neglected, "seconds": time.perf_counter() - t0})
+        "neglected_energy_fraction": neglected, "extent_rule": why,
+        "seconds": time.perf_counter() - t0})
     console.print(f"wrote [bold]{out}[/] ({nuc.name}, {data.shape[2]}x{data.shape[1]}x"
                   f"{data.shape[0]} voxels of {spacing[2]:g}x{spacing[1]:g}x{spacing[0]:g} mm; "
                   f"self-voxel {data[tuple(h)] / 1e-9:.4g} mGy/(MBq*s); neglected energy "
-                  f"{neglected:.2%}); {time.perf_counter() - t0:.1f} s", highlight=False)
+                  f"{neglected:.2%}, extent: {why}); {time.perf_counter() - t0:.1f} s",
+                  highlight=False)
 
 
 def plot_dpk_figure(path, nuclides=("Lu-177", "Y-90"), medium: str = "water") -> dict:

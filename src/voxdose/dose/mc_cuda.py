@@ -41,8 +41,9 @@ def _kernels():
     @cuda.jit
     def electron_kernel(states, n_per_thread, edges_mm, tally, acc, beta_yield, beta_e,
                         beta_p, beta_cdf, line_e, line_cum, n_total, ln_e0, dln, range_cm,
-                        sigma_hard, lambda1_cm, frac_rad, energies, ln_m0, dln_m, ln_a_tab,
-                        e_cut, w_cut, eps):
+                        sigma_hard, sigma_brems, lambda1_cm, energies, ln_m0, dln_m,
+                        ln_a_tab, e_cut, w_cut, eps, k_cut, p_ln_e0, p_dln, mu_c_tab,
+                        mu_p_tab, p_cut):
         t = cuda.grid(1)
         if t >= states.shape[0]:
             return
@@ -53,8 +54,9 @@ def _kernels():
         for _ in range(n_per_thread):
             electron_history(st, edges_mm, row, a, stack, beta_yield, beta_e, beta_p,
                              beta_cdf, line_e, line_cum, n_total, ln_e0, dln, range_cm,
-                             sigma_hard, lambda1_cm, frac_rad, energies, ln_m0, dln_m,
-                             ln_a_tab, e_cut, w_cut, eps)
+                             sigma_hard, sigma_brems, lambda1_cm, energies, ln_m0, dln_m,
+                             ln_a_tab, e_cut, w_cut, eps, k_cut, p_ln_e0, p_dln, mu_c_tab,
+                             mu_p_tab, p_cut)
 
     @cuda.jit
     def photon_kernel(states, n_per_thread, edges_mm, tally, acc, line_e, line_cum, n_total,
@@ -76,11 +78,11 @@ def _dev(a):
     return cuda.to_device(np.ascontiguousarray(a, dtype=np.float64))
 
 
-def _launch(kernel, states, n_per_thread, edges_mm, args, threads_per_block):
+def _launch(kernel, states, n_per_thread, edges_mm, args, threads_per_block, n_acc):
     n = states.shape[0]
     edges = np.ascontiguousarray(edges_mm, dtype=np.float64)
     d_tally = cuda.to_device(np.zeros((n, edges.size)))
-    d_acc = cuda.to_device(np.zeros((n, 3)))
+    d_acc = cuda.to_device(np.zeros((n, n_acc)))
     d_states = cuda.to_device(np.ascontiguousarray(states, dtype=np.uint64))
     blocks = (n + threads_per_block - 1) // threads_per_block
     kernel[blocks, threads_per_block](d_states, int(n_per_thread), _dev(edges), d_tally,
@@ -97,12 +99,12 @@ def run_electron_batches_cuda(states, n_per_thread, edges_mm, beta_yield, beta_e
                               beta_cdf, line_e, line_cum, n_total, *tables,
                               threads_per_block: int = 128):
     """GPU twin of :func:`voxdose.dose.mc_electron.run_electron_batches` (same arguments and
-    results: ``tally[n_streams, n_edges]`` MeV, ``acc[n_streams, 3]``: bremsstrahlung MeV,
-    steps, emitted MeV); one thread per row of ``states``."""
+    results: ``tally[n_streams, n_edges]`` MeV, ``acc[n_streams, 4]``: escaped MeV, steps,
+    emitted MeV, bremsstrahlung photon MeV); one thread per row of ``states``."""
     kernel, _ = _kernels()
     args = [float(beta_yield), _dev(beta_e), _dev(beta_p), _dev(beta_cdf), _dev(line_e),
             _dev(line_cum), float(n_total)] + _tables(tables)
-    return _launch(kernel, states, n_per_thread, edges_mm, args, threads_per_block)
+    return _launch(kernel, states, n_per_thread, edges_mm, args, threads_per_block, 4)
 
 
 def run_photon_batches_cuda(states, n_per_thread, edges_mm, line_e, line_cum, n_total,
@@ -111,7 +113,7 @@ def run_photon_batches_cuda(states, n_per_thread, edges_mm, line_e, line_cum, n_
     interactions, emitted MeV in ``acc``)."""
     _, kernel = _kernels()
     args = [_dev(line_e), _dev(line_cum), float(n_total)] + _tables(tables)
-    return _launch(kernel, states, n_per_thread, edges_mm, args, threads_per_block)
+    return _launch(kernel, states, n_per_thread, edges_mm, args, threads_per_block, 3)
 
 
 def cuda_available() -> bool:

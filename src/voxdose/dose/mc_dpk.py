@@ -1,10 +1,12 @@
 """Radial dose point kernels (DPK) by the project's own Monte Carlo.
 
-For one decay at the origin of an infinite water medium, every emission of the nuclide
-(ICRP-107 via :mod:`voxdose.nuclide`) is transported:
+For one decay at the origin of an infinite homogeneous medium (water, or soft tissue,
+lung, cortical bone by composition: :mod:`voxdose.dose.media`), every emission of the
+nuclide (ICRP-107 via :mod:`voxdose.nuclide`) is transported:
 
 * electrons (beta spectrum + conversion and Auger lines) by
-  :func:`voxdose.dose.mc_electron.run_electron_batches` (class II condensed history);
+  :func:`voxdose.dose.mc_electron.run_electron_batches` (class II condensed history, with
+  their bremsstrahlung photons);
 * photons (gamma and X lines) by :func:`voxdose.dose.mc_photon.run_photon_batches`
   (Klein-Nishina Compton + photoelectric, coherent neglected).
 
@@ -20,7 +22,8 @@ uncertainty is the standard error of the mean over ``n_batches`` independent bat
 (each with its own seeded xorshift128+ stream; identical results for any thread count).
 
 Energy balance (exact by construction, checked in the tests):
-``emitted = sum_i E_i + bremsstrahlung + escaped beyond r_max`` per decay.
+``emitted = sum_i E_i + escaped beyond r_max`` per decay (bremsstrahlung photons are
+transported, so what leaves the table is what crosses its last shell).
 """
 
 from __future__ import annotations
@@ -35,11 +38,14 @@ from scipy.interpolate import PchipInterpolator
 from ..errors import InputError
 from ..nuclide import Nuclide, load_nuclide
 from ..units import MEV_PER_G_TO_GY
-from . import mc_electron, mc_photon
+from . import mc_electron, mc_photon, media
 from . import stopping_power as sp
 from .mc_core import rng_states
 
-CODE_VERSION = "voxdose-mc 1.0"
+CODE_VERSION = "voxdose-mc 1.1"
+#: Default outer radius of the tables, mm: photons (and bremsstrahlung) beyond it carry
+#: < 0.01 % of the energy per decay of Lu-177 and Y-90 in water.
+R_MAX_MM = 1500.0
 #: Nodes of the resampled beta spectrum used by the source sampler.
 N_BETA_NODES = 4000
 
@@ -80,18 +86,20 @@ def sampled_beta_energies(nuclide: str | Nuclide, n: int, seed: int = 1) -> np.n
     return mc_electron.sample_many(st, int(n), 1.0, e, p, cdf, np.zeros(1), np.zeros(1), 1.0)
 
 
-def max_electron_range_mm(nuc: Nuclide) -> float:
-    """CSDA range in water (mm) of the most energetic electron emitted (>1e-6 per decay)."""
+def max_electron_range_mm(nuc: Nuclide, medium="water") -> float:
+    """CSDA range (mm) in ``medium`` of the most energetic electron emitted (>1e-6 per
+    decay)."""
     e_max = max(float(nuc.beta_energy_mev[-1]) if nuc.beta_energy_mev.size else 0.0,
                 float(np.max(nuc.electron_lines_mev[nuc.electron_yields > 1e-6],
                              initial=0.0)))
-    return float(sp.csda_range_g_cm2(max(e_max, 0.01))) * 10.0
+    m = media.get_medium(medium)
+    return float(sp.csda_range_g_cm2(max(e_max, 0.01), m)) * 10.0 / m["density_g_cm3"]
 
 
-def shell_edges(nuc: Nuclide, dr_mm: float | None = None, r_max_mm: float = 600.0,
-                q: float = 1.02, with_photons: bool = True) -> np.ndarray:
+def shell_edges(nuc: Nuclide, dr_mm: float | None = None, r_max_mm: float = R_MAX_MM,
+                q: float = 1.02, with_photons: bool = True, medium="water") -> np.ndarray:
     """Shell edges (mm): uniform to past the largest electron range, then geometric."""
-    r_e = max_electron_range_mm(nuc)
+    r_e = max_electron_range_mm(nuc, medium)
     if dr_mm is None:
         dr_mm = 0.005 if r_e < 3.0 else 0.05
     r_u = math.ceil(1.05 * r_e / dr_mm) * dr_mm
@@ -116,14 +124,14 @@ def _describe_shells(edges: np.ndarray) -> str:
 
 @dataclass
 class DPKResult:
-    """A Monte Carlo radial dose point kernel per decay (water, rho = 1 g/cm^3)."""
+    """A Monte Carlo radial dose point kernel per decay in a homogeneous medium."""
 
     nuclide: str
     edges_mm: np.ndarray
     energy_mev: np.ndarray            # energy per decay in each shell
     rel_uncertainty: np.ndarray       # 1 sigma relative statistical uncertainty per shell
     emitted_mev: float                # electrons + photons emitted per decay (sampled)
-    bremsstrahlung_mev: float         # radiative loss, not transported (escapes)
+    bremsstrahlung_mev: float         # bremsstrahlung photons emitted (transported)
     escaped_mev: float                # photons (and electrons) beyond the last edge
     electron_mev: float
     photon_mev: float
@@ -135,6 +143,9 @@ class DPKResult:
     electron_shell_mev: np.ndarray | None = None   # electron part of energy_mev
     photon_shell_mev: np.ndarray | None = None     # photon part of energy_mev
     max_electron_range_mm: float = 0.0
+    medium: str = "water"
+    density_g_cm3: float = 1.0
+    medium_record: dict | None = None
 
     @property
     def r_mm(self) -> np.ndarray:
@@ -144,7 +155,8 @@ class DPKResult:
     @property
     def shell_mass_g(self) -> np.ndarray:
         e = self.edges_mm
-        return 4.0 / 3.0 * math.pi * (e[1:] ** 3 - e[:-1] ** 3) / 1000.0
+        return (4.0 / 3.0 * math.pi * (e[1:] ** 3 - e[:-1] ** 3) / 1000.0
+                * self.density_g_cm3)
 
     @property
     def dose_gy_per_decay(self) -> np.ndarray:
@@ -162,8 +174,8 @@ class DPKResult:
         return float(np.interp(0.9 * cum[-1], cum, self.edges_mm[1:]))
 
     def balance(self) -> float:
-        """(absorbed + bremsstrahlung + escaped) / emitted - 1 (should be ~1e-12)."""
-        tot = self.absorbed_mev + self.bremsstrahlung_mev + self.escaped_mev
+        """(absorbed + escaped) / emitted - 1 (should be ~1e-12)."""
+        tot = self.absorbed_mev + self.escaped_mev
         return tot / self.emitted_mev - 1.0
 
     def record(self) -> dict:
@@ -175,8 +187,9 @@ class DPKResult:
         return {
             "code_version": CODE_VERSION,
             "nuclide": self.nuclide,
-            "medium": "water",
-            "density_g_cm3": 1.0,
+            "medium": self.medium,
+            "density_g_cm3": self.density_g_cm3,
+            "medium_definition": self.medium_record,
             "decay_data": "ICRP Publication 107 (icrp107-database)",
             "n_electron_histories": self.n_electrons,
             "n_photon_histories": self.n_photons,
@@ -187,7 +200,7 @@ class DPKResult:
             "electron_emitted_mev_per_decay": self.electron_mev,
             "photon_emitted_mev_per_decay": self.photon_mev,
             "absorbed_in_table_mev_per_decay": self.absorbed_mev,
-            "bremsstrahlung_escaping_mev_per_decay": self.bremsstrahlung_mev,
+            "bremsstrahlung_photon_mev_per_decay": self.bremsstrahlung_mev,
             "escaped_beyond_table_mev_per_decay": self.escaped_mev,
             "energy_balance_residual": self.balance(),
             "r_max_mm": float(self.edges_mm[-1]),
@@ -203,16 +216,25 @@ class DPKResult:
 
 def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
                  n_photons: int = 200_000, *, seed: int = 12345, n_batches: int = 20,
-                 edges_mm: np.ndarray | None = None, r_max_mm: float = 600.0,
+                 edges_mm: np.ndarray | None = None, r_max_mm: float | None = None,
                  eps: float = mc_electron.EPS_STEP, e_cut: float = mc_electron.E_CUT_MEV,
-                 w_cut: float = mc_electron.W_CUT_MEV, backend: str = "cpu") -> DPKResult:
-    """Run the Monte Carlo for ``nuclide`` and return its :class:`DPKResult` per decay.
+                 w_cut: float = mc_electron.W_CUT_MEV, backend: str = "cpu",
+                 medium="water", normalise: bool = True) -> DPKResult:
+    """Run the Monte Carlo for ``nuclide`` in ``medium`` (a name of
+    :data:`voxdose.dose.media.MEDIA` or a medium dict) and return its :class:`DPKResult`
+    per decay.  ``normalise``: scale each batch's tallies by (expected emitted energy /
+    sampled emitted energy) of its source (a ratio estimator: the table then holds the
+    source's exact energy per decay, and the sampling noise of the emission drops out of
+    the energy balance; ``record()['settings']`` keeps both numbers).
+    ``r_max_mm``: outer radius of the shells (default :data:`R_MAX_MM`, divided by the
+    density for media lighter than water).
 
     ``backend``: ``"cpu"`` (Numba, parallel over batches) or ``"cuda"`` (the same transport
     compiled for the GPU, :mod:`voxdose.dose.mc_cuda`; one thread per batch, so use
     thousands of batches there).
     """
     nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
+    med = media.get_medium(medium)
     if backend not in ("cpu", "cuda"):
         raise InputError(f"Monte Carlo backend must be 'cpu' or 'cuda'; got {backend!r}")
     if backend == "cuda":
@@ -232,9 +254,11 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
     pen = (pl >= mc_photon.P_CUT_MEV) & (py > 0)
     photon_local = float(np.sum(pl[~pen] * py[~pen]))
     photon_pen = float(np.sum(pl[pen] * py[pen]))
-    has_photons = photon_pen > 1e-4 * (nuc.electron_energy_per_decay_mev + photon_pen)
     if edges_mm is None:
-        edges_mm = shell_edges(nuc, r_max_mm=r_max_mm, with_photons=has_photons)
+        # every nuclide has photons to follow: its own and its electrons' bremsstrahlung
+        if r_max_mm is None:
+            r_max_mm = R_MAX_MM / min(1.0, float(med["density_g_cm3"]))
+        edges_mm = shell_edges(nuc, r_max_mm=r_max_mm, with_photons=True, medium=med)
     edges = np.asarray(edges_mm, dtype=np.float64)
     n_edges = edges.size
     energy = np.zeros((n_batches, n_edges))
@@ -248,33 +272,44 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
     npb = int(math.ceil(max(int(n_photons), 0) / n_batches)) if photon_pen > 0 else 0
     settings = {"eps_step": eps, "e_cut_mev": e_cut, "w_cut_mev": w_cut,
                 "photon_cut_mev": mc_photon.P_CUT_MEV, "n_batches": n_batches,
-                "backend": backend,
+                "backend": backend, "normalised_to_expected_emission": bool(normalise),
                 "shells": _describe_shells(edges)}
 
     by, e, p, cdf, le, lc, n_tot = _emission_arrays(nuc)
     if ne > 0 and n_tot > 0:
-        et = mc_electron.electron_tables(e_cut=e_cut, w_cut=w_cut, eps=eps)
+        et = mc_electron.electron_tables(med, e_cut=e_cut, w_cut=w_cut, eps=eps)
         st = rng_states(seed, n_batches)
         tally, acc = run_e(
             st, ne, edges, by, e, p, cdf, le, lc, n_tot, *mc_electron.table_args(et))
         w = n_tot / ne                       # per decay, per batch
-        energy += tally * w
-        energy_e += tally.mean(axis=0) * w
-        brems = float(acc[:, 0].sum()) * w / n_batches
-        emitted_e = float(acc[:, 2].sum()) * w / n_batches
+        expect = _expected_electron_mev(by, e, p, le, lc)
+        settings["electron_mev_sampled"] = float(acc[:, 2].sum()) * w / n_batches
+        settings["electron_mev_expected"] = expect
+        w = w * _ratio_weights(acc[:, 2] * w, expect, normalise)
+        tally = tally * w[:, None]
+        energy += tally
+        energy_e += tally.mean(axis=0)
+        escaped += float((acc[:, 0] * w).mean())
+        brems = float((acc[:, 3] * w).mean())
+        emitted_e = float((acc[:, 2] * w).mean())
         settings["electron_steps_per_history"] = float(acc[:, 1].sum()) / (ne * n_batches)
     if npb > 0:
-        pt = mc_photon.photon_tables()
+        pt = mc_photon.photon_tables(med)
         st = rng_states(seed + 7_777_777, n_batches)
         lines = pl[pen]
         cum = np.cumsum(py[pen])
         tally, acc = run_p(st, npb, edges, lines, cum, float(cum[-1]),
                                                   *mc_photon.table_args(pt))
         w = float(cum[-1]) / npb
-        energy += tally * w
-        energy_p += tally.mean(axis=0) * w
-        escaped += float(acc[:, 0].sum()) * w / n_batches
-        emitted_p = float(acc[:, 2].sum()) * w / n_batches
+        expect = float(np.sum(lines * py[pen]))
+        settings["photon_mev_sampled"] = float(acc[:, 2].sum()) * w / n_batches
+        settings["photon_mev_expected"] = expect
+        w = w * _ratio_weights(acc[:, 2] * w, expect, normalise)
+        tally = tally * w[:, None]
+        energy += tally
+        energy_p += tally.mean(axis=0)
+        escaped += float((acc[:, 0] * w).mean())
+        emitted_p = float((acc[:, 2] * w).mean())
         settings["photon_interactions_per_history"] = float(acc[:, 1].sum()) / (npb * n_batches)
     energy[:, 0] += photon_local
     energy_p[0] += photon_local
@@ -293,7 +328,27 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
         n_electrons=ne * n_batches if ne > 0 else 0, n_photons=npb * n_batches,
         seed=int(seed), seconds=time.perf_counter() - t0, settings=settings,
         electron_shell_mev=energy_e[:-1], photon_shell_mev=energy_p[:-1],
-        max_electron_range_mm=max_electron_range_mm(nuc))
+        max_electron_range_mm=max_electron_range_mm(nuc, med), medium=med["name"],
+        density_g_cm3=float(med["density_g_cm3"]), medium_record=media.describe(med))
+
+
+def _expected_electron_mev(beta_yield, e, p, line_e, line_cum) -> float:
+    """Mean electron energy per decay of the sampler's source: beta_yield x the mean of
+    the piecewise-linear spectrum (exact per segment) + sum of line energies x yields."""
+    mean_beta = 0.0
+    if beta_yield > 0 and e.size > 1:
+        h = np.diff(e)
+        mean_beta = float(np.sum(h * (p[:-1] * (2 * e[:-1] + e[1:])
+                                      + p[1:] * (e[:-1] + 2 * e[1:])) / 6.0))
+    yields = np.diff(np.concatenate([[0.0], line_cum]))
+    return beta_yield * mean_beta + float(np.sum(line_e * yields))
+
+
+def _ratio_weights(sampled_per_batch: np.ndarray, expected: float, normalise: bool):
+    """Per-batch factors expected / sampled (ones when not normalising)."""
+    if not normalise or expected <= 0:
+        return np.ones_like(sampled_per_batch)
+    return expected / np.where(sampled_per_batch > 0, sampled_per_batch, expected)
 
 
 def write_dpk_csv(path, r_mm, dose, rel_uncertainty=None) -> None:

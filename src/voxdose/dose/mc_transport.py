@@ -197,14 +197,39 @@ def wentzel_cos(mean_mu1, ln_m0, dln_m, ln_a_tab, st):
 
 
 @_jit
-def transport_electron(x, y, z, u, v, w, e0, st, edges_mm, row, acc, stack,
-                       ln_e0, dln, range_cm, sigma_hard, lambda1_cm, frac_rad, energies,
-                       ln_m0, dln_m, ln_a_tab, e_cut, w_cut, eps):
-    """Transport one electron (and its delta rays) from (x, y, z) cm, direction (u, v, w).
+def brems_shape(x):
+    """k dsigma/dk of bremsstrahlung in units of its value scale, x = k/T: the
+    non-relativistic Bethe-Heitler (Born) law f(x) = ln[(1 + sqrt(1 - x))^2 / x]
+    (Heitler 1954, Sec. 25); its integral over 0 < x < 1 is 2."""
+    return 2.0 * math.log(1.0 + math.sqrt(max(1.0 - x, 0.0))) - math.log(x)
 
-    Deposits go to ``row`` (shell tally, MeV); ``acc[0]`` += bremsstrahlung energy
-    (escaping), ``acc[1]`` += number of steps.  ``stack``: (n, 7) work array (a delta ray
-    that finds it full is absorbed where it is produced).
+
+@_jit
+def sample_brems(t_kin, k_cut, st):
+    """Photon energy k (MeV), k_cut <= k < T, from dsigma/dk ~ f(k/T)/k: x = x_c^(1 - xi)
+    (the 1/k part), accepted with f(x)/f(x_c) (f decreases)."""
+    xc = k_cut / t_kin
+    fmax = brems_shape(xc)
+    lnxc = math.log(xc)
+    while True:
+        x = math.exp((1.0 - rand(st)) * lnxc)
+        if rand(st) * fmax <= brems_shape(x):
+            return x * t_kin
+
+
+@_jit
+def transport_electron(x, y, z, u, v, w, e0, st, edges_mm, row, acc, stack,
+                       ln_e0, dln, range_cm, sigma_hard, sigma_brems, lambda1_cm, energies,
+                       ln_m0, dln_m, ln_a_tab, e_cut, w_cut, eps, k_cut,
+                       p_ln_e0, p_dln, mu_c_tab, mu_p_tab, p_cut):
+    """Transport one electron (and its delta rays and bremsstrahlung photons) from
+    (x, y, z) cm, direction (u, v, w).
+
+    Deposits go to ``row`` (shell tally, MeV); ``acc[0]`` += energy of bremsstrahlung
+    photons that leave the last shell, ``acc[1]`` += number of steps, ``acc[3]`` +=
+    bremsstrahlung photon energy emitted (k >= k_cut; transported with the photon tables
+    ``p_*``).  ``stack``: (n, 7) work array (a delta ray that finds it full is absorbed
+    where it is produced).
     """
     stack[0, 0] = x
     stack[0, 1] = y
@@ -238,10 +263,14 @@ def transport_electron(x, y, z, u, v, w, e0, st, edges_mm, row, acc, stack,
             if s_max <= 0.0:
                 score(x, y, z, e, edges_mm, row)
                 break
-            sig_a = interp_uniform(lne, ln_e0, dln, sigma_hard)
-            sig_b = interp_uniform(math.log(e_end), ln_e0, dln, sigma_hard)
+            lne_end = math.log(e_end)
+            sig_a = (interp_uniform(lne, ln_e0, dln, sigma_hard)
+                     + interp_uniform(lne, ln_e0, dln, sigma_brems))
+            sig_b = (interp_uniform(lne_end, ln_e0, dln, sigma_hard)
+                     + interp_uniform(lne_end, ln_e0, dln, sigma_brems))
             sig_max = max(sig_a, sig_b)
             hard = False
+            brems = False
             s = s_max
             e_new = e_end
             if sig_max > 0.0:
@@ -249,16 +278,21 @@ def transport_electron(x, y, z, u, v, w, e0, st, edges_mm, row, acc, stack,
                 if s_h < s_max:
                     s = s_h
                     e_new = energy_from_range(r_now - s, range_cm, energies)
+                    lnn = math.log(e_new)
+                    sig_m = 0.0
                     if e_new > 2.0 * w_cut:
-                        sig_here = interp_uniform(math.log(e_new), ln_e0, dln, sigma_hard)
-                        hard = rand(st) * sig_max < sig_here
+                        sig_m = interp_uniform(lnn, ln_e0, dln, sigma_hard)
+                    sig_r = 0.0
+                    if e_new > k_cut:
+                        sig_r = interp_uniform(lnn, ln_e0, dln, sigma_brems)
+                    xi = rand(st) * sig_max
+                    if xi < sig_m:
+                        hard = True
+                    elif xi < sig_m + sig_r:
+                        brems = True
             de = e - e_new
-            e_mid = 0.5 * (e + e_new)
-            lnm = math.log(e_mid)
-            frad = interp_uniform(lnm, ln_e0, dln, frac_rad)
-            lam1 = interp_uniform(lnm, ln_e0, dln, lambda1_cm)
-            dep = de * (1.0 - frad)
-            acc[0] += de * frad
+            lam1 = interp_uniform(math.log(0.5 * (e + e_new)), ln_e0, dln, lambda1_cm)
+            dep = de
             acc[1] += 1.0
             # random hinge
             tau = rand(st)
@@ -277,7 +311,13 @@ def transport_electron(x, y, z, u, v, w, e0, st, edges_mm, row, acc, stack,
             y += s2 * v
             z += s2 * w
             e = e_new
-            if hard:
+            if brems:
+                kph = sample_brems(e, k_cut, st)
+                e = e - kph
+                acc[3] += kph
+                transport_photon_from(x, y, z, u, v, w, kph, st, edges_mm, row, acc,
+                                      p_ln_e0, p_dln, mu_c_tab, mu_p_tab, p_cut)
+            elif hard:
                 wd = sample_moller(e, w_cut, st)
                 tt = e + 2.0 * MC2
                 cd = math.sqrt(min(1.0, wd * tt / (e * (wd + 2.0 * MC2))))
@@ -333,16 +373,19 @@ def sample_emission(st, beta_yield, beta_e, beta_p, beta_cdf, line_e, line_cum, 
 
 @_jit
 def electron_history(st, edges_mm, row, acc, stack, beta_yield, beta_e, beta_p, beta_cdf,
-                     line_e, line_cum, n_total, ln_e0, dln, range_cm, sigma_hard, lambda1_cm,
-                     frac_rad, energies, ln_m0, dln_m, ln_a_tab, e_cut, w_cut, eps):
+                     line_e, line_cum, n_total, ln_e0, dln, range_cm, sigma_hard, sigma_brems,
+                     lambda1_cm, energies, ln_m0, dln_m, ln_a_tab, e_cut, w_cut, eps, k_cut,
+                     p_ln_e0, p_dln, mu_c_tab, mu_p_tab, p_cut):
     """One electron history from the origin: energy from the source, isotropic direction,
-    transport.  ``acc``: [bremsstrahlung MeV, steps, emitted MeV]."""
+    transport.  ``acc``: [escaped MeV (bremsstrahlung photons beyond the last shell),
+    steps, emitted MeV, bremsstrahlung photon MeV]."""
     e0 = sample_emission(st, beta_yield, beta_e, beta_p, beta_cdf, line_e, line_cum, n_total)
     acc[2] += e0
     u, v, w = isotropic(st)
     transport_electron(0.0, 0.0, 0.0, u, v, w, e0, st, edges_mm, row, acc, stack,
-                       ln_e0, dln, range_cm, sigma_hard, lambda1_cm, frac_rad, energies,
-                       ln_m0, dln_m, ln_a_tab, e_cut, w_cut, eps)
+                       ln_e0, dln, range_cm, sigma_hard, sigma_brems, lambda1_cm, energies,
+                       ln_m0, dln_m, ln_a_tab, e_cut, w_cut, eps, k_cut,
+                       p_ln_e0, p_dln, mu_c_tab, mu_p_tab, p_cut)
 
 
 # ---------------------------------------------------------------------------------------
@@ -372,10 +415,18 @@ def sample_kahn(k, st):
 def transport_photon(e, st, edges_mm, row, acc, ln_e0, dln, mu_c_tab, mu_p_tab, p_cut):
     """One photon of energy e from the origin, isotropic.  acc[0] += escaping energy,
     acc[1] += interactions."""
-    x = 0.0
-    y = 0.0
-    z = 0.0
     u, v, w = isotropic(st)
+    transport_photon_from(0.0, 0.0, 0.0, u, v, w, e, st, edges_mm, row, acc,
+                          ln_e0, dln, mu_c_tab, mu_p_tab, p_cut)
+
+
+@_jit
+def transport_photon_from(x, y, z, u, v, w, e, st, edges_mm, row, acc, ln_e0, dln, mu_c_tab,
+                          mu_p_tab, p_cut):
+    """One photon of energy e (MeV) from (x, y, z) cm in direction (u, v, w): free flights,
+    photoelectric absorption, Klein-Nishina Compton (the electron's energy deposited on
+    the spot).  acc[0] += escaping energy (beyond the last shell), acc[1] += interactions
+    (for a bremsstrahlung photon they add to its electron's step count)."""
     r_max_cm = edges_mm[edges_mm.size - 1] / 10.0
     while True:
         if e < p_cut:

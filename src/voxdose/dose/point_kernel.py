@@ -329,13 +329,16 @@ def point_kernel_for(nuclide: Nuclide | str, density_g_cm3: float = 1.0,
 # ---------------------------------------------------------------------------------------
 # Tabulated radial dose point kernels (Monte Carlo tables shipped in kernels/, or a user's)
 # ---------------------------------------------------------------------------------------
-#: Media of ``load_point_kernel``: density in g/cm^3.  Non-water media are the water table
-#: range-scaled to the density (composition differences ignored; said in provenance).
+#: Media of ``load_point_kernel``: density in g/cm^3 (compositions in
+#: :mod:`voxdose.dose.media`: ICRP soft tissue 1.03, ICRP lung at the inflated-lung 0.26 of
+#: ICRU Report 46, ICRP cortical bone 1.85).  Each has its own Monte Carlo table in
+#: ``kernels/``; without one, the water table range-scaled to the density is used (said
+#: in provenance).
 MEDIA_DENSITY_G_CM3 = {
     "water": 1.0,
-    "soft-tissue": 1.03,    # ICRP soft tissue (NIST material list)
-    "lung": 0.26,           # inflated lung, ICRU Report 46
-    "bone": 1.85,           # ICRP cortical bone (NIST material list)
+    "soft-tissue": 1.03,
+    "lung": 0.26,
+    "bone": 1.85,
 }
 _MEDIUM_ALIASES = {"soft_tissue": "soft-tissue", "softtissue": "soft-tissue",
                    "tissue": "soft-tissue", "cortical-bone": "bone", "cortical_bone": "bone"}
@@ -513,7 +516,7 @@ class TabulatedPointKernel:
         if self.record:
             out["table_record"] = {k: self.record[k] for k in (
                 "code_version", "n_electron_histories", "n_photon_histories", "seed",
-                "energy_balance_residual", "bremsstrahlung_escaping_mev_per_decay",
+                "energy_balance_residual", "bremsstrahlung_photon_mev_per_decay",
                 "escaped_beyond_table_mev_per_decay") if k in self.record}
         return out
 
@@ -582,24 +585,26 @@ def kernels_dir():
     return repo if repo.is_dir() else None
 
 
-def shipped_table_path(nuclide: str):
-    """Path of the shipped water DPK table of ``nuclide`` (``<Nuclide>_water.csv``) or None."""
+def shipped_table_path(nuclide: str, medium: str = "water"):
+    """Path of the shipped DPK table of ``nuclide`` in ``medium``
+    (``<Nuclide>_<medium>.csv``) or None."""
     from ..nuclide import canonical_name
 
     d = kernels_dir()
     if d is None:
         return None
-    p = d / f"{canonical_name(nuclide)}_water.csv"
+    p = d / f"{canonical_name(nuclide)}_{canonical_medium(medium)}.csv"
     return p if p.is_file() else None
 
 
 def load_point_kernel(nuclide: Nuclide | str, medium: str = "water"):
     """The best point kernel of ``nuclide`` in ``medium`` (cached per nuclide and medium).
 
-    The project's Monte Carlo table (``kernels/<Nuclide>_water.csv`` with its JSON record)
-    when shipped, range-scaled to the medium's density for media other than water
-    (:data:`MEDIA_DENSITY_G_CM3`); otherwise the analytic foundation model
-    :func:`point_kernel_for` at that density.  Both have the same interface.
+    The project's Monte Carlo table of the medium (``kernels/<Nuclide>_<medium>.csv`` with
+    its JSON record, transported in the medium's composition) when shipped; else the water
+    table range-scaled to the medium's density (:data:`MEDIA_DENSITY_G_CM3`); otherwise
+    the analytic foundation model :func:`point_kernel_for` at that density.  All have the
+    same interface.
     """
     nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
     return _load_point_kernel_cached(nuc.name, canonical_medium(medium))
@@ -619,7 +624,8 @@ def _load_point_kernel_cached(name: str, med: str):
 
     nuc = load_nuclide(name)
     rho = MEDIA_DENSITY_G_CM3[med]
-    path = shipped_table_path(nuc.name)
+    own = shipped_table_path(nuc.name, med)
+    path = own or shipped_table_path(nuc.name)
     if path is None:
         return point_kernel_for(nuc, density_g_cm3=rho)
     rec_path = path.with_suffix(".json")
@@ -627,11 +633,15 @@ def _load_point_kernel_cached(name: str, med: str):
     e_range = None
     if record and record.get("max_electron_range_mm"):
         e_range = float(record["max_electron_range_mm"])
-    pk = read_dpk_csv(path, nuclide=nuc, electron_range_mm=e_range)
+    table_rho = float(record.get("density_g_cm3", 1.0)) if record else 1.0
+    if own is None:
+        table_rho = 1.0
+    pk = read_dpk_csv(path, nuclide=nuc, electron_range_mm=e_range, density_g_cm3=table_rho)
     pk = TabulatedPointKernel.from_table(
-        pk.r_table_mm, pk.dose_table_gy_per_decay, nuclide=nuc.name, density_g_cm3=1.0,
+        pk.r_table_mm, pk.dose_table_gy_per_decay, nuclide=nuc.name, density_g_cm3=table_rho,
         total_energy_mev=pk.total_energy_mev, electron_range_mm=pk.electron_range_mm,
-        source=f"voxdose Monte Carlo table {path.name}", medium="water", record=record)
-    if med != "water":
+        source=f"voxdose Monte Carlo table {path.name}", medium=med if own else "water",
+        record=record)
+    if own is None and med != "water":
         pk = pk.range_scaled(rho, medium=med)
     return pk

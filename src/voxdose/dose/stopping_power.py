@@ -1,4 +1,4 @@
-"""Electron stopping powers and CSDA range of liquid water from first principles.
+"""Electron stopping powers and CSDA range from first principles (water and other media).
 
 Collision stopping power (Bethe formula for electrons, ICRU Report 37 (1984) Eq. 2.3-2.4)::
 
@@ -52,6 +52,8 @@ import math
 
 import numpy as np
 
+from . import media
+
 #: Electron rest energy, MeV.
 MC2 = 0.51099895
 #: Classical electron radius, cm.
@@ -63,27 +65,19 @@ ALPHA = 1.0 / 137.035999
 #: 2 pi r_e^2 m c^2 N_A, MeV cm^2 / mol.
 K_BETHE = 2.0 * math.pi * R_E_CM**2 * MC2 * N_A
 
-#: Liquid water: mass fractions, Z, A (g/mol), mean excitation energy and Sternheimer
-#: density-effect parameters (Sternheimer, Berger & Seltzer 1984).
-WATER = {
-    "name": "water",
-    "density_g_cm3": 1.0,
-    "elements": ((0.111894, 1, 1.00794), (0.888106, 8, 15.9994)),
-    "I_eV": 75.0,
-    "sternheimer": {"C": 3.5017, "X0": 0.2400, "X1": 2.8004, "a": 0.09116, "m": 3.4773,
-                    "delta0": 0.0},
-    "source": "ICRU 37 (I = 75 eV); Sternheimer, Berger & Seltzer, ADNDT 30:261 (1984)",
-}
+#: Liquid water (the default medium; others in :mod:`voxdose.dose.media`).
+WATER = media.with_elements(media.WATER)
 
 
 def z_over_a(material=WATER) -> float:
     """Electrons per unit mass, mol/g (sum w_i Z_i / A_i)."""
-    return float(sum(w * z / a for w, z, a in material["elements"]))
+    return float(sum(w * z / a for w, z, a in media.with_elements(material)["elements"]))
 
 
 def z_z1_over_a(material=WATER) -> float:
     """sum w_i Z_i (Z_i + 1) / A_i, mol/g (bremsstrahlung and elastic scattering weight)."""
-    return float(sum(w * z * (z + 1) / a for w, z, a in material["elements"]))
+    return float(sum(w * z * (z + 1) / a
+                     for w, z, a in media.with_elements(material)["elements"]))
 
 
 def _kin(t_mev):
@@ -97,7 +91,7 @@ def _kin(t_mev):
 def density_effect(t_mev, material=WATER):
     """Sternheimer density-effect correction delta(T) (dimensionless)."""
     _, tau, _, _ = _kin(t_mev)
-    p = material["sternheimer"]
+    p = media.sternheimer_parameters(media.with_elements(material))
     x = np.log10(np.sqrt(tau * (tau + 2.0)))       # log10(beta gamma)
     d_mid = 4.6052 * x - p["C"] + p["a"] * np.clip(p["X1"] - x, 0.0, None) ** p["m"]
     d_hi = 4.6052 * x - p["C"]
@@ -198,7 +192,7 @@ def transport_cross_section(t_mev, material=WATER):
     hbar_c_cm = 1.973269804e-11   # MeV cm
     a0_cm = 0.529177210903e-8
     out = np.zeros_like(pc)
-    for w, z, a in material["elements"]:
+    for w, z, a in media.with_elements(material)["elements"]:
         a_tf = 0.88534 * a0_cm * z ** (-1.0 / 3.0)
         scr = 0.25 * (hbar_c_cm / (pc * a_tf)) ** 2 * (1.13 + 3.76 * (ALPHA * z / beta) ** 2)
         k = z * (z + 1) * R_E_CM**2 * (MC2 * MC2 / (pc * beta * MC2)) ** 2
