@@ -87,14 +87,27 @@ def test_range_scaled_kernel_identity():
                        atol=1e-6 * k_rho.data_gy_per_decay.max())
 
 
-def test_mvs_in_uniform_water_equals_the_water_kernel():
+def test_mvs_in_uniform_tissue_equals_the_tissue_kernel():
+    """A uniform medium at the soft-tissue table's density (1.03 g/cm^3) gets exactly that
+    table's kernel; with a user's water kernel and a uniform water CT, the water kernel."""
+    from voxdose.dose.point_kernel import load_point_kernel, tissue_for_density
+
     g = Grid.from_spacing((9, 8, 7), SP)
     tia = Image(np.random.default_rng(2).random(g.shape) * 1e9, g)
-    dens = Image(np.ones(g.shape), g)
+    dens = Image(np.full(g.shape, 1.03), g)
     mvs = make_engine("Lu-177", SP, density_mode="mvs", density=dens, radius_mm=30.0)
-    water = make_engine("Lu-177", SP, radius_mm=30.0)
+    soft = make_engine("Lu-177", SP, radius_mm=30.0,
+                       point_kernel=load_point_kernel("Lu-177", "soft-tissue"))
     assert isinstance(mvs, DensityBinnedConvolution) and len(mvs.bins) == 1
-    assert np.allclose(mvs.dose(tia, density=dens).data, water.dose(tia).data, rtol=1e-9)
+    assert np.allclose(mvs.dose(tia, density=dens).data, soft.dose(tia).data, rtol=1e-9)
+    water_k = load_point_kernel("Lu-177")
+    ones = Image(np.ones(g.shape), g)
+    mvs_w = make_engine("Lu-177", SP, density_mode="mvs", density=ones, radius_mm=30.0,
+                        point_kernel=water_k)
+    water = make_engine("Lu-177", SP, radius_mm=30.0, point_kernel=water_k)
+    assert np.allclose(mvs_w.dose(tia, density=ones).data, water.dose(tia).data, rtol=1e-9)
+    assert [tissue_for_density(r) for r in (0.26, 1.0, 1.85)] == ["lung", "soft-tissue",
+                                                                 "bone"]
 
 
 def test_mvs_water_bone_interface_behaves_as_documented():

@@ -228,9 +228,12 @@ class DensityBinnedConvolution(DoseEngine):
                     edges=DEFAULT_MVS_EDGES, radius_mm: float = 200.0, point_kernel=None,
                     **settings):
         """Build bins from a density map (Image or array, g/cm^3) and one kernel per bin:
-        the kernel of a homogeneous medium of the bin's density (range-scaled from
-        ``point_kernel``, a water kernel, default the project's best for the nuclide)."""
-        from .point_kernel import point_kernel_at_density
+        the kernel of a homogeneous medium of the bin's density.  By default that is the
+        Monte Carlo table of the tissue the density stands for (lung < 0.6 g/cm^3, soft
+        tissue < 1.15, cortical bone above: composition included), range-scaled from the
+        table's density to the bin's; with ``point_kernel`` (a water kernel) it is that
+        kernel range-scaled."""
+        from .point_kernel import point_kernel_for_tissue_density
         from .voxel_kernel import voxel_kernel
 
         nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
@@ -239,7 +242,7 @@ class DensityBinnedConvolution(DoseEngine):
 
         def at(r):
             if point_kernel is None:
-                return point_kernel_at_density(nuc, r)
+                return point_kernel_for_tissue_density(nuc, r)
             return point_kernel if r == 1.0 else point_kernel.range_scaled(r)
 
         kernels = tuple(voxel_kernel(at(b.density_g_cm3), spacing_mm_zyx, radius_mm=radius_mm)
@@ -264,7 +267,8 @@ class DensityBinnedConvolution(DoseEngine):
         return {"mvs_bins": [b.to_dict() for b in self.bins],
                 "mvs_bin_rule": "target voxel takes the kernel of its own density bin; bin "
                                 "density = mean of its voxels denser than 0.1 g/cm3; "
-                                "range-scaled kernels",
+                                "kernel = the tissue table (lung/soft tissue/bone) "
+                                "range-scaled to the bin density",
                 "kernels": [k.provenance() for k in self.kernels],
                 "convolution": self._conv.settings()}
 

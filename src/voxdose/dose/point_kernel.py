@@ -509,10 +509,10 @@ class TabulatedPointKernel:
             "local_energy_mev": 0.0,
         }
         if self.range_scaled_from_g_cm3 is not None:
-            out["range_scaled"] = (f"water table range-scaled from "
+            out["range_scaled"] = (f"table range-scaled from "
                                    f"{self.range_scaled_from_g_cm3} to {self.density_g_cm3} "
-                                   "g/cm3 (r -> r rho0/rho, D -> D (rho/rho0)^2); medium "
-                                   "composition not modelled")
+                                   "g/cm3 (r -> r rho0/rho, D -> D (rho/rho0)^2); the "
+                                   "composition is the table's")
         if self.record:
             out["table_record"] = {k: self.record[k] for k in (
                 "code_version", "n_electron_histories", "n_photon_histories", "seed",
@@ -608,6 +608,31 @@ def load_point_kernel(nuclide: Nuclide | str, medium: str = "water"):
     """
     nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
     return _load_point_kernel_cached(nuc.name, canonical_medium(medium))
+
+
+#: Tissue of a density for the ``mvs`` dose mode: (upper density bound g/cm^3, medium).
+TISSUE_BY_DENSITY = ((0.6, "lung"), (1.15, "soft-tissue"), (math.inf, "bone"))
+
+
+def tissue_for_density(density_g_cm3: float) -> str:
+    """'lung' below 0.6 g/cm^3, 'soft-tissue' below 1.15, else 'bone'."""
+    for hi, med in TISSUE_BY_DENSITY:
+        if density_g_cm3 < hi:
+            return med
+    return "bone"
+
+
+def point_kernel_for_tissue_density(nuclide: Nuclide | str, density_g_cm3: float):
+    """The kernel of the tissue a density stands for (:func:`tissue_for_density`): that
+    tissue's Monte Carlo table (its composition), range-scaled from the table's density
+    to ``density_g_cm3`` (g/cm^3)."""
+    med = tissue_for_density(float(density_g_cm3))
+    pk = load_point_kernel(nuclide, med)
+    if isinstance(pk, TabulatedPointKernel):
+        if abs(pk.density_g_cm3 - float(density_g_cm3)) < 1e-12:
+            return pk
+        return pk.range_scaled(float(density_g_cm3), medium=med)
+    return point_kernel_for(nuclide, density_g_cm3=density_g_cm3)
 
 
 def point_kernel_at_density(nuclide: Nuclide | str, density_g_cm3: float):
