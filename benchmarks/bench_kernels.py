@@ -25,11 +25,13 @@ def _compiled():
     simulate_dpk("Lu-177", 2_000, 2_000, n_batches=2)
 
 
+@pytest.mark.parametrize("medium", ["water", "bone"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_mc_histories_per_second(benchmark, name):
+def test_mc_histories_per_second(benchmark, name, medium):
     ne, nph = CASES[name]
     benchmark.group = "Monte Carlo DPK (CPU)"
-    res = benchmark.pedantic(simulate_dpk, args=(name, ne, nph), rounds=1, iterations=1)
+    res = benchmark.pedantic(simulate_dpk, args=(name, ne, nph), kwargs={"medium": medium},
+                             rounds=1, iterations=1)
     benchmark.extra_info["histories"] = res.n_electrons + res.n_photons
     benchmark.extra_info["histories_per_s"] = (res.n_electrons + res.n_photons) / res.seconds
 
@@ -43,9 +45,10 @@ def test_voxel_kernel_build_lu177_4p8mm(benchmark, source):
 
 if __name__ == "__main__":
     simulate_dpk("Lu-177", 2_000, 2_000, n_batches=2)
-    for name, (ne, nph) in CASES.items():
-        r = simulate_dpk(name, ne, nph)
-        print(f"{name}: {r.n_electrons} e- + {r.n_photons} photons in {r.seconds:.2f} s = "
+    for (name, (ne, nph)), medium in [(c, m) for c in CASES.items()
+                                      for m in ("water", "bone")]:
+        r = simulate_dpk(name, ne, nph, medium=medium)
+        print(f"{name} in {medium}: {r.n_electrons} e- + {r.n_photons} photons in {r.seconds:.2f} s = "
               f"{(r.n_electrons + r.n_photons) / r.seconds:,.0f} histories/s")
     for label, pk in (("mc-table", load_point_kernel("Lu-177")),
                       ("analytic", point_kernel_for("Lu-177"))):

@@ -127,3 +127,19 @@ def test_lu177_full_emission_excess_is_the_conversion_and_auger_energy(
     mev_per_g_to_mgy_per_mbq_s = 1.602176634e-10 * 1e3 * 1e6   # Gy/decay -> mGy/(MBq s)
     phi = (full["000"] - beta["000"]) * mass_g / (e_lines * mev_per_g_to_mgy_per_mbq_s)
     assert 0.85 < phi <= 1.0
+
+
+#: Lanconelli et al. 2012, 3 mm voxels, medium "Bone compact" (the database file's
+#: header; most likely ICRU compact bone, 1.85 g/cm^3 - not verified), mGy/(MBq s).
+LANCONELLI_Y90_BONE_3MM = (1.40, 1.75e-1, 3.68e-2, 9.29e-3, 1.53e-3)
+
+
+def test_y90_bone_against_lanconelli():
+    """Our ICRP cortical bone table (1.85 g/cm^3; a different bone composition from the
+    published "compact" bone) at 3 mm: self voxel within 3 % (measured +0.8 %), first
+    neighbours within 10 % (measured -0.7 to -4.1 %)."""
+    ours = _vsv(load_point_kernel("Y-90", "bone"), 3.0)
+    pub = dict(zip(OFFSETS[:5], LANCONELLI_Y90_BONE_3MM, strict=True))
+    assert ours["000"] == pytest.approx(pub["000"], rel=0.03)
+    for o in ("001", "011", "111", "002"):
+        assert ours[o] == pytest.approx(pub[o], rel=0.10), o
