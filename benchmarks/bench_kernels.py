@@ -48,7 +48,8 @@ if __name__ == "__main__":
     for (name, (ne, nph)), medium in [(c, m) for c in CASES.items()
                                       for m in ("water", "bone")]:
         r = simulate_dpk(name, ne, nph, medium=medium)
-        print(f"{name} in {medium}: {r.n_electrons} e- + {r.n_photons} photons in {r.seconds:.2f} s = "
+        print(f"{name} in {medium}: {r.n_electrons} e- + {r.n_photons} photons in "
+              f"{r.seconds:.2f} s = "
               f"{(r.n_electrons + r.n_photons) / r.seconds:,.0f} histories/s")
     for label, pk in (("mc-table", load_point_kernel("Lu-177")),
                       ("analytic", point_kernel_for("Lu-177"))):

@@ -196,7 +196,7 @@ def test_photon_tables_scale_with_density():
     np.testing.assert_allclose(
         lung.mu_compton / 0.26,
         mc_photon.klein_nishina_per_electron_cm2(e) * sp.N_A
-        * sp.z_over_a(media.get_medium("lung")), rtol=1e-12)
+        * sp.z_over_a(media.get_medium("lung")), rtol=1e-9)
     # bone's calcium and phosphorus: photoabsorption per gram far above water's at 30 keV
     w = mc_photon.photon_tables("water")
     k = int(round((math.log(0.03) - w.ln_e0) / w.dln))
@@ -262,3 +262,43 @@ def test_shipped_medium_tables(name, medium):
         emitted - rec["escaped_beyond_table_mev_per_decay"], rel=0.005)
     assert rec["escaped_beyond_table_mev_per_decay"] < 1e-4 * emitted
     assert abs(rec["energy_balance_residual"]) < 1e-9
+
+
+# ---------------------------------------------------------------------------------------
+# estimator and limits
+# ---------------------------------------------------------------------------------------
+def test_ratio_normalisation_is_unbiased_for_small_batches():
+    """One global ratio (expected / sampled emitted energy): 1000 batches of 100 histories
+    (as on a GPU, one thread per batch) give the same shells as 10 batches of 10 000
+    within 4 combined standard errors; a ratio per batch was biased by -3 % at 0.4-0.8 mm
+    (and +2 % next to the source) at 100 histories per batch."""
+    small = simulate_dpk("Lu-177", 100_000, 0, seed=31, n_batches=1000, r_max_mm=10.0)
+    big = simulate_dpk("Lu-177", 100_000, 0, seed=32, n_batches=10, r_max_mm=10.0)
+    for lo, hi in ((0.0, 0.05), (0.4, 0.8), (0.8, 1.2)):
+        sel = (small.edges_mm[:-1] >= lo) & (small.edges_mm[1:] <= hi + 1e-9)
+        a, b = small.energy_mev[sel].sum(), big.energy_mev[sel].sum()
+        sa = np.sqrt(np.sum((small.energy_mev * small.rel_uncertainty)[sel] ** 2))
+        sb = np.sqrt(np.sum((big.energy_mev * big.rel_uncertainty)[sel] ** 2))
+        assert abs(a - b) < 4 * math.hypot(sa, sb) + 1e-12, (lo, hi, a, b)
+    for res in (small, big):
+        assert abs(res.balance()) < 1e-10
+
+
+def test_emissions_beyond_the_model_are_a_clear_error():
+    import dataclasses
+
+    from voxdose.errors import InputError
+
+    nuc = load_nuclide("Lu-177")
+    hot = dataclasses.replace(nuc, photon_lines_mev=np.array([4.0]),
+                              photon_yields=np.array([0.1]))
+    with pytest.raises(InputError, match="pair production"):
+        simulate_dpk(hot, 100, 100, n_batches=2)
+
+
+def test_low_energy_x_rays_are_transported():
+    """Lu-177's Hf L X-rays (8-9 keV) travel ~1 mm in water: they are transported (not
+    put in the first 5 um shell), so the first shell holds well under 1 % of the energy."""
+    res = simulate_dpk("Lu-177", 0, 200_000, seed=4, n_batches=4, r_max_mm=50.0)
+    assert res.energy_mev[0] < 0.001 * res.emitted_mev
+    assert res.settings["photon_cut_mev"] == pytest.approx(0.001)

@@ -86,12 +86,23 @@ def sampled_beta_energies(nuclide: str | Nuclide, n: int, seed: int = 1) -> np.n
     return mc_electron.sample_many(st, int(n), 1.0, e, p, cdf, np.zeros(1), np.zeros(1), 1.0)
 
 
+#: Highest emission energies the transport models, MeV (electron tables are built to
+#: 1.05 x the highest electron energy; photons: no pair production).
+MAX_ELECTRON_MEV = 10.0
+MAX_PHOTON_MEV = 3.0
+
+
+def max_electron_energy_mev(nuc: Nuclide) -> float:
+    """Highest electron energy emitted (beta end point or line, yield > 1e-6), MeV."""
+    return max(float(nuc.beta_energy_mev[-1]) if nuc.beta_energy_mev.size else 0.0,
+               float(np.max(nuc.electron_lines_mev[nuc.electron_yields > 1e-6],
+                            initial=0.0)))
+
+
 def max_electron_range_mm(nuc: Nuclide, medium="water") -> float:
     """CSDA range (mm) in ``medium`` of the most energetic electron emitted (>1e-6 per
     decay)."""
-    e_max = max(float(nuc.beta_energy_mev[-1]) if nuc.beta_energy_mev.size else 0.0,
-                float(np.max(nuc.electron_lines_mev[nuc.electron_yields > 1e-6],
-                             initial=0.0)))
+    e_max = max_electron_energy_mev(nuc)
     m = media.get_medium(medium)
     return float(sp.csda_range_g_cm2(max(e_max, 0.01), m)) * 10.0 / m["density_g_cm3"]
 
@@ -261,7 +272,8 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
         edges_mm = shell_edges(nuc, r_max_mm=r_max_mm, with_photons=True, medium=med)
     edges = np.asarray(edges_mm, dtype=np.float64)
     n_edges = edges.size
-    energy = np.zeros((n_batches, n_edges))
+    mean_all = np.zeros(n_edges)          # energy per decay per shell (+ beyond the last)
+    dev_all = np.zeros((n_batches, n_edges))   # linearised batch deviations (for the SEM)
     energy_e = np.zeros(n_edges)
     energy_p = np.zeros(n_edges)
     brems = 0.0
@@ -276,49 +288,59 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
                 "shells": _describe_shells(edges)}
 
     by, e, p, cdf, le, lc, n_tot = _emission_arrays(nuc)
+    e_top = max_electron_energy_mev(nuc)
+    p_top = float(pl[pen].max()) if pen.any() else 0.0
+    if e_top > MAX_ELECTRON_MEV or p_top > MAX_PHOTON_MEV:
+        raise InputError(
+            f"{nuc.name} emits electrons up to {e_top:.3g} MeV and photons up to "
+            f"{p_top:.3g} MeV; the Monte Carlo models electrons up to {MAX_ELECTRON_MEV} MeV "
+            f"and photons up to {MAX_PHOTON_MEV} MeV (no pair production): use a "
+            "published kernel table with --dpk instead")
+    e_table_max = max(4.0, 1.05 * e_top)
+    p_table_max = max(3.0, 1.05 * max(e_top, p_top))
     if ne > 0 and n_tot > 0:
-        et = mc_electron.electron_tables(med, e_cut=e_cut, w_cut=w_cut, eps=eps)
+        et = mc_electron.electron_tables(med, e_cut=e_cut, w_cut=w_cut, eps=eps,
+                                         e_max=e_table_max, p_max=p_table_max)
         st = rng_states(seed, n_batches)
         tally, acc = run_e(
             st, ne, edges, by, e, p, cdf, le, lc, n_tot, *mc_electron.table_args(et))
         w = n_tot / ne                       # per decay, per batch
         expect = _expected_electron_mev(by, e, p, le, lc)
-        settings["electron_mev_sampled"] = float(acc[:, 2].sum()) * w / n_batches
+        settings["electron_mev_sampled"] = float(acc[:, 2].mean()) * w
         settings["electron_mev_expected"] = expect
-        w = w * _ratio_weights(acc[:, 2] * w, expect, normalise)
-        tally = tally * w[:, None]
-        energy += tally
-        energy_e += tally.mean(axis=0)
-        escaped += float((acc[:, 0] * w).mean())
-        brems = float((acc[:, 3] * w).mean())
-        emitted_e = float((acc[:, 2] * w).mean())
+        r, m, dev = _ratio_estimate(tally * w, acc[:, 2] * w, expect, normalise)
+        mean_all += m
+        dev_all += dev
+        energy_e += m
+        escaped += r * float(acc[:, 0].mean()) * w
+        brems = r * float(acc[:, 3].mean()) * w
+        emitted_e = r * float(acc[:, 2].mean()) * w
         settings["electron_steps_per_history"] = float(acc[:, 1].sum()) / (ne * n_batches)
     if npb > 0:
-        pt = mc_photon.photon_tables(med)
+        pt = mc_photon.photon_tables(med, e_max=p_table_max)
         st = rng_states(seed + 7_777_777, n_batches)
         lines = pl[pen]
         cum = np.cumsum(py[pen])
         tally, acc = run_p(st, npb, edges, lines, cum, float(cum[-1]),
-                                                  *mc_photon.table_args(pt))
+                           *mc_photon.table_args(pt))
         w = float(cum[-1]) / npb
         expect = float(np.sum(lines * py[pen]))
-        settings["photon_mev_sampled"] = float(acc[:, 2].sum()) * w / n_batches
+        settings["photon_mev_sampled"] = float(acc[:, 2].mean()) * w
         settings["photon_mev_expected"] = expect
-        w = w * _ratio_weights(acc[:, 2] * w, expect, normalise)
-        tally = tally * w[:, None]
-        energy += tally
-        energy_p += tally.mean(axis=0)
-        escaped += float((acc[:, 0] * w).mean())
-        emitted_p = float((acc[:, 2] * w).mean())
+        r, m, dev = _ratio_estimate(tally * w, acc[:, 2] * w, expect, normalise)
+        mean_all += m
+        dev_all += dev
+        energy_p += m
+        escaped += r * float(acc[:, 0].mean()) * w
+        emitted_p = r * float(acc[:, 2].mean()) * w
         settings["photon_interactions_per_history"] = float(acc[:, 1].sum()) / (npb * n_batches)
-    energy[:, 0] += photon_local
+    mean_all[0] += photon_local
     energy_p[0] += photon_local
     emitted_p += photon_local
     # the last column holds energy beyond the last edge (none for electrons in practice)
-    escaped += float(energy[:, -1].mean())
-    per_shell = energy[:, :-1]
-    mean = per_shell.mean(axis=0)
-    sem = per_shell.std(axis=0, ddof=1) / math.sqrt(n_batches)
+    escaped += float(mean_all[-1])
+    mean = mean_all[:-1]
+    sem = dev_all[:, :-1].std(axis=0, ddof=1) / math.sqrt(n_batches)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(mean > 0, sem / mean, 0.0)
     return DPKResult(
@@ -344,11 +366,20 @@ def _expected_electron_mev(beta_yield, e, p, line_e, line_cum) -> float:
     return beta_yield * mean_beta + float(np.sum(line_e * yields))
 
 
-def _ratio_weights(sampled_per_batch: np.ndarray, expected: float, normalise: bool):
-    """Per-batch factors expected / sampled (ones when not normalising)."""
-    if not normalise or expected <= 0:
-        return np.ones_like(sampled_per_batch)
-    return expected / np.where(sampled_per_batch > 0, sampled_per_batch, expected)
+def _ratio_estimate(tally_b: np.ndarray, sampled_b: np.ndarray, expected: float,
+                    normalise: bool):
+    """Ratio estimator over batches: R = expected / mean_b(sampled_b) (one global ratio:
+    a ratio per batch would be biased by ~CV^2/n for small batches, e.g. one GPU thread
+    per batch), the mean tally R mean_b(tally_b), and the linearised (delta-method)
+    deviations R (tally_b - mean(tally)/mean(sampled) sampled_b) whose standard error is
+    the estimator's.  Without normalisation: R = 1 and plain deviations."""
+    t_mean = tally_b.mean(axis=0)
+    x_mean = float(sampled_b.mean())
+    if not normalise or expected <= 0 or x_mean <= 0:
+        return 1.0, t_mean, tally_b - t_mean[None, :]
+    r = expected / x_mean
+    dev = r * (tally_b - (t_mean / x_mean)[None, :] * sampled_b[:, None])
+    return r, r * t_mean, dev
 
 
 def write_dpk_csv(path, r_mm, dose, rel_uncertainty=None) -> None:

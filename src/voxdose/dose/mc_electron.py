@@ -140,9 +140,10 @@ def _wentzel_inverse(n: int = 4000):
 
 def electron_tables(medium="water", e_cut: float = E_CUT_MEV, w_cut: float = W_CUT_MEV,
                     eps: float = EPS_STEP, e_max: float = 4.0, n_per_decade: int = 400,
-                    k_cut: float = K_CUT_MEV) -> ElectronTables:
+                    k_cut: float = K_CUT_MEV, p_max: float | None = None) -> ElectronTables:
     """Build the transport tables for ``medium`` (name or dict of
-    :mod:`voxdose.dose.media`; see the module docstring)."""
+    :mod:`voxdose.dose.media`; see the module docstring) for electrons up to ``e_max``
+    MeV, with photon tables (bremsstrahlung) up to ``p_max`` (default max(3, e_max))."""
     m = media.get_medium(medium)
     rho = float(m["density_g_cm3"])
     e_lo = 1e-3
@@ -163,7 +164,8 @@ def electron_tables(medium="water", e_cut: float = E_CUT_MEV, w_cut: float = W_C
     return ElectronTables(float(ln_e[0]), float(ln_e[1] - ln_e[0]), rng / rho, sig * rho,
                           sig_b * rho, lam1 / rho, t, m0, dm, wa, float(e_cut),
                           float(w_cut), float(eps), float(k_cut),
-                          mc_photon.photon_tables(m), m["name"], rho)
+                          mc_photon.photon_tables(m, e_max=p_max or max(3.0, e_max)),
+                          m["name"], rho)
 
 
 # ---------------------------------------------------------------------------------------

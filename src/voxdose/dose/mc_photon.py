@@ -23,7 +23,8 @@ Interaction coefficients (1/cm at the medium's bulk density rho)
 Sampling: free path ``-ln(xi)/mu`` with mu = sigma_KN N_e + tau; Compton scattering by
 Kahn's rejection method (H. Kahn, AECU-3259, 1954; as in MCNP): it samples
 eta = E/E' and cos theta = 1 - (eta - 1)/k exactly from the Klein-Nishina law.  Photons
-below ``p_cut`` (10 keV, the table's lower end) are absorbed locally; photons beyond the
+below ``p_cut`` (1 keV, the table's lower end; mean free path < 3 um in water) are absorbed
+locally (the Hf L X-rays of Lu-177, 8-9 keV, are transported); photons beyond the
 last scoring radius escape (tallied).  The per-history code is in
 :mod:`voxdose.dose.mc_transport` (shared with the CUDA kernels of :mod:`voxdose.dose.mc_cuda`).
 """
@@ -36,12 +37,12 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from . import media, photon_data, water_data
+from . import media, photon_data
 from . import stopping_power as sp
 from .mc_transport import photon_history, sample_kahn, transport_photon  # noqa: F401
 
 #: Photon absorption (cut) energy, MeV: the lower end of the water tables.
-P_CUT_MEV = 0.010
+P_CUT_MEV = 0.001
 
 
 def klein_nishina_per_electron_cm2(e_mev):
@@ -82,14 +83,14 @@ class PhotonTables:
     p_cut: float
 
 
-def photon_tables(medium="water", n: int = 800, p_cut: float = P_CUT_MEV) -> PhotonTables:
-    """Interaction coefficients (1/cm, at the medium's bulk density) on a uniform ln E grid,
-    10 keV - 3 MeV: Klein-Nishina Compton on the medium's electrons and the photoelectric
-    coefficient of its composition (:mod:`voxdose.dose.photon_data`)."""
+def photon_tables(medium="water", n: int = 1200, p_cut: float = P_CUT_MEV,
+                  e_max: float = 3.0) -> PhotonTables:
+    """Interaction coefficients (1/cm, at the medium's bulk density) on a uniform ln E grid
+    from ``p_cut`` (1 keV) to ``e_max`` MeV: Klein-Nishina Compton on the medium's electrons
+    and the photoelectric coefficient of its composition (:mod:`voxdose.dose.photon_data`)."""
     m = media.get_medium(medium)
     rho = float(m["density_g_cm3"])
-    e_lo, e_hi = water_data.PHOTON_ENERGY_MEV[0], water_data.PHOTON_ENERGY_MEV[-1]
-    ln_e = np.linspace(math.log(e_lo), math.log(e_hi), n)
+    ln_e = np.linspace(math.log(p_cut), math.log(e_max), n)
     e = np.exp(ln_e)
     n_e = sp.N_A * sp.z_over_a(m)
     mu_c = klein_nishina_per_electron_cm2(e) * n_e * rho

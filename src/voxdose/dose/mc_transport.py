@@ -209,6 +209,8 @@ def sample_brems(t_kin, k_cut, st):
     """Photon energy k (MeV), k_cut <= k < T, from dsigma/dk ~ f(k/T)/k: x = x_c^(1 - xi)
     (the 1/k part), accepted with f(x)/f(x_c) (f decreases)."""
     xc = k_cut / t_kin
+    if xc >= 1.0:          # no photon above the threshold (the caller skips the event)
+        return 0.0
     fmax = brems_shape(xc)
     lnxc = math.log(xc)
     while True:
@@ -313,10 +315,11 @@ def transport_electron(x, y, z, u, v, w, e0, st, edges_mm, row, acc, stack,
             e = e_new
             if brems:
                 kph = sample_brems(e, k_cut, st)
-                e = e - kph
-                acc[3] += kph
-                transport_photon_from(x, y, z, u, v, w, kph, st, edges_mm, row, acc,
-                                      p_ln_e0, p_dln, mu_c_tab, mu_p_tab, p_cut)
+                if kph > 0.0:
+                    e = e - kph
+                    acc[3] += kph
+                    transport_photon_from(x, y, z, u, v, w, kph, st, edges_mm, row, acc,
+                                          p_ln_e0, p_dln, mu_c_tab, mu_p_tab, p_cut)
             elif hard:
                 wd = sample_moller(e, w_cut, st)
                 tt = e + 2.0 * MC2

@@ -3,9 +3,9 @@
 * Photoelectric absorption: tau/rho = sum_i w_i (tau/rho)_i with the elemental
   photoabsorption cross sections of W. T. Elam, B. D. Ravel and J. R. Sieber, Radiat. Phys.
   Chem. 63, 121 (2002) (Scofield's photoionisation calculation), through the ``xraydb``
-  package (:func:`xraydb.mu_elam`, kind ``photo``).  Above 800 keV the Elam tables are
-  extrapolated (xraydb warns); there photoabsorption is < 0.01 % of the attenuation of
-  these media and the warning is silenced.
+  package (:func:`xraydb.mu_elam`, kind ``photo``).  Above 800 keV xraydb holds the
+  800 keV value (and warns): a few times too high there, but still < 0.01 % of the
+  attenuation of these media, so the warning is silenced.
 * Compton: the Klein-Nishina cross section per free electron times the electron density
   N_A sum w_i Z_i/A_i (:mod:`voxdose.dose.mc_photon`).  Elam's incoherent cross section
   (with binding) is used only in the tests, as a check.
