@@ -306,15 +306,12 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
             st, ne, edges, by, e, p, cdf, le, lc, n_tot, *mc_electron.table_args(et))
         w = n_tot / ne                       # per decay, per batch
         expect = _expected_electron_mev(by, e, p, le, lc)
-        settings["electron_mev_sampled"] = float(acc[:, 2].mean()) * w
-        settings["electron_mev_expected"] = expect
-        r, m, dev = _ratio_estimate(tally * w, acc[:, 2] * w, expect, normalise)
+        m, dev, a = _tally_part(tally, acc, w, expect, normalise, settings, "electron")
         mean_all += m
         dev_all += dev
         energy_e += m
-        escaped += r * float(acc[:, 0].mean()) * w
-        brems = r * float(acc[:, 3].mean()) * w
-        emitted_e = r * float(acc[:, 2].mean()) * w
+        escaped += a[0]
+        brems, emitted_e = a[3], a[2]
         settings["electron_steps_per_history"] = float(acc[:, 1].sum()) / (ne * n_batches)
     if npb > 0:
         pt = mc_photon.photon_tables(med, e_max=p_table_max)
@@ -325,14 +322,12 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
                            *mc_photon.table_args(pt))
         w = float(cum[-1]) / npb
         expect = float(np.sum(lines * py[pen]))
-        settings["photon_mev_sampled"] = float(acc[:, 2].mean()) * w
-        settings["photon_mev_expected"] = expect
-        r, m, dev = _ratio_estimate(tally * w, acc[:, 2] * w, expect, normalise)
+        m, dev, a = _tally_part(tally, acc, w, expect, normalise, settings, "photon")
         mean_all += m
         dev_all += dev
         energy_p += m
-        escaped += r * float(acc[:, 0].mean()) * w
-        emitted_p = r * float(acc[:, 2].mean()) * w
+        escaped += a[0]
+        emitted_p = a[2]
         settings["photon_interactions_per_history"] = float(acc[:, 1].sum()) / (npb * n_batches)
     mean_all[0] += photon_local
     energy_p[0] += photon_local
@@ -364,6 +359,18 @@ def _expected_electron_mev(beta_yield, e, p, line_e, line_cum) -> float:
                                       + p[1:] * (e[:-1] + 2 * e[1:])) / 6.0))
     yields = np.diff(np.concatenate([[0.0], line_cum]))
     return beta_yield * mean_beta + float(np.sum(line_e * yields))
+
+
+def _tally_part(tally, acc, w: float, expected: float, normalise: bool, settings: dict,
+                label: str):
+    """One source's batches (tally[n_batches, n_edges], acc[n_batches, k] per history
+    sums, weight w per decay) -> (mean tally per decay, linearised deviations, acc means
+    per decay), normalised by :func:`_ratio_estimate`; records the sampled and expected
+    emitted energy in ``settings``."""
+    settings[f"{label}_mev_sampled"] = float(acc[:, 2].mean()) * w
+    settings[f"{label}_mev_expected"] = expected
+    r, m, dev = _ratio_estimate(tally * w, acc[:, 2] * w, expected, normalise)
+    return m, dev, r * acc.mean(axis=0) * w
 
 
 def _ratio_estimate(tally_b: np.ndarray, sampled_b: np.ndarray, expected: float,
