@@ -298,6 +298,7 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
             "published kernel table with --dpk instead")
     e_table_max = max(4.0, 1.05 * e_top)
     p_table_max = max(3.0, 1.05 * max(e_top, p_top))
+    et = None   # electron tables (they hold the photon tables too)
     if ne > 0 and n_tot > 0:
         et = mc_electron.electron_tables(med, e_cut=e_cut, w_cut=w_cut, eps=eps,
                                          e_max=e_table_max, p_max=p_table_max)
@@ -314,7 +315,7 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
         brems, emitted_e = a[3], a[2]
         settings["electron_steps_per_history"] = float(acc[:, 1].sum()) / (ne * n_batches)
     if npb > 0:
-        pt = mc_photon.photon_tables(med, e_max=p_table_max)
+        pt = et.photons if et is not None else mc_photon.photon_tables(med, e_max=p_table_max)
         st = rng_states(seed + 7_777_777, n_batches)
         lines = pl[pen]
         cum = np.cumsum(py[pen])
