@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from voxdose.backend import cpu_backend, get_backend, gpu_available
+from voxdose.core.backend import cpu_backend, get_backend, gpu_available
 from voxdose.dose.convolution import SpectrumCache, fft_convolve_same
-from voxdose.dose.point_kernel import point_kernel_for
-from voxdose.dose.voxel_kernel import voxel_kernel
+from voxdose.kernels.point import point_kernel_for
+from voxdose.kernels.voxel import voxel_kernel
 
 SIZES = [64, 128, 256]
 ROUNDS = 3

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from voxdose.dose.mc_dpk import simulate_dpk
-from voxdose.dose.point_kernel import load_point_kernel, point_kernel_for
-from voxdose.dose.voxel_kernel import voxel_kernel
+from voxdose.montecarlo.dpk import simulate_dpk
+from voxdose.kernels.point import load_point_kernel, point_kernel_for
+from voxdose.kernels.voxel import voxel_kernel
 
 CASES = {"Lu-177": (200_000, 200_000), "Y-90": (50_000, 1_000)}
 

@@ -13,7 +13,7 @@ import pytest
 from scipy.optimize import curve_fit
 
 from voxdose.kinetics.fit import fit_curves
-from voxdose.nuclide import load_nuclide
+from voxdose.core.nuclide import load_nuclide
 
 LAM_S = load_nuclide("Lu-177").decay_constant_per_s
 LAM_H = LAM_S * 3600

@@ -5,9 +5,9 @@ Run from the repository root::
     PYTHONPATH=src python scripts/generate_kernels.py [--electrons N] [--photons N]
         [--nuclides Lu-177,Y-90] [--media water,soft-tissue,lung,bone] [--seed S]
 
-Each table comes from :func:`voxdose.dose.mc_dpk.simulate_dpk` (the project's own class II
+Each table comes from :func:`voxdose.montecarlo.dpk.simulate_dpk` (the project's own class II
 electron and Klein-Nishina photon Monte Carlo, ICRP-107 emissions, the medium's
-composition from :mod:`voxdose.dose.media`).  The CSV has columns
+composition from :mod:`voxdose.montecarlo.media`).  The CSV has columns
 ``r_mm,dose_Gy_per_decay,rel_uncertainty`` (shell mid radius; shell-average dose per decay
 in the medium; 1-sigma relative statistical uncertainty from batch statistics); the JSON
 beside it records the code version, medium, histories, seed, time, energy balance and
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from voxdose import __version__  # noqa: E402
-from voxdose.dose.mc_dpk import simulate_dpk, write_dpk_csv  # noqa: E402
+from voxdose.montecarlo.dpk import simulate_dpk, write_dpk_csv  # noqa: E402
 
 DEFAULT_HISTORIES = {"Lu-177": (2_000_000, 2_000_000), "Y-90": (1_000_000, 10_000)}
 

@@ -15,7 +15,7 @@ os.environ.setdefault("VOXDOSE_CACHE_DIR", tempfile.mkdtemp(prefix="voxdose-test
 def _gpu_ok() -> bool:
     if importlib.util.find_spec("cupy") is None:
         return False
-    from voxdose.backend import gpu_available
+    from voxdose.core.backend import gpu_available
 
     return gpu_available()
 
@@ -41,7 +41,7 @@ def small_study(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_results(small_study, tmp_path_factory):
     """The pipeline run on the small study (CPU)."""
-    from voxdose.pipeline import run_pipeline
+    from voxdose.pipeline.run import run_pipeline
 
     out = tmp_path_factory.mktemp("small_results") / "results"
     return run_pipeline(small_study, out, device="cpu")

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from voxdose.cli import main
+from voxdose.cli.app import main
 from voxdose.io.sitk_adapter import read_image, write_image
 
 

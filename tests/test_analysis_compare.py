@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from voxdose.analysis.compare import compare_nuclides, r90_mm, shell_masks
-from voxdose.cli import main
-from voxdose.dose.point_kernel import point_kernel_for
-from voxdose.errors import InputError
-from voxdose.grid import Grid, Image, LabelMap
+from voxdose.cli.app import main
+from voxdose.kernels.point import point_kernel_for
+from voxdose.core.errors import InputError
+from voxdose.core.grid import Grid, Image, LabelMap
 from voxdose.io.sitk_adapter import write_image, write_labels
 
 

@@ -10,10 +10,10 @@ from voxdose.analysis.marrow import (image_cross_dose_gy, l2_l4_labels, marrow_d
                                      marrow_reference, sphere_voi, vois_from_labels)
 from voxdose.analysis.mird import self_s_value
 from voxdose.dose.engine import KernelConvolution
-from voxdose.dose.point_kernel import point_kernel_for
-from voxdose.dose.voxel_kernel import voxel_kernel
-from voxdose.errors import InputError
-from voxdose.grid import Grid, Image, LabelMap
+from voxdose.kernels.point import point_kernel_for
+from voxdose.kernels.voxel import voxel_kernel
+from voxdose.core.errors import InputError
+from voxdose.core.grid import Grid, Image, LabelMap
 from voxdose.io.sitk_adapter import read_image, read_labels
 
 

@@ -18,13 +18,13 @@ from voxdose.analysis.dvh import compute_dvhs
 from voxdose.analysis.mird import (organ_check, organ_check_csv, read_s_table, self_s_value,
                                    sphere_absorbed_fraction, sphere_geometric_factor,
                                    sphere_radius_mm)
-from voxdose.dose import water_data
+from voxdose.montecarlo import water_data
 from voxdose.dose.engine import KernelConvolution
-from voxdose.dose.point_kernel import point_kernel_for
-from voxdose.dose.voxel_kernel import voxel_kernel
-from voxdose.errors import InputError
+from voxdose.kernels.point import point_kernel_for
+from voxdose.kernels.voxel import voxel_kernel
+from voxdose.core.errors import InputError
 from voxdose.io.sitk_adapter import read_image, read_labels
-from voxdose.units import MEV_PER_G_TO_GY
+from voxdose.core.units import MEV_PER_G_TO_GY
 
 
 @pytest.fixture(scope="module")

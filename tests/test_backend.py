@@ -5,8 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-from voxdose import backend as be
-from voxdose.errors import DeviceError, InputError
+from voxdose.core import backend as be
+from voxdose.core.errors import DeviceError, InputError
 
 
 def test_cpu_backend_is_numpy_scipy():
@@ -47,9 +47,9 @@ def test_gpu_without_gpu_is_a_clear_error(monkeypatch):
 def test_gpu_dose_equals_cpu_dose():
     """The same kernel-convolution dose on CuPy and NumPy (float64) to 1e-9 relative."""
     from voxdose.dose.engine import KernelConvolution
-    from voxdose.dose.point_kernel import point_kernel_for
-    from voxdose.dose.voxel_kernel import voxel_kernel
-    from voxdose.grid import Grid, Image
+    from voxdose.kernels.point import point_kernel_for
+    from voxdose.kernels.voxel import voxel_kernel
+    from voxdose.core.grid import Grid, Image
 
     g = Grid.from_spacing((40, 36, 32), (4.8, 4.8, 4.8))
     tia = np.random.default_rng(0).random(g.shape) * 1e9

@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from voxdose.cli import main
-from voxdose.grid import Grid, LabelMap
+from voxdose.cli.app import main
+from voxdose.core.grid import Grid, LabelMap
 from voxdose.io.sitk_adapter import write_labels
 
 
@@ -76,7 +76,7 @@ def test_missing_study_file(tmp_path, capsys):
 
 
 def test_gpu_requested_without_gpu_is_clear_error(study_copy, tmp_path, capsys):
-    from voxdose.backend import gpu_available
+    from voxdose.core.backend import gpu_available
 
     if gpu_available():
         pytest.skip("a GPU is present")
@@ -94,7 +94,7 @@ def test_help_mentions_units(capsys):
 
 def test_frames_on_different_grids_without_cts(study_copy, tmp_path, capsys):
     """Without CTs, SPECT frames on different grids cannot be registered reliably."""
-    from voxdose.grid import Image
+    from voxdose.core.grid import Image
     from voxdose.io.sitk_adapter import write_image
 
     tps = "".join(f'[[timepoints]]\ntime_h = {t}\nspect = "spect_{t:03d}h.nii.gz"\n\n'

@@ -11,8 +11,8 @@ import pytest
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
-from voxdose.errors import StudyError
-from voxdose.grid import Grid, Image
+from voxdose.core.errors import StudyError
+from voxdose.core.grid import Grid, Image
 from voxdose.io.dicom_read import (
     parse_dt,
     read_ct,
@@ -193,7 +193,7 @@ def test_rt_dose_scaling_and_geometry(tmp_path, oblique):
 
 def test_rt_dose_rejects_negative_and_nan(tmp_path):
     g = Grid.from_spacing((2, 2, 2), (1.0, 1.0, 1.0))
-    from voxdose.errors import InputError
+    from voxdose.core.errors import InputError
 
     with pytest.raises(InputError, match=">= 0"):
         write_rt_dose(tmp_path / "rd.dcm", Image(-np.ones(g.shape), g))
@@ -240,7 +240,7 @@ def test_rtstruct_rasterised_on_grid(tmp_path):
 
 
 def test_cli_rtdose_and_dicom_info(tmp_path, capsys):
-    from voxdose.cli import main
+    from voxdose.cli.app import main
     from voxdose.io.sitk_adapter import write_image
 
     g = Grid.from_spacing((3, 4, 5), (2.0, 2.0, 2.0), (1.0, 2.0, 3.0))

@@ -12,12 +12,12 @@ import numpy as np
 import pydicom
 import pytest
 
-from voxdose.assemble import assemble_series
-from voxdose.errors import StudyError
-from voxdose.grid import Grid
+from voxdose.imaging.assemble import assemble_series
+from voxdose.core.errors import StudyError
+from voxdose.core.grid import Grid
 from voxdose.io.dicom_write import write_ct, write_nm, write_rtstruct
-from voxdose.io.study import load_study, study_inputs
-from voxdose.nuclide import load_nuclide
+from voxdose.study.load import load_study, study_inputs
+from voxdose.core.nuclide import load_nuclide
 
 ADMIN = datetime(2024, 3, 1, 9, 30)
 GRID = Grid.from_spacing((4, 5, 6), (4.0, 4.0, 4.0), (-10.0, -8.0, 20.0))
@@ -209,7 +209,7 @@ def test_rtstruct_structures_on_the_reference_grid(tmp_path):
     assert st.names == {1: "lesion"}
     series, labels = _frames(p)
     assert labels.names == {1: "lesion"} and labels.grid.same_as(series.grid)
-    from voxdose.assemble import read_study_labels
+    from voxdose.imaging.assemble import read_study_labels
 
     on_ct = read_study_labels(st)  # rasterised on the reference CT's 2 mm grid
     assert on_ct.grid.same_as(st.timepoints[0].ct_dicom.grid)
@@ -226,7 +226,7 @@ def test_rtstruct_in_another_frame_of_reference_is_an_error(tmp_path):
 def test_demo_study_as_dicom_assembles_like_nifti(small_study, tmp_path):
     """The --small synthetic study exported as DICOM (NM BQML + CT series + label NIfTI)
     gives the same registered 4D activity series and labels as the NIfTI study."""
-    from voxdose.phantom.dicom_export import export_study_dicom
+    from voxdose.study.export import export_study_dicom
 
     nifti = load_study(small_study)
     # three time points keep the test fast; the reader does not care

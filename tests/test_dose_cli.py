@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from voxdose.cli import main
-from voxdose.grid import Grid, Image
+from voxdose.cli.app import main
+from voxdose.core.grid import Grid, Image
 from voxdose.io.sitk_adapter import read_image, write_image
 
 SP = (9.6, 9.6, 9.6)
@@ -132,7 +132,7 @@ def test_dose_with_a_users_dpk_table(tmp_path, capsys):
     instead of the built-in kernel: the dose doubles (dose is linear in S). Within 1 %, not
     exactly: a bare CSV lacks the shipped table's record (electron range), which sets where
     the voxel integration switches method."""
-    from voxdose.dose.point_kernel import load_point_kernel
+    from voxdose.kernels.point import load_point_kernel
 
     pk = load_point_kernel("Lu-177")
     table = tmp_path / "dpk.csv"

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from scipy import ndimage, signal
 
-from voxdose.backend import cpu_backend
+from voxdose.core.backend import cpu_backend
 from voxdose.dose.convolution import SpectrumCache, fft_convolve_same, plan_blocks
 from voxdose.dose.engine import KernelConvolution
-from voxdose.errors import InputError
-from voxdose.grid import Grid, Image
+from voxdose.core.errors import InputError
+from voxdose.core.grid import Grid, Image
 
 BE = cpu_backend()
 

@@ -16,11 +16,11 @@ from voxdose.dose.engine import (
     LocalDeposition,
     make_engine,
 )
-from voxdose.dose.point_kernel import point_kernel_for
-from voxdose.dose.voxel_kernel import voxel_kernel
-from voxdose.errors import InputError
-from voxdose.grid import Grid, Image
-from voxdose.nuclide import load_nuclide
+from voxdose.kernels.point import point_kernel_for
+from voxdose.kernels.voxel import voxel_kernel
+from voxdose.core.errors import InputError
+from voxdose.core.grid import Grid, Image
+from voxdose.core.nuclide import load_nuclide
 
 FAST = {"n_directions": 500, "n_radial": 200}
 SP = (4.8, 4.8, 4.8)
@@ -90,7 +90,7 @@ def test_range_scaled_kernel_identity():
 def test_mvs_in_uniform_tissue_equals_the_tissue_kernel():
     """A uniform medium at the soft-tissue table's density (1.03 g/cm^3) gets exactly that
     table's kernel; with a user's water kernel and a uniform water CT, the water kernel."""
-    from voxdose.dose.point_kernel import load_point_kernel, tissue_for_density
+    from voxdose.kernels.point import load_point_kernel, tissue_for_density
 
     g = Grid.from_spacing((9, 8, 7), SP)
     tia = Image(np.random.default_rng(2).random(g.shape) * 1e9, g)

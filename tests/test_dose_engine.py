@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from voxdose.backend import cpu_backend
+from voxdose.core.backend import cpu_backend
 from voxdose.dose.engine import KernelConvolution, LocalDeposition, fft_convolve_same
-from voxdose.grid import Grid, Image
-from voxdose.nuclide import load_nuclide
-from voxdose.units import MEV_PER_G_TO_GY
+from voxdose.core.grid import Grid, Image
+from voxdose.core.nuclide import load_nuclide
+from voxdose.core.units import MEV_PER_G_TO_GY
 
 
 @dataclass

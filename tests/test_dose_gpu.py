@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from voxdose.backend import get_backend, to_numpy
+from voxdose.core.backend import get_backend, to_numpy
 from voxdose.dose.engine import KernelConvolution, make_engine
-from voxdose.dose.point_kernel import point_kernel_for
-from voxdose.dose.voxel_kernel import voxel_kernel
-from voxdose.grid import Grid, Image
+from voxdose.kernels.point import point_kernel_for
+from voxdose.kernels.voxel import voxel_kernel
+from voxdose.core.grid import Grid, Image
 
 SP = (4.8, 4.8, 4.8)
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from voxdose.dose.engine import KernelConvolution
-from voxdose.dose.point_kernel import point_kernel_for
-from voxdose.dose.voxel_kernel import voxel_kernel
-from voxdose.grid import Grid, Image
-from voxdose.units import MEV_PER_G_TO_GY
+from voxdose.kernels.point import point_kernel_for
+from voxdose.kernels.voxel import voxel_kernel
+from voxdose.core.grid import Grid, Image
+from voxdose.core.units import MEV_PER_G_TO_GY
 
 FAST = {"n_directions": 500, "n_radial": 200}  # kernel quadrature for tests (~1e-4)
 

@@ -6,18 +6,18 @@ import numpy as np
 import pytest
 
 from voxdose.dose.engine import KernelConvolution, LocalDeposition
-from voxdose.dose.multinuclide import swap_nuclide_tia, swap_tia
-from voxdose.dose.point_kernel import point_kernel_for
-from voxdose.dose.timecourse import (
+from voxdose.kinetics.swap import swap_nuclide_tia, swap_tia
+from voxdose.kernels.point import point_kernel_for
+from voxdose.dose.rate import (
     dose_after,
     dose_rate,
     mono_exponential_activity,
     mono_exponential_tia_after,
 )
-from voxdose.dose.voxel_kernel import voxel_kernel
-from voxdose.errors import InputError
-from voxdose.grid import Grid, Image
-from voxdose.nuclide import load_nuclide
+from voxdose.kernels.voxel import voxel_kernel
+from voxdose.core.errors import InputError
+from voxdose.core.grid import Grid, Image
+from voxdose.core.nuclide import load_nuclide
 
 SP = (4.8, 4.8, 4.8)
 LU = load_nuclide("Lu-177")

@@ -9,8 +9,8 @@ import pytest
 
 from voxdose.analysis.dvh import (CSV_COLUMNS, DVH, compute_dvhs, dvh_csv, dvh_from_mask,
                                   dvh_json, names_from_labels, read_names_json)
-from voxdose.errors import InputError
-from voxdose.grid import Grid, Image, LabelMap
+from voxdose.core.errors import InputError
+from voxdose.core.grid import Grid, Image, LabelMap
 
 
 def _ramp_image(n=1000, d_max=10.0, spacing=2.0):

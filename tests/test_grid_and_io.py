@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from voxdose.errors import InputError
-from voxdose.grid import Grid, Image
+from voxdose.core.errors import InputError
+from voxdose.core.grid import Grid, Image
 from voxdose.io.sitk_adapter import (
     grid_from_sitk,
     image_to_sitk,
@@ -13,7 +13,7 @@ from voxdose.io.sitk_adapter import (
     sitk_to_array_and_grid,
     write_image,
 )
-from voxdose.units import (
+from voxdose.core.units import (
     gy_per_decay_to_mgy_per_mbq_s,
     hours_to_seconds,
     mgy_per_mbq_s_to_gy_per_decay,

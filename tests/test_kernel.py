@@ -7,22 +7,22 @@ import math
 import numpy as np
 import pytest
 
-from voxdose.dose import water_data
-from voxdose.dose.point_kernel import (
+from voxdose.montecarlo import water_data
+from voxdose.kernels.point import (
     PointKernel,
     point_kernel_for,
     scaled_electron_cdf,
 )
-from voxdose.dose.voxel_kernel import (
+from voxdose.kernels.voxel import (
     VoxelKernel,
     _far_offset_values,
     _near_offset_value,
     _tent_gauss_nodes,
     voxel_kernel,
 )
-from voxdose.errors import InputError
-from voxdose.nuclide import load_nuclide
-from voxdose.units import MEV_PER_G_TO_GY
+from voxdose.core.errors import InputError
+from voxdose.core.nuclide import load_nuclide
+from voxdose.core.units import MEV_PER_G_TO_GY
 
 
 @pytest.fixture(scope="module")

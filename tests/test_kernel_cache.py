@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from voxdose.dose import voxel_kernel as vkmod
-from voxdose.dose.point_kernel import TabulatedPointKernel, load_point_kernel
-from voxdose.dose.voxel_kernel import (
+from voxdose.kernels import voxel as vkmod
+from voxdose.kernels.point import TabulatedPointKernel, load_point_kernel
+from voxdose.kernels.voxel import (
     kernel_cache_dir,
     voxel_kernel,
     voxel_kernel_cache_key,

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from voxdose.cli import main
-from voxdose.grid import Grid, Image, LabelMap
+from voxdose.cli.app import main
+from voxdose.core.grid import Grid, Image, LabelMap
 from voxdose.io.sitk_adapter import read_image, read_labels, write_image
 from voxdose.kinetics.organ import fit_organs, organ_tacs
-from voxdose.nuclide import load_nuclide
+from voxdose.core.nuclide import load_nuclide
 
 LAM_S = load_nuclide("Lu-177").decay_constant_per_s
 T_H = [1.0, 4.0, 24.0, 48.0, 168.0]

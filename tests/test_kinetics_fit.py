@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from voxdose.errors import InputError
+from voxdose.core.errors import InputError
 from voxdose.kinetics.fit import fit_curves, fit_single_time_point, fit_tia
 from voxdose.kinetics.models import MODEL_IDS, model_curve, model_tia, trapz_tia
-from voxdose.nuclide import load_nuclide
+from voxdose.core.nuclide import load_nuclide
 
 LAM_H = load_nuclide("Lu-177").decay_constant_per_s * 3600.0  # 1/h
 LAM_S = LAM_H / 3600.0

@@ -7,8 +7,8 @@ import pytest
 
 from voxdose.kinetics.fit import fit_tia
 from voxdose.kinetics.models import model_curve
-from voxdose.kinetics.timecourse import activity_at, tia_after
-from voxdose.nuclide import load_nuclide
+from voxdose.kinetics.after import activity_at, tia_after
+from voxdose.core.nuclide import load_nuclide
 
 LAM_S = load_nuclide("Lu-177").decay_constant_per_s
 LAM_H = LAM_S * 3600

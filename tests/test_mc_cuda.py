@@ -14,11 +14,12 @@ import sys
 import numpy as np
 import pytest
 
-from voxdose.dose import mc_electron, mc_photon
-from voxdose.dose.mc_core import rng_states
-from voxdose.dose.mc_dpk import _emission_arrays, simulate_dpk
-from voxdose.errors import InputError
-from voxdose.nuclide import load_nuclide
+from voxdose.montecarlo import electron as mc_electron
+from voxdose.montecarlo import photon as mc_photon
+from voxdose.montecarlo.core import rng_states
+from voxdose.montecarlo.dpk import _emission_arrays, simulate_dpk
+from voxdose.core.errors import InputError
+from voxdose.core.nuclide import load_nuclide
 
 E_EDGES = np.linspace(0.0, 12.0, 241)            # mm, electrons (Y-90 range 11 mm)
 P_EDGES = np.concatenate([[0.0], np.geomspace(0.5, 600.0, 60)])  # mm, photons
@@ -30,10 +31,12 @@ CUDASIM_SCRIPT = r"""
 import json, sys, warnings
 import numpy as np
 warnings.simplefilter("ignore")            # uint64 wrap-around in the simulator's numpy
-from voxdose.dose import mc_cuda, mc_electron, mc_photon
-from voxdose.dose.mc_core import rng_states
-from voxdose.dose.mc_dpk import _emission_arrays
-from voxdose.nuclide import load_nuclide
+from voxdose.montecarlo import transport_cuda as mc_cuda
+from voxdose.montecarlo import electron as mc_electron
+from voxdose.montecarlo import photon as mc_photon
+from voxdose.montecarlo.core import rng_states
+from voxdose.montecarlo.dpk import _emission_arrays
+from voxdose.core.nuclide import load_nuclide
 
 cfg = json.loads(sys.stdin.read())
 out = []

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from voxdose.analysis.mird import sphere_geometric_factor
-from voxdose.cli import main
-from voxdose.dose.mc_dpk import write_dpk_csv
-from voxdose.dose.point_kernel import (
+from voxdose.cli.app import main
+from voxdose.montecarlo.dpk import write_dpk_csv
+from voxdose.kernels.point import (
     PointKernel,
     TabulatedPointKernel,
     kernels_dir,
@@ -21,10 +21,10 @@ from voxdose.dose.point_kernel import (
     read_dpk_csv,
     shipped_table_path,
 )
-from voxdose.dose.voxel_kernel import voxel_kernel
-from voxdose.errors import InputError
-from voxdose.nuclide import load_nuclide
-from voxdose.units import MEV_PER_G_TO_GY
+from voxdose.kernels.voxel import voxel_kernel
+from voxdose.core.errors import InputError
+from voxdose.core.nuclide import load_nuclide
+from voxdose.core.units import MEV_PER_G_TO_GY
 
 
 def _emitted(name):
@@ -78,7 +78,7 @@ def test_range_scaling_conserves_energy():
 
 
 def test_fallback_to_analytic_model(monkeypatch):
-    import voxdose.dose.point_kernel as pkmod
+    import voxdose.kernels.point as pkmod
 
     monkeypatch.setattr(pkmod, "shipped_table_path", lambda *a, **k: None)
     pkmod._load_point_kernel_cached.cache_clear()  # load_point_kernel caches per nuclide
@@ -196,7 +196,7 @@ def test_kernel_command_writes_centred_nifti(tmp_path, capsys):
 def test_default_kernel_extent_rule():
     """Default extent: 0.1 % of the energy per decay left out, unless the kernel would
     exceed the voxel limit (then the largest radius that fits, and it says so)."""
-    from voxdose.cli_kernels import MAX_DEFAULT_KERNEL_VOXELS, default_radius_mm
+    from voxdose.cli.kernels import MAX_DEFAULT_KERNEL_VOXELS, default_radius_mm
 
     y90 = load_point_kernel("Y-90")
     r, why = default_radius_mm(y90, (4.8, 4.8, 4.8))
@@ -211,7 +211,7 @@ def test_default_kernel_extent_rule():
 
 
 def test_dpk_plot_command(tmp_path, capsys):
-    from voxdose.cli_kernels import plot_dpk_figure
+    from voxdose.cli.kernels import plot_dpk_figure
 
     out = tmp_path / "dpk.png"
     assert main(["dpk-plot", "--out", str(out)]) == 0

@@ -29,17 +29,20 @@ import math
 import numpy as np
 import pytest
 
-from voxdose.dose import mc_electron, mc_photon, media, photon_data
-from voxdose.dose import stopping_power as sp
-from voxdose.dose.mc_core import rng_states
-from voxdose.dose.mc_dpk import simulate_dpk
-from voxdose.dose.point_kernel import (
+from voxdose.montecarlo import electron as mc_electron
+from voxdose.montecarlo import photon as mc_photon
+from voxdose.montecarlo import media
+from voxdose.montecarlo import photon_data
+from voxdose.montecarlo import stopping_power as sp
+from voxdose.montecarlo.core import rng_states
+from voxdose.montecarlo.dpk import simulate_dpk
+from voxdose.kernels.point import (
     MEDIA_DENSITY_G_CM3,
     TabulatedPointKernel,
     load_point_kernel,
     shipped_table_path,
 )
-from voxdose.nuclide import load_nuclide
+from voxdose.core.nuclide import load_nuclide
 
 ICRU44_SOFT = {"name": "icru44-soft-tissue", "density_g_cm3": 1.06, "I_eV": 74.7,
                "sternheimer": None, "source": "NIST XAAMDI Table 2",
@@ -78,7 +81,7 @@ def test_electron_density_and_plasma_energy_against_published():
 
 
 def test_bad_composition_is_a_clear_error():
-    from voxdose.errors import InputError
+    from voxdose.core.errors import InputError
 
     bad = dict(ICRU44_SOFT, name="bad", composition=(("H", 0.5), ("O", 0.3)))
     with pytest.raises(InputError, match="mass fractions"):
@@ -287,7 +290,7 @@ def test_ratio_normalisation_is_unbiased_for_small_batches():
 def test_emissions_beyond_the_model_are_a_clear_error():
     import dataclasses
 
-    from voxdose.errors import InputError
+    from voxdose.core.errors import InputError
 
     nuc = load_nuclide("Lu-177")
     hot = dataclasses.replace(nuc, photon_lines_mev=np.array([4.0]),

@@ -8,11 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from voxdose.dose import mc_electron, mc_photon, water_data
-from voxdose.dose import stopping_power as sp
-from voxdose.dose.mc_core import rng_states
-from voxdose.dose.mc_dpk import sampled_beta_energies, simulate_dpk
-from voxdose.nuclide import load_nuclide
+from voxdose.montecarlo import electron as mc_electron
+from voxdose.montecarlo import photon as mc_photon
+from voxdose.montecarlo import water_data
+from voxdose.montecarlo import stopping_power as sp
+from voxdose.montecarlo.core import rng_states
+from voxdose.montecarlo.dpk import sampled_beta_energies, simulate_dpk
+from voxdose.core.nuclide import load_nuclide
 
 # NIST ESTAR, liquid water, CSDA range (g/cm^2)
 ESTAR_RANGE = [(0.1, 0.01431), (1.0, 0.4367), (2.0, 0.9785)]

@@ -34,10 +34,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from voxdose.dose.mc_dpk import simulate_dpk
-from voxdose.dose.point_kernel import TabulatedPointKernel, load_point_kernel
-from voxdose.dose.voxel_kernel import voxel_kernel
-from voxdose.nuclide import load_nuclide
+from voxdose.montecarlo.dpk import simulate_dpk
+from voxdose.kernels.point import TabulatedPointKernel, load_point_kernel
+from voxdose.kernels.voxel import voxel_kernel
+from voxdose.core.nuclide import load_nuclide
 
 OFFSETS = ("000", "001", "011", "111", "002", "555")
 #: Lanconelli et al. 2012, soft tissue, S in mGy/(MBq s) at offsets (i, j, k) voxels.

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from voxdose.errors import NuclideError
-from voxdose.nuclide import canonical_name, load_nuclide
+from voxdose.core.errors import NuclideError
+from voxdose.core.nuclide import canonical_name, load_nuclide
 
 
 @pytest.mark.parametrize("name", ["Lu-177", "177Lu", "Lu177", "lu-177", " 177-Lu "])

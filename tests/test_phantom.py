@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from voxdose.io.sitk_adapter import read_image, read_labels
-from voxdose.nuclide import load_nuclide
+from voxdose.core.nuclide import load_nuclide
 from voxdose.phantom.anatomy import STRUCTURES, rasterize_labels
 from voxdose.phantom.kinetics import CXCR4_KINETICS, StructureKinetics
 from voxdose.phantom.study import PhantomConfig, build_study, concentration_lut, make_grids
-from voxdose.units import SECONDS_PER_HOUR
-from voxdose.voxel_ops import block_mean
+from voxdose.core.units import SECONDS_PER_HOUR
+from voxdose.core.voxel_ops import block_mean
 
 
 def test_every_structure_present_on_small_grid():

@@ -6,14 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from voxdose.cli import main
+from voxdose.cli.app import main
 from voxdose.dose.engine import KernelConvolution
-from voxdose.dose.point_kernel import load_point_kernel
-from voxdose.dose.voxel_kernel import voxel_kernel
+from voxdose.kernels.point import load_point_kernel
+from voxdose.kernels.voxel import voxel_kernel
 from voxdose.io.sitk_adapter import read_image, read_labels
-from voxdose.nuclide import load_nuclide
+from voxdose.core.nuclide import load_nuclide
 from voxdose.phantom.study import PhantomConfig, build_study
-from voxdose.pipeline import run_pipeline
+from voxdose.pipeline.run import run_pipeline
 
 EXPECTED_FILES = {"tia_bq_s.nii.gz", "tia_sigma_bq_s.nii.gz", "fit_status.nii.gz",
                   "fit_model.nii.gz", "dose_lu177_kernel_gy.nii.gz", "dose_lu177_ldm_gy.nii.gz",
@@ -138,7 +138,7 @@ def test_demo_decisions(small_results):
 
 
 def test_demo_report_has_every_section(small_results):
-    from voxdose.report_html import NOT_COMPUTED, SECTIONS
+    from voxdose.report.html import NOT_COMPUTED, SECTIONS
 
     assert tuple(sid for sid, _ in SECTIONS) == REPORT_SECTIONS
     html = (small_results.out_dir / "report.html").read_text()
@@ -155,7 +155,7 @@ def test_dicom_study_gives_the_same_dose(small_study, small_results, tmp_path):
     stored integers x DoseGridScaling reproduce the NIfTI dose within 0.1 % of its maximum."""
     import pydicom
 
-    from voxdose.phantom.dicom_export import export_study_dicom
+    from voxdose.study.export import export_study_dicom
 
     dicom_toml = export_study_dicom(small_study, tmp_path / "dicom")
     res = run_pipeline(dicom_toml, tmp_path / "results", device="cpu")
@@ -215,7 +215,7 @@ def test_optional_affine_and_bspline_registration(small_study, kind, tol_mm):
     little image structure to hold it inside uniform organs, so points there may drift by a
     few mm (documented: a rigid patient needs the rigid transform)."""
     from voxdose.io.sitk_adapter import read_image as read
-    from voxdose.registration import register
+    from voxdose.imaging.registration import register
 
     truth = json.loads((small_study.parent / "truth" / "truth.json").read_text())
     fixed = read(small_study.parent / "ct_001h.nii.gz")

@@ -7,8 +7,8 @@ import pytest
 
 from voxdose.analysis.plan import (DoseLimit, ExponentialKinetics, limits_from_options,
                                    parse_pairs, plan_activity)
-from voxdose.cli import main
-from voxdose.errors import InputError
+from voxdose.cli.app import main
+from voxdose.core.errors import InputError
 
 
 def test_kidney_limited_case():

@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from voxdose.report_html import NOT_COMPUTED, SECTIONS, write_report
-from voxdose.report_plots import checkerboard, plot_dose_slices, plot_registration_check
+from voxdose.report.html import NOT_COMPUTED, SECTIONS, write_report
+from voxdose.report.plots import checkerboard, plot_dose_slices, plot_registration_check
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from voxdose.cli import main
+from voxdose.cli.app import main
 
 sys.exit(main())

@@ -6,8 +6,8 @@ nuclide also changes the physical half-life and therefore the TIA for the same b
 kinetics; recomputing the TIA per nuclide from the fitted biological kinetics belongs to
 the kinetics stage, and its TIA maps can be passed here one by one.
 
-For each nuclide n (kernel K_n from :func:`voxdose.dose.point_kernel.load_point_kernel` ->
-:func:`voxdose.dose.voxel_kernel.voxel_kernel` on the TIA grid, water):
+For each nuclide n (kernel K_n from :func:`voxdose.kernels.point.load_point_kernel` ->
+:func:`voxdose.kernels.voxel.voxel_kernel` on the TIA grid, water):
 
 * dose D_n = A~ (*) K_n (:class:`voxdose.dose.engine.KernelConvolution`) and per-structure
   DVHs;
@@ -35,9 +35,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..backend import to_numpy
-from ..errors import InputError
-from ..grid import Image, LabelMap
+from ..core.backend import to_numpy
+from ..core.errors import InputError
+from ..core.grid import Image, LabelMap
 from .dvh import DVH, dvh_from_mask
 
 DEFAULT_SHELLS_MM = (1.0, 2.0, 5.0)
@@ -47,8 +47,8 @@ SHELL_PATTERN = re.compile(r"lesion|tumou?r|marrow|metasta", re.IGNORECASE)
 @lru_cache(maxsize=8)
 def _kernel(nuclide: str, spacing_mm: tuple, radius_mm: float):
     """(point kernel, voxel kernel) per nuclide and grid; cached (both are read-only)."""
-    from ..dose.point_kernel import load_point_kernel
-    from ..dose.voxel_kernel import voxel_kernel_cached
+    from ..kernels.point import load_point_kernel
+    from ..kernels.voxel import voxel_kernel_cached
 
     pk = load_point_kernel(nuclide)
     return pk, voxel_kernel_cached(pk, spacing_mm, radius_mm=radius_mm)
@@ -65,7 +65,7 @@ def kernel_radius_for(point_kernel, grid) -> float:
 def _radius_for(nuclide: str, grid, radius_mm: float | None) -> float:
     if radius_mm is not None:
         return float(radius_mm)
-    from ..dose.point_kernel import load_point_kernel
+    from ..kernels.point import load_point_kernel
 
     return kernel_radius_for(load_point_kernel(nuclide), grid)
 
@@ -206,7 +206,7 @@ def plot_dpks(path, nuclides, r_max_mm: float = 20.0) -> None:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from ..dose.point_kernel import load_point_kernel
+    from ..kernels.point import load_point_kernel
     from ..io.atomic import atomic_path
 
     r = np.geomspace(1e-3, r_max_mm, 400)

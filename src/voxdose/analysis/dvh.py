@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import to_numpy
-from ..errors import InputError
-from ..grid import Image, LabelMap
+from ..core.backend import to_numpy
+from ..core.errors import InputError
+from ..core.grid import Image, LabelMap
 
 CSV_COLUMNS = ("name", "volume_ml", "mean_gy", "min_gy", "max_gy", "d2_gy", "d50_gy", "d98_gy")
 #: Water, used for masses when no density map is given, g/cm^3.

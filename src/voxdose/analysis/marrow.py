@@ -49,10 +49,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..backend import to_numpy
-from ..dose.point_kernel import PointKernel
-from ..errors import InputError
-from ..grid import Grid, Image, LabelMap
+from ..core.backend import to_numpy
+from ..kernels.point import PointKernel
+from ..core.errors import InputError
+from ..core.grid import Grid, Image, LabelMap
 from .mird import self_s_value
 
 #: label names accepted as the L2, L3 and L4 vertebral marrow (e.g. marrow_L2, L3, vertebra_L4)

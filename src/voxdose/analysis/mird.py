@@ -12,7 +12,7 @@ Absorbed fractions for a uniform sphere of the organ's mass (our own kernels)
     For a source uniform in a sphere of radius R (m = rho 4/3 pi R^3), the fraction of the
     energy emitted that is absorbed inside the sphere is, with the point kernel's cumulative
     absorbed energy E_abs(r) (MeV per decay within radius r, infinite medium; see
-    :mod:`voxdose.dose.point_kernel`) and the sphere's geometric reduction factor
+    :mod:`voxdose.kernels.point`) and the sphere's geometric reduction factor
     P(r) = 1 - 3r/(4R) + r^3/(16R^3) (probability that a point at distance r, in a random
     direction from a uniformly distributed point in the sphere, is inside it; 0 at r = 2R)::
 
@@ -45,9 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dose.point_kernel import PointKernel
-from ..errors import InputError
-from ..units import MEV_PER_G_TO_GY, MGY_PER_MBQ_S_IN_GY_PER_DECAY
+from ..kernels.point import PointKernel
+from ..core.errors import InputError
+from ..core.units import MEV_PER_G_TO_GY, MGY_PER_MBQ_S_IN_GY_PER_DECAY
 
 _GL_NODES = 400
 
@@ -74,7 +74,7 @@ def split_kernel(pk) -> PointKernel:
     from the analytic model (electron and photon energies per decay are ICRP-107's)."""
     if hasattr(pk, "electron_energies_mev"):
         return pk
-    from ..dose.point_kernel import point_kernel_for
+    from ..kernels.point import point_kernel_for
 
     return point_kernel_for(pk.nuclide, density_g_cm3=getattr(pk, "density_g_cm3", 1.0))
 

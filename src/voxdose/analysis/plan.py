@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InputError
-from ..units import SECONDS_PER_HOUR
+from ..core.errors import InputError
+from ..core.units import SECONDS_PER_HOUR
 
 
 @dataclass(frozen=True)

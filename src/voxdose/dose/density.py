@@ -49,8 +49,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
-from ..grid import Image
+from ..core.errors import InputError
+from ..core.grid import Image
 
 DENSITY_MODES = ("none", "scale", "mvs")
 RHO_WATER_G_CM3 = 1.0
@@ -103,7 +103,7 @@ def density_from_ct(ct: Image, grid=None, **calibration) -> Image:
     """A density image (g/cm^3) from a CT image in HU, on the CT's grid.
 
     ``grid``: when given, the CT must already be on it (shape and affine within 1 um);
-    resample it first with :func:`voxdose.registration.resample` otherwise.
+    resample it first with :func:`voxdose.imaging.registration.resample` otherwise.
     """
     if grid is not None and not ct.grid.same_as(grid):
         src = ct.meta.get("source", "the CT")
@@ -143,7 +143,7 @@ class DensityBin:
 def mvs_bins(density, edges=DEFAULT_MVS_EDGES, min_density: float = MVS_MIN_DENSITY
              ) -> list[DensityBin]:
     """The non-empty density bins of a density map (see the module docstring)."""
-    from ..backend import to_numpy
+    from ..core.backend import to_numpy
 
     rho = to_numpy(density)
     e = [float(v) for v in edges]

@@ -20,7 +20,7 @@ The driver also applies the density mode ``scale`` (D * rho_water / rho(x)) for 
 and records the method, density mode, precision and memory plan in the image's ``meta``.
 
 Every engine is linear in A~ (tested); fed an activity map A(t) in Bq per voxel instead of
-A~, the same engines give the dose *rate* in Gy/s (:mod:`voxdose.dose.timecourse`).
+A~, the same engines give the dose *rate* in Gy/s (:mod:`voxdose.dose.rate`).
 Arrays may be NumPy or CuPy: the backend is taken from the input (one code path).
 """
 
@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backend import Backend, backend_of
-from ..errors import InputError
-from ..grid import Image
-from ..nuclide import Nuclide, load_nuclide
-from ..units import MEV_PER_G_TO_GY
+from ..core.backend import Backend, backend_of
+from ..core.errors import InputError
+from ..core.grid import Image
+from ..core.nuclide import Nuclide, load_nuclide
+from ..core.units import MEV_PER_G_TO_GY
 from .convolution import (
     PRECISIONS,
     SpectrumCache,
@@ -169,7 +169,7 @@ class KernelConvolution(DoseEngine):
     ``density_mode`` 'none' or 'scale'.
     """
 
-    kernel: object  # voxdose.dose.voxel_kernel.VoxelKernel
+    kernel: object  # voxdose.kernels.voxel.VoxelKernel
     precision: str = "float64"
     memory_budget_gb: float | None = None
     workers: int | None = None
@@ -233,8 +233,8 @@ class DensityBinnedConvolution(DoseEngine):
         tissue < 1.15, cortical bone above: composition included), range-scaled from the
         table's density to the bin's; with ``point_kernel`` (a water kernel) it is that
         kernel range-scaled."""
-        from .point_kernel import point_kernel_for_tissue_density
-        from .voxel_kernel import voxel_kernel
+        from ..kernels.point import point_kernel_for_tissue_density
+        from ..kernels.voxel import voxel_kernel
 
         nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
         rho = density.data if isinstance(density, Image) else density
@@ -312,9 +312,9 @@ def make_engine(nuclide: Nuclide | str, spacing_mm_zyx, *, method: str = "kernel
                 **settings) -> DoseEngine:
     """The engine for a method ('kernel' | 'ldm') and density mode ('none' | 'scale' | 'mvs').
 
-    ``kernel``: a prebuilt water :class:`~voxdose.dose.voxel_kernel.VoxelKernel` (else built);
+    ``kernel``: a prebuilt water :class:`~voxdose.kernels.voxel.VoxelKernel` (else built);
     ``point_kernel``: the water point kernel to build from (e.g. a user's DPK table read with
-    :func:`~voxdose.dose.point_kernel.read_dpk_csv`; default the project's best);
+    :func:`~voxdose.kernels.point.read_dpk_csv`; default the project's best);
     ``settings``: precision, memory_budget_gb, workers (convolution engines only).
     For 'ldm', 'mvs' means the same as 'scale' (each voxel's own mass); the engine records
     'scale'.
@@ -333,8 +333,8 @@ def make_engine(nuclide: Nuclide | str, spacing_mm_zyx, *, method: str = "kernel
                                                     radius_mm=radius_mm,
                                                     point_kernel=point_kernel, **settings)
     if kernel is None:
-        from .point_kernel import load_point_kernel
-        from .voxel_kernel import voxel_kernel
+        from ..kernels.point import load_point_kernel
+        from ..kernels.voxel import voxel_kernel
 
         pk = point_kernel if point_kernel is not None else load_point_kernel(nuc)
         kernel = voxel_kernel(pk, spacing_mm_zyx, radius_mm=radius_mm)

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StudyError
-from ..grid import Grid, Image
-from ..nuclide import canonical_name
+from ..core.errors import StudyError
+from ..core.grid import Grid, Image
+from ..core.nuclide import canonical_name
 
 SPECT_MODALITIES = ("NM", "PT")
 BQML_CODES = {"bq/ml", "bqml", "bq/cc", "bq/cm3"}

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..grid import Grid, Image
+from ..core.errors import InputError
+from ..core.grid import Grid, Image
 from .atomic import atomic_path
 
 RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
@@ -127,7 +127,7 @@ def write_rt_dose(path, dose_image: Image, reference=None, *, series_description
     Stored as uint32 with DoseGridScaling = max / (2^32 - 1) (10 significant digits), so
     every voxel above 1e-7 of the maximum is reproduced within 0.1 %.
     """
-    from ..backend import to_numpy
+    from ..core.backend import to_numpy
 
     dose = np.asarray(to_numpy(dose_image.data), dtype=np.float64)
     grid = dose_image.grid

@@ -1,4 +1,4 @@
-"""RTSTRUCT structures rasterised onto a voxel grid (a :class:`~voxdose.grid.LabelMap`).
+"""RTSTRUCT structures rasterised onto a voxel grid (a :class:`~voxdose.core.grid.LabelMap`).
 
 Each CLOSED_PLANAR contour (ContourData: x, y, z triplets in LPS mm) is mapped into the
 grid's index space; it must lie in one slice plane of the grid (|dz| < 0.5 voxel across its
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StudyError
-from ..grid import Grid, LabelMap
+from ..core.errors import StudyError
+from ..core.grid import Grid, LabelMap
 
 
 @dataclass(frozen=True, eq=False)

@@ -2,7 +2,7 @@
 
 SimpleITK: ``GetArrayFromImage`` already returns arrays indexed [z, y, x]; spacing,
 origin and direction are given in (x, y, z) index order with the direction matrix's
-columns being the LPS unit vectors of the ITK index axes. Our :class:`~voxdose.grid.Grid`
+columns being the LPS unit vectors of the ITK index axes. Our :class:`~voxdose.core.grid.Grid`
 keeps the columns in array order (z, y, x), so the columns are reversed here, once.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InputError
-from ..grid import Grid, Image, LabelMap
+from ..core.errors import InputError
+from ..core.grid import Grid, Image, LabelMap
 from .atomic import atomic_path, write_json
 
 
@@ -100,7 +100,7 @@ def sidecar_path(path) -> Path:
 
 def write_image(path, image: Image, dtype=np.float32, sidecar: dict | None = None) -> Path:
     """Write an image atomically, with a JSON sidecar holding quantity, unit and provenance."""
-    from ..backend import to_numpy
+    from ..core.backend import to_numpy
 
     arr = to_numpy(image.data)
     if dtype is not None:

@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda  # a global: the simulator swaps it for its own module
 
-from ..cuda_copy import device_copy
+from ..core.cuda_copy import device_copy
 from . import lm_core
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from ..errors import DeviceError, InputError
+from ..core.errors import DeviceError, InputError
 from . import lm_core
 from .lm_core import fit_block_cpu as _fit_block_cpu
 from .models import MODEL_IDS
@@ -169,7 +169,7 @@ def fit_tia(times_s, frames, lambda_phys_per_s: float, model: str = "auto",
 
     ``background_fraction`` x the largest value of all frames is the background threshold.
     ``keep_params`` keeps the per-voxel parameters (z, y, x, 5) for
-    :mod:`voxdose.kinetics.timecourse` (activity at t, TIA after t0). Other keywords as
+    :mod:`voxdose.kinetics.after` (activity at t, TIA after t0). Other keywords as
     :func:`fit_curves`. No NaN or Inf reaches the outputs.
     """
     frames = np.asarray(frames)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..grid import LabelMap
+from ..core.grid import LabelMap
 from .fit import fit_curves
 from .models import MIN_POINTS, MODEL_IDS, PARAM_NAMES, model_curve
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..grid import Grid
+from ..core.grid import Grid
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..grid import Grid, Image, LabelMap
+from ..core.grid import Grid, Image, LabelMap
 from ..io.atomic import staged_directory, write_json, write_text
 from ..io.sitk_adapter import write_image, write_labels
-from ..nuclide import load_nuclide
-from ..units import SECONDS_PER_HOUR
-from ..voxel_ops import block_mean, majority_labels
+from ..core.nuclide import load_nuclide
+from ..core.units import SECONDS_PER_HOUR
+from ..core.voxel_ops import block_mean, majority_labels
 from .anatomy import STRUCTURES, ct_from_labels, rasterize_labels, rigid_matrix, structure_names
 from .kinetics import CXCR4_KINETICS
 

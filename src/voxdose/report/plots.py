@@ -1,0 +1,194 @@
+"""Figures for the results folder (matplotlib, no screen): cumulative DVHs, dose slices
+(optionally over CT) and a registration check (checkerboard, edges, difference)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..analysis.dvh import DVH
+from ..core.errors import InputError
+from ..io.atomic import atomic_path
+
+#: CT display window (HU) under dose overlays and in registration checks.
+CT_WINDOW_HU = (-200.0, 400.0)
+#: Dose below this fraction of the displayed maximum is transparent over CT.
+DOSE_OVERLAY_FLOOR = 0.02
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_dvhs(path: Path, dvhs: list[DVH], title: str) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for h in dvhs:
+        if h.n_voxels == 0:
+            continue
+        edges, frac = h.cumulative()
+        ax.plot(edges, 100 * frac, label=f"{h.name} ({h.mean_gy:.2f} Gy)")
+    ax.set_xlabel("absorbed dose (Gy)")
+    ax.set_ylabel("volume receiving >= dose (%)")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_ylim(0, 101)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def plot_dose_slices(path: Path, dose_gy: np.ndarray, spacing_mm_zyx, labels: np.ndarray | None,
+                     centre_zyx, title: str, ct_hu: np.ndarray | None = None) -> None:
+    """Axial and coronal slices through ``centre_zyx`` (array indices), dose in Gy.
+
+    With ``ct_hu`` (CT in HU on the dose grid, same shape), the CT is drawn in grey (window
+    :data:`CT_WINDOW_HU`) under a semi-transparent dose colour map; dose below
+    :data:`DOSE_OVERLAY_FLOOR` of the displayed maximum is left transparent.
+    """
+    plt = _plt()
+    dose_gy = np.asarray(dose_gy)
+    if ct_hu is not None:
+        ct_hu = np.asarray(ct_hu)
+        if ct_hu.shape != dose_gy.shape:
+            raise InputError(f"CT shape {ct_hu.shape} differs from the dose shape "
+                             f"{dose_gy.shape}; resample the CT onto the dose grid first")
+    sz, sy, sx = spacing_mm_zyx
+    cz, cy, _ = _clamped_centre(centre_zyx, dose_gy.shape)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), dpi=110, layout="constrained")
+    vmax = float(np.percentile(dose_gy[dose_gy > 0], 99.5)) if np.any(dose_gy > 0) else 1.0
+    vmax = vmax if vmax > 0 else 1.0
+
+    def cut(a, name):
+        if a is None:
+            return None
+        return a[cz] if name == "axial" else a[:, cy, :]
+
+    im = None
+    for ax, (name, s_row, s_col) in zip(axes, [("axial", sy, sx), ("coronal", sz, sx)]):
+        origin = "upper" if name == "axial" else "lower"
+        img, lab, ct = cut(dose_gy, name), cut(labels, name), cut(ct_hu, name)
+        common = {"origin": origin, "aspect": s_row / s_col, "interpolation": "nearest"}
+        if ct is None:
+            im = ax.imshow(img, cmap="inferno", vmin=0, vmax=vmax, **common)
+        else:
+            ax.imshow(ct, cmap="gray", vmin=CT_WINDOW_HU[0], vmax=CT_WINDOW_HU[1], **common)
+            shown = np.ma.masked_less(img, DOSE_OVERLAY_FLOOR * vmax)
+            im = ax.imshow(shown, cmap=_overlay_cmap(), vmin=0, vmax=vmax, **common)
+        if lab is not None and lab.max() > 0:
+            # contour's default puts lab[0, 0] at data (0, 0), as imshow does on its axes
+            ax.contour(lab, levels=np.arange(0.5, lab.max() + 1),
+                       colors="cyan" if ct is None else "white", linewidths=0.4)
+        ax.set_title(f"{name} slice" + ("" if ct is None else " over CT"), fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes, label="absorbed dose (Gy)", shrink=0.85)
+    if ct_hu is not None:
+        title = (f"{title}\nCT window {CT_WINDOW_HU[0]:g} to {CT_WINDOW_HU[1]:g} HU; dose below "
+                 f"{100 * DOSE_OVERLAY_FLOOR:g} % of {vmax:.3g} Gy not drawn")
+    fig.suptitle(title, fontsize=10)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _overlay_cmap():
+    """'jet' whose opacity rises with dose (0.25 at 0 to 0.8 at the top), so low doses
+    tint the CT and high doses dominate it."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    rgba = colormaps["jet"](np.linspace(0, 1, 256))
+    rgba[:, 3] = np.linspace(0.25, 0.8, 256)
+    return ListedColormap(rgba, name="jet_ramp")
+
+
+def _clamped_centre(centre_zyx, shape) -> tuple[int, int, int]:
+    return tuple(int(min(max(int(round(float(c))), 0), n - 1))
+                 for c, n in zip(centre_zyx, shape))
+
+
+def checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
+    """2-D image with ``tiles`` x ``tiles`` tiles alternately from ``a`` (top-left) and ``b``."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"checkerboard needs two 2-D images of one shape, got {a.shape}, "
+                         f"{b.shape}")
+    rows = np.arange(a.shape[0]) * tiles // max(a.shape[0], 1)
+    cols = np.arange(a.shape[1]) * tiles // max(a.shape[1], 1)
+    use_a = (rows[:, None] + cols[None, :]) % 2 == 0
+    return np.where(use_a, a, b)
+
+
+def edge_map(img: np.ndarray, spacing_rc_mm=(1.0, 1.0), fraction: float = 0.25) -> np.ndarray:
+    """Boolean edges of a 2-D CT slice: gradient magnitude (HU/mm) above ``fraction`` of its
+    99th percentile (so the threshold follows the image's own contrast)."""
+    from scipy import ndimage
+
+    a = np.asarray(img, dtype=np.float64)
+    g_r = ndimage.sobel(a, axis=0) / (8.0 * float(spacing_rc_mm[0]))
+    g_c = ndimage.sobel(a, axis=1) / (8.0 * float(spacing_rc_mm[1]))
+    mag = np.hypot(g_r, g_c)
+    top = float(np.percentile(mag, 99)) if mag.size else 0.0
+    return mag > fraction * top if top > 0 else np.zeros(a.shape, bool)
+
+
+def plot_registration_check(path: Path, fixed_hu: np.ndarray, moving_hu: np.ndarray,
+                            spacing_mm_zyx, centre_zyx, title: str, tiles: int = 8,
+                            window_hu=CT_WINDOW_HU) -> None:
+    """Visual check of a registration: fixed (reference) CT vs the moving CT resampled onto it.
+
+    One row per view (axial through ``centre_zyx[0]``, coronal through ``centre_zyx[1]``):
+    a ``tiles`` x ``tiles`` checkerboard (fixed in the top-left tile; misalignment shows as
+    breaks of edges at tile borders), the edges of both (fixed green, moving magenta,
+    coincident white) over the fixed CT, and the difference moving - fixed (HU).
+    NaN (outside the moving field of view) counts as air (-1000 HU).
+    """
+    plt = _plt()
+    fixed = np.nan_to_num(np.asarray(fixed_hu, dtype=np.float64), nan=-1000.0)
+    moving = np.nan_to_num(np.asarray(moving_hu, dtype=np.float64), nan=-1000.0)
+    if fixed.shape != moving.shape or fixed.ndim != 3:
+        raise InputError(f"registration check needs two 3-D CTs on one grid, got shapes "
+                         f"{fixed.shape} and {moving.shape}; resample the moving CT first")
+    sz, sy, sx = spacing_mm_zyx
+    cz, cy, _ = _clamped_centre(centre_zyx, fixed.shape)
+    lo, hi = (float(w) for w in window_hu)
+    views = [("axial", fixed[cz], moving[cz], sy, sx, "upper"),
+             ("coronal", fixed[:, cy, :], moving[:, cy, :], sz, sx, "lower")]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7.5), dpi=100, squeeze=False,
+                             layout="constrained")
+    diff_im = None
+    for row, (name, f, m, s_row, s_col, origin) in zip(axes, views):
+        common = {"origin": origin, "aspect": s_row / s_col, "interpolation": "nearest"}
+        row[0].imshow(checkerboard(f, m, tiles), cmap="gray", vmin=lo, vmax=hi, **common)
+        row[0].set_title(f"{name}: checkerboard {tiles}x{tiles} (fixed / moving)", fontsize=8)
+        grey = np.clip((f - lo) / (hi - lo), 0, 1) * 0.5
+        rgb = np.repeat(grey[..., None], 3, axis=2)
+        ef, em = edge_map(f, (s_row, s_col)), edge_map(m, (s_row, s_col))
+        rgb[ef, 1] = 1.0
+        rgb[em, 0] = 1.0
+        rgb[em, 2] = 1.0
+        row[1].imshow(rgb, **common)
+        row[1].set_title(f"{name}: edges, fixed green / moving magenta / both white",
+                         fontsize=8)
+        d = m - f
+        diff_im = row[2].imshow(d, cmap="RdBu_r", vmin=-500, vmax=500, **common)
+        row[2].set_title(f"{name}: moving - fixed, mean |diff| {np.mean(np.abs(d)):.0f} HU",
+                         fontsize=8)
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.colorbar(diff_im, ax=axes[:, 2].tolist(), label="moving - fixed (HU)", shrink=0.8)
+    fig.suptitle(f"{title}\nCT window {lo:g} to {hi:g} HU", fontsize=10)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
