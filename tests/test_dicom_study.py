@@ -209,7 +209,7 @@ def test_rtstruct_structures_on_the_reference_grid(tmp_path):
     assert st.names == {1: "lesion"}
     series, labels = _frames(p)
     assert labels.names == {1: "lesion"} and labels.grid.same_as(series.grid)
-    from voxdose.imaging.assemble import read_study_labels
+    from voxdose.study.images import read_study_labels
 
     on_ct = read_study_labels(st)  # rasterised on the reference CT's 2 mm grid
     assert on_ct.grid.same_as(st.timepoints[0].ct_dicom.grid)

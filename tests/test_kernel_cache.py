@@ -8,14 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from voxdose.kernels import voxel as vkmod
+from voxdose.kernels import cache as vkmod
 from voxdose.kernels.point import TabulatedPointKernel, load_point_kernel
-from voxdose.kernels.voxel import (
+from voxdose.kernels.cache import (
     kernel_cache_dir,
-    voxel_kernel,
     voxel_kernel_cache_key,
     voxel_kernel_cached,
 )
+from voxdose.kernels.voxel import voxel_kernel
 
 SP = (4.8, 4.8, 4.8)
 R = 30.0

@@ -196,7 +196,7 @@ def test_kernel_command_writes_centred_nifti(tmp_path, capsys):
 def test_default_kernel_extent_rule():
     """Default extent: 0.1 % of the energy per decay left out, unless the kernel would
     exceed the voxel limit (then the largest radius that fits, and it says so)."""
-    from voxdose.cli.kernels import MAX_DEFAULT_KERNEL_VOXELS, default_radius_mm
+    from voxdose.kernels.extent import MAX_DEFAULT_KERNEL_VOXELS, default_radius_mm
 
     y90 = load_point_kernel("Y-90")
     r, why = default_radius_mm(y90, (4.8, 4.8, 4.8))
@@ -211,7 +211,7 @@ def test_default_kernel_extent_rule():
 
 
 def test_dpk_plot_command(tmp_path, capsys):
-    from voxdose.cli.kernels import plot_dpk_figure
+    from voxdose.report.dpk_plot import plot_dpk_figure
 
     out = tmp_path / "dpk.png"
     assert main(["dpk-plot", "--out", str(out)]) == 0

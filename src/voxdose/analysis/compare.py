@@ -38,6 +38,7 @@ import numpy as np
 from ..core.backend import to_numpy
 from ..core.errors import InputError
 from ..core.grid import Image, LabelMap
+from ..kernels.extent import kernel_radius_for
 from .dvh import DVH, dvh_from_mask
 
 DEFAULT_SHELLS_MM = (1.0, 2.0, 5.0)
@@ -48,18 +49,10 @@ SHELL_PATTERN = re.compile(r"lesion|tumou?r|marrow|metasta", re.IGNORECASE)
 def _kernel(nuclide: str, spacing_mm: tuple, radius_mm: float):
     """(point kernel, voxel kernel) per nuclide and grid; cached (both are read-only)."""
     from ..kernels.point import load_point_kernel
-    from ..kernels.voxel import voxel_kernel_cached
+    from ..kernels.cache import voxel_kernel_cached
 
     pk = load_point_kernel(nuclide)
     return pk, voxel_kernel_cached(pk, spacing_mm, radius_mm=radius_mm)
-
-
-def kernel_radius_for(point_kernel, grid) -> float:
-    """Default voxel-kernel radius: the grid's diagonal (no voxel is farther from a source),
-    capped by the kernel table's range (beyond it the table has no energy)."""
-    diag = float(np.linalg.norm(np.array(grid.shape) * grid.spacing_mm))
-    table_end = getattr(point_kernel, "r_table_mm", None)
-    return min(diag, float(table_end[-1])) if table_end is not None else diag
 
 
 def _radius_for(nuclide: str, grid, radius_mm: float | None) -> float:
@@ -197,71 +190,3 @@ def compare_nuclides(tia: Image, nuclides, labels: LabelMap | None = None,
         out.append(NuclideComparison(pk.nuclide, dose, dvhs, cross, shells, r90_mm(pk),
                                      r90_mm(pk, "all"), eng.kernel.provenance()))
     return out
-
-
-def plot_dpks(path, nuclides, r_max_mm: float = 20.0) -> None:
-    """Radial dose point kernels r^2 D(r) (Gy mm^2 per decay) with r90 (electrons) marked."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from ..kernels.point import load_point_kernel
-    from ..io.atomic import atomic_path
-
-    r = np.geomspace(1e-3, r_max_mm, 400)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for nuc in nuclides:
-        pk = load_point_kernel(nuc)
-        y = r**2 * np.asarray(pk.dose_gy_per_decay(r))
-        r90 = r90_mm(pk)
-        line, = ax.plot(r, y, label=f"{pk.nuclide} (electron r90 = {r90:.2f} mm)")
-        ax.axvline(r90, color=line.get_color(), ls="--", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("distance r (mm)")
-    ax.set_ylabel("r^2 D(r) (Gy mm^2 per decay)")
-    ax.set_title("radial dose point kernels in water; dashed: r90 of the electron energy",
-                 fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-
-
-def plot_dvh_overlay(path, results: list[NuclideComparison], max_panels: int = 16) -> None:
-    """One panel per structure with each nuclide's cumulative DVH."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from ..io.atomic import atomic_path
-
-    names = [h.name for h in results[0].dvhs if h.n_voxels][:max_panels]
-    n = max(1, len(names))
-    cols = min(4, n)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), dpi=100,
-                             squeeze=False)
-    for ax, name in zip(axes.ravel(), names):
-        top = max(next(h for h in r.dvhs if h.name == name).max_gy for r in results)
-        for r in results:
-            h = next(h for h in r.dvhs if h.name == name)
-            e, f = h.cumulative(200, max_dose_gy=top)
-            ax.plot(e, 100 * f, label=f"{r.nuclide} ({h.mean_gy:.2g} Gy)")
-        ax.set_title(name, fontsize=8)
-        ax.set_ylim(0, 101)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
-        ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(names):]:
-        ax.axis("off")
-    fig.supxlabel("absorbed dose (Gy), same decays for every nuclide", fontsize=8)
-    fig.supylabel("volume >= dose (%)", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)

@@ -124,7 +124,8 @@ def compare(
                                            help="voxel kernel radius, mm"),
 ):
     """Dose for several nuclides from the same TIA: DVHs, cross-fire, shells, DPK figure."""
-    from ..analysis.compare import compare_nuclides, plot_dpks, plot_dvh_overlay
+    from ..analysis.compare import compare_nuclides
+    from ..report.compare_plots import plot_dpks, plot_dvh_overlay
     from ..analysis.dvh import dvh_csv, names_from_labels, read_names_json
     from ..io.atomic import staged_directory, write_json
     from ..io.sitk_adapter import read_image, read_labels, write_image

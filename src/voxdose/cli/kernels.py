@@ -17,13 +17,9 @@ import typer
 
 from .app import app, console
 from ..core.errors import InputError
+from ..kernels.extent import default_radius_mm, dpk_rows, point_kernel_for_cli
 
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".nrrd")
-#: Target for the neglected energy of the default kernel extent.
-NEGLECT_TARGET = 1e-3
-#: Size limit of a default kernel, voxels (512 MB in float64 while it is built).
-MAX_DEFAULT_KERNEL_VOXELS = 64_000_000
-
 
 def parse_voxel_mm(text: str) -> tuple[float, float, float]:
     """'S' or 'SX,SY,SZ' (mm, as users write x, y, z) -> spacing (z, y, x)."""
@@ -39,65 +35,6 @@ def parse_voxel_mm(text: str) -> tuple[float, float, float]:
                          f"got '{text}'")
     sx, sy, sz = vals
     return (sz, sy, sx)
-
-
-def point_kernel_for_cli(nuclide: str, medium: str, dpk: Path | None):
-    """The point kernel the commands use: a user's table (--dpk) or the shipped one."""
-    from ..kernels.point import (
-        MEDIA_DENSITY_G_CM3,
-        canonical_medium,
-        load_point_kernel,
-        read_dpk_csv,
-    )
-    from ..core.nuclide import load_nuclide
-
-    nuc = load_nuclide(nuclide)
-    med = canonical_medium(medium)
-    if dpk is None:
-        return nuc, load_point_kernel(nuc, med)
-    pk = read_dpk_csv(dpk, nuclide=nuc)
-    if med != "water":
-        pk = pk.range_scaled(MEDIA_DENSITY_G_CM3[med], medium=med)
-    return nuc, pk
-
-
-def dpk_rows(pk, r_max_mm: float = 600.0):
-    """(r_mm, D) rows of a point kernel: its own table rows for a tabulated kernel, else
-    shell averages D = dE_abs / m_shell on shells of 0.01 mm (electrons) growing by 2 %."""
-    from ..core.units import MEV_PER_G_TO_GY
-
-    if hasattr(pk, "r_table_mm"):
-        return pk.r_table_mm, pk.dose_table_gy_per_decay
-    r_e = max(pk.max_electron_range_mm, 0.05)
-    dr = min(0.01, r_e / 200.0)
-    edges = np.arange(0.0, r_e + dr, dr)
-    if pk.photon_energies_mev.size:
-        n = int(math.ceil(math.log(r_max_mm / edges[-1]) / math.log(1.02)))
-        edges = np.concatenate([edges, edges[-1] * 1.02 ** np.arange(1, n + 1)])
-    e_abs = pk.cumulative_energy_mev(edges)
-    mass = 4.0 / 3.0 * math.pi * (edges[1:] ** 3 - edges[:-1] ** 3) * pk.density_g_cm3 / 1000
-    return 0.5 * (edges[1:] + edges[:-1]), np.diff(e_abs) / mass * MEV_PER_G_TO_GY
-
-
-def default_radius_mm(pk, spacing_mm_zyx=(1.0, 1.0, 1.0)) -> tuple[float, str]:
-    """The default kernel radius (mm) and why: the smallest radius whose sphere holds all
-    but NEGLECT_TARGET (0.1 %) of the energy per decay (the kernel's cube then holds
-    more), unless the kernel would exceed MAX_DEFAULT_KERNEL_VOXELS; then the largest
-    radius within that size ('size limit'), or the table's end when even that leaves
-    more than 0.1 % out ('table end')."""
-    s = np.asarray(spacing_mm_zyx, dtype=np.float64)
-    r_end = float(getattr(pk, "edges_mm", np.array([2000.0]))[-1])
-    r = np.geomspace(1e-3, r_end, 8000)
-    e = pk.cumulative_energy_mev(r)
-    ok = np.nonzero(e >= (1.0 - NEGLECT_TARGET) * pk.total_energy_mev)[0]
-    r_need, why = (float(r[ok[0]]), "0.1 % target") if ok.size else (r_end, "table end")
-    # (2 ceil(R/s_a) + 1) product <= the voxel limit
-    r_cap = 0.5 * (MAX_DEFAULT_KERNEL_VOXELS * float(np.prod(s))) ** (1.0 / 3.0)
-    while r_cap > 0 and np.prod(2 * np.ceil(r_cap / s) + 1) > MAX_DEFAULT_KERNEL_VOXELS:
-        r_cap *= 0.99
-    if r_need > r_cap:
-        return float(r_cap), "size limit"
-    return r_need, why
 
 
 @app.command()
@@ -202,73 +139,6 @@ def kernel(
                   highlight=False)
 
 
-def plot_dpk_figure(path, nuclides=("Lu-177", "Y-90"), medium: str = "water") -> dict:
-    """Figure of the radial DPKs: r^2 D(r) vs r and the cumulative absorbed-energy fraction
-    vs r with r90 marked (matplotlib Agg, written atomically).  Returns {nuclide: r90 info}.
-
-    The fraction is E_abs(r) / E_abs(end of table) of the shipped kernel (the table holds
-    the emitted energy minus bremsstrahlung and photons beyond its end); r90 is where it
-    reaches 0.9; the electron-only r90 of the Monte Carlo record is marked dotted.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from ..kernels.point import canonical_medium, load_point_kernel
-    from ..io.atomic import atomic_path
-
-    med = canonical_medium(medium)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
-    info = {}
-    for name in nuclides:
-        pk = load_point_kernel(name, med)
-        r, d = dpk_rows(pk)
-        line, = ax1.plot(r, r * r * d, lw=1.2, label=pk.nuclide)
-        c = line.get_color()
-        edges = getattr(pk, "edges_mm", None)
-        if edges is None:
-            edges = np.concatenate([[0.0], np.geomspace(1e-3, 600.0, 800)])
-        e = np.asarray(pk.cumulative_energy_mev(edges))
-        frac = e / e[-1]
-        r90 = float(np.interp(0.9, frac, edges))
-        rec = getattr(pk, "record", None) or {}
-        r90_e = rec.get("electron_r90_mm")
-        if r90_e is not None and med != "water":
-            r90_e = float(r90_e) / pk.density_g_cm3
-        ax2.plot(np.maximum(edges[1:], 1e-3), frac[1:], color=c, lw=1.2,
-                 label=f"{pk.nuclide}: r90 = {r90:.3g} mm")
-        ax2.axvline(r90, color=c, ls="--", lw=0.9)
-        ax2.plot([r90], [0.9], "o", color=c, ms=4)
-        if r90_e:
-            ax2.axvline(r90_e, color=c, ls=":", lw=0.9,
-                        label=f"{pk.nuclide} electrons only: r90 = {r90_e:.3g} mm")
-        info[pk.nuclide] = {"r90_mm": r90, "electron_r90_mm": r90_e,
-                            "source": pk.provenance().get("source", "analytic")}
-    ax1.set_xscale("log")
-    ax1.set_yscale("log")
-    ax1.set_xlabel("distance r (mm)")
-    ax1.set_ylabel("r² · DPK(r)  (Gy mm² per decay)")
-    ax1.set_title(f"radial dose point kernels, {med}", fontsize=9)
-    ax1.grid(alpha=0.3, which="both")
-    ax1.legend(fontsize=8)
-    ax2.set_xscale("log")
-    ax2.set_xlim(1e-3, 700)
-    ax2.set_ylim(0, 1.02)
-    ax2.axhline(0.9, color="grey", lw=0.6)
-    ax2.set_xlabel("distance r (mm)")
-    ax2.set_ylabel("cumulative absorbed-energy fraction")
-    ax2.set_title("energy absorbed within r (dashed: r90 of all; dotted: electrons)",
-                  fontsize=9)
-    ax2.grid(alpha=0.3, which="both")
-    ax2.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return info
-
-
 @app.command("dpk-plot")
 def dpk_plot(
     out: Path = typer.Option(..., "--out", help="output figure (.png)"),
@@ -286,6 +156,8 @@ def dpk_plot(
         raise InputError("--nuclides needs at least one nuclide")
     for n in names:
         load_nuclide(n)  # clear error for an unknown nuclide before any work
+    from ..report.dpk_plot import plot_dpk_figure
+
     info = plot_dpk_figure(out, names, medium)
     text = "; ".join(f"{k} r90 {v['r90_mm']:.3g} mm" for k, v in info.items())
     console.print(f"wrote [bold]{out}[/] ({text})", highlight=False)

@@ -170,30 +170,12 @@ class SpectrumCache:
         return len(self._d)
 
 
-def _as_cache(cache):
-    if cache is None or isinstance(cache, SpectrumCache):
-        return cache
-    return _DictCache(cache)  # a plain dict from an older caller
-
-
-class _DictCache:
-    def __init__(self, d: dict):
-        self.d = d
-
-    def get(self, key):
-        return self.d.get(key)
-
-    def put(self, key, value):
-        self.d[key] = value
-
-
 def kernel_spectrum(kernel, padded, h, crop, backend, precision, cache=None, workers=None,
                     strategy="pruned"):
     """The (cached) real FFT of the cropped kernel zero-padded to ``padded``."""
     xp = backend.xp
     rtype, ctype = _dtypes(xp, precision)
     key = (backend.name, tuple(int(p) for p in padded), precision, tuple(h), strategy)
-    cache = _as_cache(cache)
     spec = cache.get(key) if cache is not None else None
     if spec is None:
         k = xp.asarray(kernel[crop], dtype=rtype)

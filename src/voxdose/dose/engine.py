@@ -41,7 +41,6 @@ from .convolution import (
     crop_kernel,
     default_budget_bytes,
     fft_convolve_same,
-    next_smooth,
     plan_blocks,
 )
 from .density import (
@@ -63,9 +62,6 @@ __all__ = [
     "fft_convolve_same",
     "make_engine",
 ]
-
-# kept for callers of the foundation's private helper
-_next_smooth = next_smooth
 
 
 class DoseEngine:

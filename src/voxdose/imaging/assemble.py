@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.errors import StudyError
-from ..core.grid import Grid, Image, LabelMap
-from ..io.sitk_adapter import read_image, read_labels
-from ..study.load import Study, TimePoint
+from ..core.grid import Grid, LabelMap
+from ..study.images import read_study_labels, read_timepoint_ct, read_timepoint_spect
+from ..study.load import Study
 from ..core.nuclide import Nuclide
 from .registration import (
     Registration,
@@ -49,50 +49,6 @@ class ActivitySeries:
         """Activity in the field of view per frame, Bq."""
         return self.frames_bq_ml.reshape(len(self.times_s), -1).sum(axis=1) * \
             self.grid.voxel_volume_ml
-
-
-def read_timepoint_spect(tp: TimePoint) -> Image:
-    """A time point's SPECT as stored (image file) or in Bq/mL as recorded (DICOM; the
-    vendor's decay correction not yet undone)."""
-    if tp.spect_dicom is None:
-        return read_image(tp.spect, "activity concentration", "Bq/mL")
-    from ..io.dicom_read import read_spect_values
-
-    h = tp.spect_dicom
-    return Image(read_spect_values(h) * tp.to_bq_ml, h.grid, "activity concentration",
-                 "Bq/mL", {"source": str(tp.spect), "series_uid": h.series.uid, **tp.info})
-
-
-def read_timepoint_ct(tp: TimePoint) -> Image:
-    """A time point's CT in HU (image file or DICOM series)."""
-    if tp.ct_dicom is None:
-        return read_image(tp.ct, "CT", "HU")
-    from ..io.dicom_read import read_ct_series
-
-    return read_ct_series(tp.ct_dicom)
-
-
-def read_study_labels(study: Study) -> LabelMap | None:
-    """The study's structures on the reference time point's CT (or SPECT) grid: a label
-    image as given, or the RTSTRUCT rasterised onto that grid."""
-    if study.rtstruct is not None:
-        from ..io.rtstruct import rasterize_rtstruct
-
-        tp = study.timepoints[study.reference_index]
-        if tp.ct is not None:
-            grid = tp.ct_dicom.grid if tp.ct_dicom is not None else read_image(tp.ct).grid
-        else:
-            grid = tp.spect_dicom.grid if tp.spect_dicom is not None else \
-                read_image(tp.spect).grid
-        return rasterize_rtstruct(study.rtstruct, grid)
-    if study.labels is None:
-        return None
-    lab = read_labels(study.labels, study.names)
-    unknown = sorted(set(np.unique(lab.data).tolist()) - set(study.names) - {0})
-    if unknown:
-        raise StudyError(f"{study.labels}: label values {unknown} have no name in "
-                         f"{study.path.name}'s structures.names file; add them")
-    return lab
 
 
 def assemble_series(study: Study, progress=None) -> tuple[ActivitySeries, list[Registration],

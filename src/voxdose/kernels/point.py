@@ -635,14 +635,6 @@ def point_kernel_for_tissue_density(nuclide: Nuclide | str, density_g_cm3: float
     return point_kernel_for(nuclide, density_g_cm3=density_g_cm3)
 
 
-def point_kernel_at_density(nuclide: Nuclide | str, density_g_cm3: float):
-    """The best water kernel of ``nuclide`` range-scaled to ``density_g_cm3`` (g/cm^3)."""
-    pk = load_point_kernel(nuclide)
-    if isinstance(pk, TabulatedPointKernel):
-        return pk if density_g_cm3 == 1.0 else pk.range_scaled(density_g_cm3)
-    return point_kernel_for(nuclide, density_g_cm3=density_g_cm3)
-
-
 @lru_cache(maxsize=32)
 def _load_point_kernel_cached(name: str, med: str):
     import json

@@ -16,18 +16,20 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..analysis.compare import (compare_nuclides, kernel_radius_for, plot_dpks,
-                               plot_dvh_overlay)
+from ..analysis.compare import compare_nuclides
 from ..analysis.dvh import DVH, compute_dvhs, dvh_csv, dvh_json
 from ..analysis.mird import organ_check_csv, read_s_table
-from ..imaging.assemble import assemble_series, read_timepoint_ct
+from ..imaging.assemble import assemble_series
 from ..core.backend import get_backend, to_numpy
 from ..analysis.decisions import decide
 from ..dose.density import check_density_mode, density_from_ct
 from ..dose.engine import make_engine
 from ..kinetics.swap import swap_nuclide_tia
 from ..kernels.point import load_point_kernel, read_dpk_csv
-from ..kernels.voxel import voxel_kernel_cached
+from ..kernels.cache import voxel_kernel_cached
+from ..kernels.extent import kernel_radius_for
+from ..report.compare_plots import plot_dpks, plot_dvh_overlay
+from ..study.images import read_timepoint_ct
 from ..core.errors import StudyError
 from ..core.grid import Image
 from ..io.atomic import sha256_file, staged_directory, write_json, write_text

@@ -20,7 +20,7 @@ import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from ..imaging.assemble import read_timepoint_ct, read_timepoint_spect
+from .images import read_timepoint_ct, read_timepoint_spect
 from ..io.atomic import staged_directory, write_text
 from ..io.dicom_write import write_ct, write_nm
 from .load import load_study
