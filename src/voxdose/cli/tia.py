@@ -1,17 +1,18 @@
-"""``voxdose tia``: activity-concentration frames (Bq/mL) -> TIA map (decays per voxel)."""
+"""``voxdose tia``: activity-concentration frames (Bq/mL) -> TIA map (decays per voxel).
+
+The command only turns its options into a :class:`voxdose.kinetics.tia_job.TiaJob`, runs it
+(:func:`~voxdose.kinetics.tia_job.run_tia_job`: every option validated before any work,
+all outputs written or none) and prints a summary.
+"""
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from .app import app, console
 from ..core.errors import InputError
-
-MODELS = ("auto", "trapz", "mono", "biexp", "biexp_sum", "triexp")
 
 
 def _parse_times(values: list[str]) -> list[float]:
@@ -28,11 +29,6 @@ def _parse_times(values: list[str]) -> list[float]:
     return out
 
 
-def _check_output(path: Path, option: str) -> None:
-    if not any(str(path).endswith(e) for e in (".nii.gz", ".nii", ".mhd", ".nrrd")):
-        raise InputError(f"{option} {path}: use a .nii.gz, .nii, .mhd or .nrrd file name")
-
-
 @app.command()
 def tia(
     frames: list[Path] = typer.Argument(..., help="activity-concentration images (Bq/mL), "
@@ -43,7 +39,8 @@ def tia(
     nuclide: str = typer.Option(..., "--nuclide", help="e.g. Lu-177, 177Lu, Y-90"),
     out: Path = typer.Option(..., "--out", help="TIA map, decays per voxel (Bq*s)"),
     model: str = typer.Option("auto", "--model", help="auto (best AICc per voxel), trapz, "
-                              "mono, biexp (uptake-washout), biexp_sum, triexp"),
+                              "mono, biexp (uptake-washout), biexp_sum, triexp; several "
+                              "frames only"),
     weighting: str = typer.Option("poisson", help="poisson (variance ∝ activity) or uniform"),
     background_fraction: float = typer.Option(
         1e-3, help="voxels whose maximum is below this fraction of the series maximum are not "
@@ -58,118 +55,39 @@ def tia(
     sigma_out: Path = typer.Option(None, "--sigma-out", help="standard uncertainty of the TIA, "
                                    "decays per voxel"),
     model_out: Path = typer.Option(None, "--model-out", help="model index per voxel (0 trapz, "
-                                   "1 mono, 2 biexp, 3 biexp_sum, 4 triexp)"),
-    status_out: Path = typer.Option(None, "--status-out", help="fit status per voxel"),
+                                   "1 mono, 2 biexp, 3 biexp_sum, 4 triexp, 5 stp)"),
+    status_out: Path = typer.Option(None, "--status-out", help="fit status per voxel (5 for "
+                                    "every voxel of a single time point)"),
     after_h: float = typer.Option(
         None, "--after-h", help="integrate from this time (h after administration) to "
         "infinity instead of from 0: the TIA behind the dose delivered after t0 (e.g. from a "
         "stem-cell transplant on)"),
     stp_half_life_h: float = typer.Option(
         None, "--stp-half-life-h", help="single time point (one frame): assumed effective "
-        "half-life in hours; TIA = a(t1) exp(l t1)/l, l = ln2/T_eff (Hänscheid 2018)"),
+        "half-life in hours; TIA = a(t1) exp(l t1)/l, l = ln2/T_eff (Hänscheid 2018); with "
+        "--after-h t0: a(t1) exp(l t1) exp(-l t0)/l"),
 ):
     """Fit every voxel's time-activity curve and integrate it to infinity: TIA in decays per
     voxel (Bq*s), with its uncertainty (delta method)."""
-    from ..io.sitk_adapter import read_image, write_image
-    from ..kinetics.fit import fit_tia
-    from ..kinetics.models import MODEL_NAMES, STATUS
-    from ..core.nuclide import load_nuclide
-    from ..core.units import hours_to_seconds
+    from ..kinetics.tia_job import TiaJob, run_tia_job
 
-    nuc = load_nuclide(nuclide)
-    t_h = _parse_times(times_h)
-    if len(t_h) != len(frames):
-        raise InputError(f"{len(frames)} frames but {len(t_h)} times in --times-h; give one "
-                         "time (h) per frame")
-    if any(b <= a for a, b in itertools.pairwise(t_h)):
-        raise InputError(f"--times-h must be strictly increasing, got {t_h}")
-    if any(t <= 0 for t in t_h):
-        raise InputError(f"--times-h must be after administration (> 0 h), got {t_h}")
-    if model not in MODELS:
-        raise InputError(f"--model {model}: choose one of {', '.join(MODELS)}")
-    for p, opt in ((out, "--out"), (sigma_out, "--sigma-out"), (model_out, "--model-out"),
-                   (status_out, "--status-out")):
-        if p is not None:
-            _check_output(p, opt)
-    images = [read_image(f, "activity concentration", "Bq/mL") for f in frames]
-    ref = images[0]
-    for f, img in zip(frames, images):
-        if not img.grid.same_as(ref.grid, tol_mm=1e-3):
-            raise InputError(f"{f}: grid ({img.grid.describe()}) differs from {frames[0]}'s "
-                             f"({ref.grid.describe()}); resample the frames onto one grid")
-        if np.any(img.data < 0):
-            raise InputError(f"{f}: {int((img.data < 0).sum())} voxels hold negative activity; "
-                             "clip or fix them first")
-    if len(frames) == 1 or stp_half_life_h is not None:
-        _single_time_point(frames, images[0], t_h, stp_half_life_h, nuc, out, sigma_out,
-                           frame_noise)
+    job = TiaJob(
+        frame_paths=tuple(frames), times_h=tuple(_parse_times(times_h)), nuclide=nuclide,
+        out_path=out, model=model, weighting=weighting,
+        background_fraction=background_fraction, tail=tail, lift_bound=lift_bound,
+        frame_noise_rel=frame_noise, device=device, sigma_out_path=sigma_out,
+        model_out_path=model_out, status_out_path=status_out, after_h=after_h,
+        stp_half_life_h=stp_half_life_h)
+    _print_summary(run_tia_job(job), out)
+
+
+def _print_summary(res, out: Path) -> None:
+    total = res.total_decays
+    since = "" if res.integrated_from_h is None else f" from {res.integrated_from_h:g} h on"
+    if res.method == "stp":
+        console.print(f"TIA{since} (single time point, T_eff {res.effective_half_life_h:g} h) "
+                      f"written to {out}: total {total:.4g} decays")
         return
-    stack = np.stack([img.data for img in images])
-    if after_h is not None and after_h < 0:
-        raise InputError(f"--after-h must be >= 0 h, got {after_h}")
-    times_s = np.array([hours_to_seconds(t) for t in t_h])
-    fit = fit_tia(times_s, stack, nuc.decay_constant_per_s, model=model, weighting=weighting,
-                  background_fraction=background_fraction, device=device, tail=tail,
-                  lift_bound=lift_bound, frame_noise_rel=frame_noise,
-                  keep_params=after_h is not None)
-    vml = ref.grid.voxel_volume_ml
-    meta = {"nuclide": nuc.name, "times_h": t_h, "frames": [str(f) for f in frames],
-            **fit.settings}
-    tia_c = fit.tia
-    if after_h is not None:
-        from ..kinetics.after import tia_after
-
-        tia_c = tia_after(fit, times_s, stack, hours_to_seconds(after_h))
-        meta["integrated_from_h"] = after_h
-    tia_img = ref.with_data(tia_c * vml, quantity="time-integrated activity" + (
-        "" if after_h is None else f" from {after_h:g} h on"),
-        unit="Bq*s per voxel (decays)", meta=meta)
-    outputs = [(out, tia_img, np.float32)]
-    if sigma_out is not None:
-        outputs.append((sigma_out, tia_img.with_data(
-            fit.sigma * vml, quantity="standard uncertainty of the TIA"), np.float32))
-    if model_out is not None:
-        outputs.append((model_out, tia_img.with_data(
-            fit.model, quantity="time-activity model", unit="code",
-            meta={**meta, "codes": {str(k): v for k, v in MODEL_NAMES.items()}}), np.uint8))
-    if status_out is not None:
-        outputs.append((status_out, tia_img.with_data(
-            fit.status, quantity="fit status", unit="code",
-            meta={**meta, "codes": {str(k): v for k, v in STATUS.items()}}), np.uint8))
-    # everything is computed before the first write; each file is written atomically
-    for path, img, dtype in outputs:
-        write_image(path, img, dtype=dtype)
-    counts = np.bincount(fit.model.ravel(), minlength=5)
-    console.print(f"TIA written to {out}: total {float(np.sum(tia_img.data)):.4g} decays "
-                  f"({float(np.sum(tia_img.data)) / 3.6e9:.4g} MBq·h); models per voxel: " +
-                  ", ".join(f"{MODEL_NAMES[i]} {c}" for i, c in enumerate(counts) if c))
-
-
-def _single_time_point(frames, img, t_h, t_eff_h, nuc, out, sigma_out, frame_noise) -> None:
-    """One frame: Hänscheid's single-time-point TIA with an assumed effective half-life."""
-    from ..io.sitk_adapter import write_image
-    from ..kinetics.fit import fit_single_time_point
-    from ..core.units import hours_to_seconds
-
-    if len(frames) != 1:
-        raise InputError("--stp-half-life-h is the single-time-point method: give exactly one "
-                         "frame, or drop the option to fit several frames")
-    if t_eff_h is None or not t_eff_h > 0:
-        raise InputError("one frame given: the single-time-point method needs "
-                         "--stp-half-life-h (assumed effective half-life, h, > 0)")
-    if t_eff_h > nuc.half_life_h * (1 + 1e-9):
-        raise InputError(f"--stp-half-life-h {t_eff_h} h exceeds {nuc.name}'s physical "
-                         f"half-life ({nuc.half_life_h:.4g} h); an effective half-life cannot")
-    vml = img.grid.voxel_volume_ml
-    tia = fit_single_time_point(hours_to_seconds(t_h[0]), img.data, t_eff_h) * vml
-    meta = {"nuclide": nuc.name, "times_h": t_h, "frames": [str(f) for f in frames],
-            "model": "stp", "assumed_effective_half_life_h": t_eff_h}
-    tia_img = img.with_data(tia, quantity="time-integrated activity",
-                            unit="Bq*s per voxel (decays)", meta=meta)
-    write_image(out, tia_img, dtype=np.float32)
-    if sigma_out is not None:  # frame noise only; the assumed half-life's error is not known
-        write_image(sigma_out, tia_img.with_data(tia * frame_noise,
-                    quantity="standard uncertainty of the TIA (frame noise only)"),
-                    dtype=np.float32)
-    console.print(f"TIA (single time point, T_eff {t_eff_h:g} h) written to {out}: total "
-                  f"{float(tia.sum()):.4g} decays")
+    console.print(f"TIA{since} written to {out}: total {total:.4g} decays "
+                  f"({total / 3.6e9:.4g} MBq·h); models per voxel: " +
+                  ", ".join(f"{name} {c}" for name, c in res.model_counts.items()))

@@ -364,125 +364,191 @@ def _frame_duration_s(ds) -> float | None:
     return None
 
 
+@dataclass(frozen=True, eq=False)
+class SpectLayout:
+    """What a layout reader finds: the grid, the value units and mapping, and per output
+    slice (file index, frame index or None, slope, intercept)."""
+
+    grid: Grid
+    units: str | None
+    value_mapping: str
+    slices: tuple
+
+
+def _units_tag(ds) -> str | None:
+    return str(ds.get("Units", "")) or None
+
+
+def _enhanced_item(shared, frames, name: str, path: Path):
+    """``name``'s first item from the shared functional groups, else from frame 1's."""
+    item = shared.get(name)[0] if shared and name in shared else None
+    if item:
+        return item
+    seq = frames[0].get(name) if len(frames) else None
+    if not seq:
+        raise StudyError(f"{path}: {name} is in neither the shared nor the first per-frame "
+                         "functional groups; the image cannot be placed in patient space")
+    return seq[0]
+
+
+def _read_enhanced(s: SeriesFiles, folder) -> SpectLayout:
+    """Enhanced multi-frame object: per-frame PlanePositionSequence, shared or per-frame
+    PixelMeasures / PlaneOrientation / PixelValueTransformation."""
+    ds0, p0 = s.headers[0], s.files[0]
+    if len(s.files) > 1:
+        raise StudyError(f"{folder}: an enhanced multi-frame series in several files is "
+                         "not supported; give one file per folder")
+    shared = ds0.get("SharedFunctionalGroupsSequence", [None])[0]
+    frames = ds0.PerFrameFunctionalGroupsSequence
+    pm = _enhanced_item(shared, frames, "PixelMeasuresSequence", p0)
+    po = _enhanced_item(shared, frames, "PlaneOrientationSequence", p0)
+    r, c = _orientation(ds0, p0, po)
+    dy, dx = _pixel_spacing(ds0, p0, pm)
+    pos = np.array([_ipp(f.PlanePositionSequence[0], p0) for f in frames])
+    info = []
+    for f in frames:
+        pvt = f.get("PixelValueTransformationSequence") or (
+            shared.get("PixelValueTransformationSequence") if shared else None)
+        sl = float(pvt[0].get("RescaleSlope", 1.0)) if pvt else 1.0
+        ic = float(pvt[0].get("RescaleIntercept", 0.0)) if pvt else 0.0
+        info.append((sl, ic))
+    grid, order = grid_from_positions(pos, r, c, dy, dx, int(ds0.Rows), int(ds0.Columns), p0)
+    _, _, units, mapping = _value_map(ds0, _units_tag(ds0), p0)
+    return SpectLayout(grid, units, mapping, tuple((0, int(k), *info[k]) for k in order))
+
+
+def _read_nm_multiframe(s: SeriesFiles, folder) -> SpectLayout:
+    """NM multi-frame reconstruction: frames along SliceVector from one position (top level
+    or DetectorInformationSequence), slice step SpacingBetweenSlices or SliceThickness."""
+    ds0, p0 = s.headers[0], s.files[0]
+    if len(s.files) > 1:
+        raise StudyError(f"{folder}: series {s.uid} has {len(s.files)} multi-frame files; "
+                         "voxdose reads one multi-frame reconstruction per series")
+    nf = int(ds0.NumberOfFrames)
+    n_slices = int(ds0.get("NumberOfSlices", nf) or nf)
+    if n_slices != nf:
+        raise StudyError(f"{p0}: {nf} frames but NumberOfSlices (0054,0081) = {n_slices} "
+                         "(several energy windows, detectors or time slots); export one "
+                         "reconstructed volume")
+    det = ds0.get("DetectorInformationSequence")
+    src = det[0] if det and "ImagePositionPatient" in det[0] else ds0
+    r, c = _orientation(ds0, p0, src if "ImageOrientationPatient" in src else ds0)
+    dy, dx = _pixel_spacing(ds0, p0)
+    step = ds0.get("SpacingBetweenSlices") or ds0.get("SliceThickness")
+    if step in (None, ""):
+        raise StudyError(f"{p0}: SpacingBetweenSlices (0018,0088) and SliceThickness "
+                         "(0018,0050) are both missing; the slice spacing is unknown")
+    sv = ds0.get("SliceVector")
+    idx = np.array([int(v) for v in sv]) - 1 if sv is not None else np.arange(nf)
+    if sorted(idx.tolist()) != list(range(nf)):
+        raise StudyError(f"{p0}: SliceVector (0054,0080) is not a permutation of 1..{nf}")
+    n = np.cross(r, c)
+    pos = _ipp(src, p0)[None, :] + (idx[:, None] * float(step)) * n[None, :]
+    grid, order = grid_from_positions(pos, r, c, dy, dx, int(ds0.Rows), int(ds0.Columns), p0)
+    sl, ic, units, mapping = _value_map(ds0, _units_tag(ds0), p0)
+    return SpectLayout(grid, units, mapping, tuple((0, int(k), sl, ic) for k in order))
+
+
+def _read_single_slices(s: SeriesFiles, folder) -> SpectLayout:
+    """One slice per file: ImagePositionPatient per file; orientation, size and pixel
+    spacing must agree; rescale per file."""
+    headers, files = s.headers, s.files
+    ds0, p0 = headers[0], files[0]
+    r, c = _orientation(ds0, p0)
+    dy, dx = _pixel_spacing(ds0, p0)
+    for ds, p in zip(headers, files):
+        r2, c2 = _orientation(ds, p)
+        if np.max(np.abs(np.concatenate([r - r2, c - c2]))) > 1e-4 or \
+                (int(ds.Rows), int(ds.Columns)) != (int(ds0.Rows), int(ds0.Columns)) or \
+                np.max(np.abs(np.array(_pixel_spacing(ds, p)) - (dy, dx))) > 1e-4:
+            raise StudyError(f"{p}: orientation, size or pixel spacing differs from {p0} "
+                             "in the same series")
+    pos = np.array([_ipp(ds, p) for ds, p in zip(headers, files)])
+    grid, order = grid_from_positions(pos, r, c, dy, dx, int(ds0.Rows), int(ds0.Columns), p0)
+    units0 = _units_tag(ds0)
+    units, mapping, slices = None, "", []
+    for k in order:
+        sl, ic, units, mapping = _value_map(headers[k], units0, files[k])
+        slices.append((int(k), None, sl, ic))
+    return SpectLayout(grid, units, mapping, tuple(slices))
+
+
+#: layout name -> reader, in the order :func:`spect_layout` tests them
+SPECT_LAYOUT_READERS = {
+    "enhanced": _read_enhanced,
+    "nm-multiframe": _read_nm_multiframe,
+    "single-slice": _read_single_slices,
+}
+
+
+def spect_layout(ds) -> str:
+    """Which layout a series' first header has: 'enhanced' (PerFrameFunctionalGroupsSequence),
+    'nm-multiframe' (NumberOfFrames > 1) or 'single-slice' (one slice per file)."""
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        return "enhanced"
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        return "nm-multiframe"
+    return "single-slice"
+
+
+def _check_same_in_series(s: SeriesFiles, folder) -> None:
+    for tag, kw in (("(0054,1001)", "Units"), ("(0054,1102)", "DecayCorrection")):
+        vals = {str(d.get(kw, "")) for d in s.headers}
+        if len(vals) > 1:
+            raise StudyError(f"{folder}: {kw} {tag} differs between files of series {s.uid}: "
+                             f"{sorted(vals)}")
+
+
+def _administration(ds0, p0: Path) -> tuple[datetime | None, bool, float | None]:
+    """(start date/time, only a start time given, total dose in Bq) of the first
+    RadiopharmaceuticalInformationSequence item."""
+    rp = ds0.get("RadiopharmaceuticalInformationSequence")
+    if not rp:
+        return None, False, None
+    item = rp[0]
+    fix = "set study.administration_datetime = \"YYYY-MM-DDTHH:MM:SS\" in the study file"
+    admin = _dt_or_error(lambda: parse_dt(item.get("RadiopharmaceuticalStartDateTime")),
+                         "RadiopharmaceuticalStartDateTime (0018,1078)", p0, fix)
+    time_only = admin is None and bool(item.get("RadiopharmaceuticalStartTime"))
+    total = None
+    if item.get("RadionuclideTotalDose") not in (None, ""):
+        total = float(item.RadionuclideTotalDose)
+    return admin, time_only, total
+
+
+def _decay_reference(ds0, p0: Path, dc: str | None, admin: datetime | None):
+    """The time the values are decay-corrected to: DecayCorrectionDateTime, else the series
+    start (START) or the administration (ADMIN); None for NONE."""
+    if ds0.get("DecayCorrectionDateTime"):
+        return _dt_or_error(lambda: parse_dt(ds0.DecayCorrectionDateTime),
+                            "DecayCorrectionDateTime (0018,9701)", p0,
+                            "fix the file or set spect.decay_corrected in the study file")
+    if dc == "START":
+        return _dt_or_error(lambda: parse_da_tm(ds0.get("SeriesDate"), ds0.get("SeriesTime")),
+                            "SeriesDate/SeriesTime (0008,0021/0031)", p0, "fix the file")
+    if dc == "ADMIN":
+        return admin
+    return None
+
+
 def read_spect_header(folder, series_uid: str | None = None, key: str = "spect",
                       study_path=None) -> SpectHeader:
     """Validate and summarise one NM/PT series in ``folder`` (headers only)."""
     s = select_series(folder, SPECT_MODALITIES, series_uid, key, study_path)
-    headers, files = s.headers, s.files
-    ds0, p0 = headers[0], files[0]
-    slices = []
-    if "PerFrameFunctionalGroupsSequence" in ds0:  # enhanced multi-frame
-        if len(files) > 1:
-            raise StudyError(f"{folder}: an enhanced multi-frame series in several files is "
-                             "not supported; give one file per folder")
-        shared = ds0.get("SharedFunctionalGroupsSequence", [None])[0]
-        pm = shared.get("PixelMeasuresSequence")[0] if shared and \
-            "PixelMeasuresSequence" in shared else None
-        po = shared.get("PlaneOrientationSequence")[0] if shared and \
-            "PlaneOrientationSequence" in shared else None
-        frames = ds0.PerFrameFunctionalGroupsSequence
-        pm = pm or frames[0].PixelMeasuresSequence[0]
-        po = po or frames[0].PlaneOrientationSequence[0]
-        r, c = _orientation(ds0, p0, po)
-        dy, dx = _pixel_spacing(ds0, p0, pm)
-        pos = np.array([_ipp(f.PlanePositionSequence[0], p0) for f in frames])
-        units0 = str(ds0.get("Units", "")) or None
-        info = []
-        for f in frames:
-            pvt = f.get("PixelValueTransformationSequence") or (
-                shared.get("PixelValueTransformationSequence") if shared else None)
-            sl = float(pvt[0].get("RescaleSlope", 1.0)) if pvt else 1.0
-            ic = float(pvt[0].get("RescaleIntercept", 0.0)) if pvt else 0.0
-            info.append((sl, ic))
-        grid, order = grid_from_positions(pos, r, c, dy, dx, int(ds0.Rows), int(ds0.Columns),
-                                          p0)
-        _, _, units, mapping = _value_map(ds0, units0, p0)
-        slices = [(0, int(k), *info[k]) for k in order]
-    elif int(ds0.get("NumberOfFrames", 1) or 1) > 1:  # NM multi-frame
-        if len(files) > 1:
-            raise StudyError(f"{folder}: series {s.uid} has {len(files)} multi-frame files; "
-                             "voxdose reads one multi-frame reconstruction per series")
-        nf = int(ds0.NumberOfFrames)
-        n_slices = int(ds0.get("NumberOfSlices", nf) or nf)
-        if n_slices != nf:
-            raise StudyError(f"{p0}: {nf} frames but NumberOfSlices (0054,0081) = {n_slices} "
-                             "(several energy windows, detectors or time slots); export one "
-                             "reconstructed volume")
-        det = ds0.get("DetectorInformationSequence")
-        src = det[0] if det and "ImagePositionPatient" in det[0] else ds0
-        r, c = _orientation(ds0, p0, src if "ImageOrientationPatient" in src else ds0)
-        dy, dx = _pixel_spacing(ds0, p0)
-        step = ds0.get("SpacingBetweenSlices") or ds0.get("SliceThickness")
-        if step in (None, ""):
-            raise StudyError(f"{p0}: SpacingBetweenSlices (0018,0088) and SliceThickness "
-                             "(0018,0050) are both missing; the slice spacing is unknown")
-        sv = ds0.get("SliceVector")
-        idx = np.array([int(v) for v in sv]) - 1 if sv is not None else np.arange(nf)
-        if sorted(idx.tolist()) != list(range(nf)):
-            raise StudyError(f"{p0}: SliceVector (0054,0080) is not a permutation of 1..{nf}")
-        n = np.cross(r, c)
-        pos = _ipp(src, p0)[None, :] + (idx[:, None] * float(step)) * n[None, :]
-        grid, order = grid_from_positions(pos, r, c, dy, dx, int(ds0.Rows), int(ds0.Columns),
-                                          p0)
-        units0 = str(ds0.get("Units", "")) or None
-        sl, ic, units, mapping = _value_map(ds0, units0, p0)
-        slices = [(0, int(k), sl, ic) for k in order]
-    else:  # one slice per file
-        r, c = _orientation(ds0, p0)
-        dy, dx = _pixel_spacing(ds0, p0)
-        for ds, p in zip(headers, files):
-            r2, c2 = _orientation(ds, p)
-            if np.max(np.abs(np.concatenate([r - r2, c - c2]))) > 1e-4 or \
-                    (int(ds.Rows), int(ds.Columns)) != (int(ds0.Rows), int(ds0.Columns)) or \
-                    np.max(np.abs(np.array(_pixel_spacing(ds, p)) - (dy, dx))) > 1e-4:
-                raise StudyError(f"{p}: orientation, size or pixel spacing differs from {p0} "
-                                 "in the same series")
-        pos = np.array([_ipp(ds, p) for ds, p in zip(headers, files)])
-        grid, order = grid_from_positions(pos, r, c, dy, dx, int(ds0.Rows), int(ds0.Columns),
-                                          p0)
-        units0 = str(ds0.get("Units", "")) or None
-        units, mapping = None, ""
-        for k in order:
-            sl, ic, units, mapping = _value_map(headers[k], units0, files[k])
-            slices.append((int(k), None, sl, ic))
-
-    for tag, kw in (("(0054,1001)", "Units"), ("(0054,1102)", "DecayCorrection")):
-        vals = {str(d.get(kw, "")) for d in headers}
-        if len(vals) > 1:
-            raise StudyError(f"{folder}: {kw} {tag} differs between files of series {s.uid}: "
-                             f"{sorted(vals)}")
+    ds0, p0 = s.headers[0], s.files[0]
+    layout = SPECT_LAYOUT_READERS[spect_layout(ds0)](s, folder)
+    _check_same_in_series(s, folder)
     dc = str(ds0.get("DecayCorrection", "")).strip().upper() or None
-    acq = _acquisition_time(headers, files)
-    rp = ds0.get("RadiopharmaceuticalInformationSequence")
-    admin, time_only, total = None, False, None
-    if rp:
-        item = rp[0]
-        fix = "set study.administration_datetime = \"YYYY-MM-DDTHH:MM:SS\" in the study file"
-        admin = _dt_or_error(lambda: parse_dt(item.get("RadiopharmaceuticalStartDateTime")),
-                             "RadiopharmaceuticalStartDateTime (0018,1078)", p0, fix)
-        if admin is None and item.get("RadiopharmaceuticalStartTime"):
-            time_only = True
-        if item.get("RadionuclideTotalDose") not in (None, ""):
-            total = float(item.RadionuclideTotalDose)
-    ref = None
-    if ds0.get("DecayCorrectionDateTime"):
-        ref = _dt_or_error(lambda: parse_dt(ds0.DecayCorrectionDateTime),
-                           "DecayCorrectionDateTime (0018,9701)", p0,
-                           "fix the file or set spect.decay_corrected in the study file")
-    elif dc == "START":
-        ref = _dt_or_error(lambda: parse_da_tm(ds0.get("SeriesDate"), ds0.get("SeriesTime")),
-                           "SeriesDate/SeriesTime (0008,0021/0031)", p0,
-                           "fix the file")
-    elif dc == "ADMIN":
-        ref = admin
+    acq = _acquisition_time(s.headers, s.files)
+    admin, time_only, total = _administration(ds0, p0)
     return SpectHeader(
-        series=s, grid=grid, units=units, value_mapping=mapping, decay_correction=dc,
-        decay_reference=ref, acquisition=acq, administration=admin,
-        administration_time_only=time_only, nuclide=nuclide_from_dataset(ds0),
-        total_dose_bq=total, frame_duration_s=_frame_duration_s(ds0),
-        patient_id=str(ds0.get("PatientID", "")),
+        series=s, grid=layout.grid, units=layout.units, value_mapping=layout.value_mapping,
+        decay_correction=dc, decay_reference=_decay_reference(ds0, p0, dc, admin),
+        acquisition=acq, administration=admin, administration_time_only=time_only,
+        nuclide=nuclide_from_dataset(ds0), total_dose_bq=total,
+        frame_duration_s=_frame_duration_s(ds0), patient_id=str(ds0.get("PatientID", "")),
         frame_of_reference_uid=str(ds0.get("FrameOfReferenceUID", "")),
-        slices=tuple(slices))
+        slices=layout.slices)
 
 
 def _acquisition_time(headers, files) -> datetime | None:
