@@ -1,0 +1,235 @@
+"""Study-file keys against DICOM headers: the nuclide, administration time and activity
+from the files when the study file lacks them, and per DICOM time point the time, the pixel
+unit (to Bq/mL) and the vendor's decay correction (undone). A key that contradicts a tag is
+an error; a needed tag that is missing is an error naming the tag, the file and the key."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from datetime import datetime
+from pathlib import Path
+
+from ..core.errors import StudyError
+from ..core.nuclide import Nuclide, load_nuclide
+from .model import TimePoint
+from .schema import Section
+from .sections import UNIT_TO_BQ_ML, RawTimePoint
+
+#: study-file spelling of the DICOM Units (0054,1001) values voxdose reads
+_DICOM_UNITS = {"Bq/mL": "BQML", "counts": "CNTS"}
+#: acquisitions / administrations this close count as the same time (s)
+_SAME_TIME_S = 60.0
+
+
+def spect_headers(raws: list[RawTimePoint]) -> list[tuple[int, object]]:
+    """(index, SpectHeader) of the DICOM SPECT time points."""
+    return [(i, r.spect_h) for i, r in enumerate(raws) if r.spect_h is not None]
+
+
+def check_one_patient(raws: list[RawTimePoint], path: Path) -> None:
+    dicom_all = spect_headers(raws) + [(i, r.ct_h) for i, r in enumerate(raws)
+                                       if r.ct_h is not None]
+    if len({h.patient_id for _, h in dicom_all if h.patient_id}) > 1:
+        listing = ", ".join(f"timepoints[{i}] '{h.patient_id}'" for i, h in dicom_all)
+        raise StudyError(f"{path}: the DICOM inputs belong to different patients "
+                         f"(PatientID (0010,0020): {listing}); check the folders")
+
+
+def nuclide_of(st: Section, dicom_sp: list, path: Path) -> Nuclide:
+    """study.nuclide or the files', never two different ones."""
+    file_nucs = {h.nuclide: h for _, h in dicom_sp if h.nuclide}
+    if len(file_nucs) > 1:
+        listing = ", ".join(f"{n} in {h.first_file}" for n, h in file_nucs.items())
+        raise StudyError(f"{path}: time points disagree on the nuclide "
+                         f"(RadionuclideCodeSequence (0054,0300)): {listing}")
+    if not st.has("nuclide"):
+        if not file_nucs:
+            raise StudyError(f"{path}: missing key 'study.nuclide' (the SPECT files do not "
+                             "name it); add it to the study file")
+        return load_nuclide(next(iter(file_nucs)))
+    nuclide = load_nuclide(st.get("nuclide"))
+    for n, h in file_nucs.items():
+        if n != nuclide.name:
+            raise StudyError(f"{path}: study.nuclide = {nuclide.name} contradicts "
+                             f"RadionuclideCodeSequence (0054,0300) = {n} in "
+                             f"{h.first_file}; correct one of them")
+    return nuclide
+
+
+def administration_of(st: Section, dicom_sp: list, path: Path) -> datetime | None:
+    """The administration date/time (needed for DICOM times): the key or the files'."""
+    file_admin = [h for _, h in dicom_sp if h.administration is not None]
+    for a, b in itertools.pairwise(file_admin):
+        if abs((a.administration - b.administration).total_seconds()) > _SAME_TIME_S:
+            raise StudyError(f"{path}: RadiopharmaceuticalStartDateTime (0018,1078) differs "
+                             f"between {a.first_file} ({a.administration}) and {b.first_file} "
+                             f"({b.administration}); set study.administration_datetime and "
+                             "check the series")
+    if not st.has("administration_datetime"):
+        return file_admin[0].administration if file_admin else None
+    admin = st.get("administration_datetime")
+    for h in file_admin[:1]:
+        if abs((h.administration - admin).total_seconds()) > _SAME_TIME_S:
+            raise StudyError(f"{path}: study.administration_datetime = {admin} contradicts "
+                             "RadiopharmaceuticalStartDateTime (0018,1078) = "
+                             f"{h.administration} in {h.first_file}; correct one of them")
+    return admin
+
+
+def activity_of(st: Section, dicom_sp: list, path: Path) -> float:
+    """Administered activity (MBq): the key or RadionuclideTotalDose."""
+    if st.has("administered_activity_mbq"):
+        return st.get("administered_activity_mbq")
+    doses = [h.total_dose_bq for _, h in dicom_sp if h.total_dose_bq]
+    if not doses:
+        raise StudyError(f"{path}: missing key 'study.administered_activity_mbq' (the files "
+                         "have no RadionuclideTotalDose (0018,1074)); add it to the study "
+                         "file")
+    return doses[0] / 1e6
+
+
+# ---- one DICOM time point -------------------------------------------------------------------
+
+def _time_h(i: int, r: RawTimePoint, admin, path: Path, info: dict) -> float:
+    """Time after administration: the key (wins) or acquisition - administration."""
+    h, where, f0 = r.spect_h, f"timepoints[{i}].", r.spect_h.first_file
+    t_dicom = None
+    if h.acquisition is not None and admin is not None:
+        t_dicom = (h.acquisition - admin).total_seconds() / 3600.0
+        info["time_h_from_dicom"] = t_dicom
+    if r.time_h is not None:
+        info["time_source"] = "study file"
+        return r.time_h
+    if h.acquisition is None:
+        raise StudyError(f"{f0}: AcquisitionDate/AcquisitionTime (0008,0022/0032) and "
+                         "AcquisitionDateTime (0008,002A) are missing; give "
+                         f"'{where}time_h' in {path.name}")
+    if admin is None:
+        what = ("only RadiopharmaceuticalStartTime (0018,1072) is given (no date)"
+                if h.administration_time_only else
+                "RadiopharmaceuticalStartDateTime (0018,1078) is missing")
+        raise StudyError(f"{f0}: {what}; set study.administration_datetime = "
+                         f"\"YYYY-MM-DDTHH:MM:SS\" or '{where}time_h' in {path.name}")
+    if t_dicom < 0:
+        raise StudyError(f"{f0}: acquisition {h.acquisition} is before the "
+                         f"administration {admin}; check the dates or give '{where}time_h'")
+    info["time_source"] = "DICOM acquisition - administration"
+    return t_dicom
+
+
+def _effective_units(r: RawTimePoint, sp: Section, path: Path) -> str:
+    """The pixel unit: Units (0054,1001), or spect.units when the tag is missing."""
+    f0, units = r.spect_h.first_file, sp.get("units")
+    file_units = r.spect_h.units
+    if file_units is None:
+        if not sp.has("units"):
+            raise StudyError(f"{f0}: Units (0054,1001) is missing; set spect.units = "
+                             f"\"Bq/mL\" (or \"counts\" with a calibration) in {path.name}")
+        return _DICOM_UNITS.get(units, units)
+    if sp.has("units") and _DICOM_UNITS.get(units, units) != file_units:
+        raise StudyError(f"{path}: spect.units = {units!r} contradicts Units (0054,1001)"
+                         f" = {file_units} in {f0}; remove spect.units")
+    return file_units
+
+
+def _counts_to_bq_ml(i: int, r: RawTimePoint, sp: Section, path: Path, info: dict) -> float:
+    f0, cal, cps = r.spect_h.first_file, sp.get("calibration_factor"), sp.get(
+        "calibration_cps_per_mbq")
+    if sp.has("calibration_factor") and cps is not None:
+        raise StudyError(f"{path}: give spect.calibration_factor or "
+                         "spect.calibration_cps_per_mbq, not both")
+    if sp.has("calibration_factor"):
+        info["calibration"] = f"{cal} Bq/mL per count (spect.calibration_factor)"
+        return cal
+    if cps is None:
+        raise StudyError(f"{f0}: pixel values are counts (Units CNTS); give "
+                         "spect.calibration_factor (Bq/mL per count) or "
+                         f"spect.calibration_cps_per_mbq in {path.name}")
+    dur = r.keys.get("frame_duration_s") if r.keys.has("frame_duration_s") else \
+        r.spect_h.frame_duration_s
+    if not dur:
+        raise StudyError(f"{f0}: ActualFrameDuration (0018,1242) is missing and "
+                         "spect.calibration_cps_per_mbq needs it; give "
+                         f"'timepoints[{i}].frame_duration_s' or spect.calibration_factor")
+    info["calibration"] = (f"counts / ({dur} s x {cps} cps/MBq) / voxel volume "
+                           "(spect.calibration_cps_per_mbq)")
+    return 1e6 / (cps * dur * r.spect_h.grid.voxel_volume_ml)
+
+
+def _to_bq_ml(i: int, r: RawTimePoint, sp: Section, path: Path, info: dict):
+    """(pixel unit, factor to Bq/mL)."""
+    f0, eff = r.spect_h.first_file, _effective_units(r, sp, path)
+    if eff == "BQML":
+        if (sp.has("calibration_factor") and sp.get("calibration_factor") != 1.0) or \
+                sp.get("calibration_cps_per_mbq") is not None:
+            raise StudyError(f"{path}: spect.calibration_* given but {f0} is already in "
+                             "Bq/mL (Units BQML); remove the calibration keys")
+        return eff, 1.0
+    if eff in ("kBq/mL", "MBq/mL"):
+        return eff, UNIT_TO_BQ_ML[eff]
+    if eff == "CNTS":
+        return eff, _counts_to_bq_ml(i, r, sp, path, info)
+    raise StudyError(f"{f0}: Units (0054,1001) = {eff!r} is not supported (BQML or "
+                     "CNTS); export activity concentration or counts")
+
+
+def _decay_correction(r: RawTimePoint, sp: Section, path: Path) -> str:
+    """DecayCorrection (0054,1102), or spect.decay_corrected when the tag is missing."""
+    f0, dc, corrected = r.spect_h.first_file, r.spect_h.decay_correction, \
+        sp.get("decay_corrected")
+    if dc is None:
+        if not sp.has("decay_corrected"):
+            raise StudyError(f"{f0}: DecayCorrection (0054,1102) is missing; set "
+                             "spect.decay_corrected = false (or true: corrected to the "
+                             f"administration) in {path.name}")
+        return "ADMIN" if corrected else "NONE"
+    if dc not in ("NONE", "START", "ADMIN"):
+        raise StudyError(f"{f0}: DecayCorrection (0054,1102) = {dc!r} is not one of NONE, "
+                         "START, ADMIN")
+    if sp.has("decay_corrected") and corrected != (dc == "ADMIN"):
+        raise StudyError(f"{path}: spect.decay_corrected = {str(corrected).lower()} "
+                         f"contradicts DecayCorrection (0054,1102) = {dc} in {f0}; remove "
+                         "spect.decay_corrected")
+    return dc
+
+
+def _decay_undo(dc: str, h, t_h: float, lam: float) -> float:
+    """x this: the activity at acquisition from the vendor's decay-corrected values."""
+    if dc == "NONE":
+        return 1.0
+    if dc == "ADMIN" and (h.decay_reference is None or h.acquisition is None):
+        return math.exp(-lam * t_h * 3600.0)
+    if h.acquisition is None or h.decay_reference is None:
+        raise StudyError(f"{h.first_file}: DecayCorrection = START needs the acquisition time "
+                         "(0008,0022/0032) and the series time (0008,0021/0031) or "
+                         "DecayCorrectionDateTime (0018,9701); fix the file")
+    return math.exp(-lam * (h.acquisition - h.decay_reference).total_seconds())
+
+
+def dicom_timepoint(i: int, r: RawTimePoint, sp: Section, admin, lam: float,
+                    path: Path) -> TimePoint:
+    h = r.spect_h
+    info: dict = {"series_uid": h.series.uid, "value_mapping": h.value_mapping}
+    t_h = _time_h(i, r, admin, path, info)
+    eff, to_bq = _to_bq_ml(i, r, sp, path, info)
+    dc = _decay_correction(r, sp, path)
+    undo = _decay_undo(dc, h, t_h, lam)
+    info.update({"units": eff, "decay_correction": dc, "decay_undo_factor": undo,
+                 "to_bq_ml": to_bq})
+    return TimePoint(time_h=t_h, spect=r.spect, ct=r.ct, spect_dicom=h, ct_dicom=r.ct_h,
+                     to_bq_ml=to_bq, decay_undo=undo, info=info)
+
+
+def timepoints_of(raws: list[RawTimePoint], sp: Section, admin, nuclide: Nuclide,
+                  path: Path) -> tuple[list[TimePoint], dict]:
+    """The time points, and the DICOM ones' provenance {"timepoint_<i>": {...}}."""
+    lam = nuclide.decay_constant_per_s
+    tps, info = [], {}
+    for i, r in enumerate(raws):
+        if r.spect_h is None:
+            tps.append(TimePoint(time_h=r.time_h, spect=r.spect, ct=r.ct, ct_dicom=r.ct_h))
+            continue
+        tps.append(dicom_timepoint(i, r, sp, admin, lam, path))
+        info[f"timepoint_{i}"] = tps[-1].info
+    return tps, info
