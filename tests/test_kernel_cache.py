@@ -131,3 +131,17 @@ def test_unwritable_cache_only_costs_the_build(tmp_path, builds):
     vk = voxel_kernel_cached(load_point_kernel("Y-90"), SP, radius_mm=R, cache_dir=blocker)
     assert vk.data_gy_per_decay.shape == (15, 15, 15)
     assert len(builds) == 1
+
+
+def test_changed_builder_code_is_a_miss(tmp_path, builds, monkeypatch):
+    """The key holds a hash of the builder's source: same version, changed algorithm ->
+    the old entry is not served (one-truth issue: no stale kernels)."""
+    pk = load_point_kernel("Lu-177")
+    voxel_kernel_cached(pk, SP, radius_mm=R, cache_dir=tmp_path)
+    voxel_kernel_cached(pk, SP, radius_mm=R, cache_dir=tmp_path)
+    assert len(builds) == 1
+    key = voxel_kernel_cache_key(pk, SP, R)
+    assert len(key["builder_sha256"]) == 16
+    monkeypatch.setattr(vkmod, "builder_code_digest", lambda: "0" * 16)
+    voxel_kernel_cached(pk, SP, radius_mm=R, cache_dir=tmp_path)
+    assert len(builds) == 2

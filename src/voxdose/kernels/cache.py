@@ -5,6 +5,8 @@ hash or analytic model), the integration method and quadrature, and the code ver
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..core.errors import InputError
@@ -52,7 +54,8 @@ def _point_kernel_source_key(pk) -> dict:
 def voxel_kernel_cache_key(point_kernel, spacing_mm_zyx, radius_mm: float = 200.0) -> dict:
     """The cache key (JSON-serialisable) of a voxel kernel: nuclide, spacing (z, y, x)
     rounded to 1e-4 mm, medium and density, radius, the point kernel's source (table hash
-    or analytic model) and the code versions."""
+    or analytic model), the package version and a hash of the code that builds the kernel
+    (so a changed algorithm never serves a stale kernel, whatever the version says)."""
     from .. import __version__
 
     prov = point_kernel.provenance()
@@ -67,7 +70,27 @@ def voxel_kernel_cache_key(point_kernel, spacing_mm_zyx, radius_mm: float = 200.
         "method": METHOD,
         "quadrature": [N_DIRECTIONS, N_RADIAL],
         "voxdose_version": __version__,
+        "builder_sha256": builder_code_digest(),
     }
+
+
+#: The modules whose source determines a voxel kernel's values.
+_BUILDER_MODULES = ("voxdose.kernels.voxel", "voxdose.kernels.far_field",
+                    "voxdose.kernels.point")
+
+
+@lru_cache(maxsize=1)
+def builder_code_digest() -> str:
+    """SHA-256 (first 16 hex digits) of the source files of the kernel builder."""
+    import hashlib
+    import importlib
+
+    h = hashlib.sha256()
+    for name in _BUILDER_MODULES:
+        mod = importlib.import_module(name)
+        with open(mod.__file__, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
 
 
 def _key_digest(key: dict) -> str:
