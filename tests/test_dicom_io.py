@@ -259,3 +259,17 @@ def test_cli_rtdose_and_dicom_info(tmp_path, capsys):
     assert "BQML" in out and "Lu-177" in out and "CT" in out
     assert main(["rtdose", str(tmp_path / "missing.nii.gz"), "--out",
                  str(tmp_path / "x.dcm")]) == 2
+
+
+def test_rt_dose_heterogeneity_tag_follows_the_density_mode(tmp_path):
+    """WATER for a water dose (the text 'density_mode: none' must not read as IMAGE)."""
+    g = Grid.from_spacing((4, 5, 6), (2.0, 2.0, 2.0))
+    dose = np.random.default_rng(0).random(g.shape)
+    for mode, expected in (("none", "WATER"), ("scale", "IMAGE"), ("mvs", "IMAGE"),
+                           (None, "WATER")):
+        meta = {} if mode is None else {"density_mode": mode}
+        p = write_rt_dose(tmp_path / f"rd_{mode}.dcm", Image(dose, g, "absorbed dose", "Gy",
+                                                             meta))
+        ds = pydicom.dcmread(p)
+        assert ds.TissueHeterogeneityCorrection == expected
+        assert ds.SeriesNumber == 1

@@ -155,7 +155,8 @@ def write_rt_dose(path, dose_image: Image, reference=None, *, series_description
     ds.DoseType = "PHYSICAL"
     ds.DoseSummationType = summation
     ds.DoseGridScaling = ds_str(scale)
-    ds.TissueHeterogeneityCorrection = "IMAGE" if "density" in str(dose_image.meta) else "WATER"
+    ds.TissueHeterogeneityCorrection = tissue_heterogeneity_correction(dose_image.meta)
+    ds.SeriesNumber = 1
     if comment:
         ds.DoseComment = comment[:1024]
     ds.ImageType = ["DERIVED", "SECONDARY"]
@@ -163,6 +164,13 @@ def write_rt_dose(path, dose_image: Image, reference=None, *, series_description
     ds.PositionReferenceIndicator = ""
     _set_pixels(ds, q, 32, False)
     return _save(ds, Path(path))
+
+
+def tissue_heterogeneity_correction(meta: dict) -> str:
+    """(3004,0014) of a dose: WATER for a dose in water (density mode 'none' or absent),
+    IMAGE when a CT-derived density entered it (modes 'scale' and 'mvs')."""
+    mode = str((meta or {}).get("density_mode", "none")).lower()
+    return "WATER" if mode in ("none", "") else "IMAGE"
 
 
 def _reference_dataset(reference):
