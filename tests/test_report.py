@@ -190,3 +190,15 @@ def test_plot_registration_check(tmp_path):
     plot_registration_check(tmp_path / "reg.png", ct, moved, (2.0, 1.0, 1.0), (6, 12, 10),
                             "frame 1 vs reference")
     assert (tmp_path / "reg.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_orientation_letters_follow_the_affine():
+    from voxdose.report.plots import axis_letters
+
+    ident = np.diag([4.0, 3.0, 2.0, 1.0])[:, [2, 1, 0, 3]]  # columns: z, y, x index axes
+    assert axis_letters(ident, 0) == ("I", "S")   # +z index -> superior
+    assert axis_letters(ident, 1) == ("A", "P")   # +y index -> posterior
+    assert axis_letters(ident, 2) == ("R", "L")   # +x index -> patient left
+    flipped = ident.copy()
+    flipped[:3, 1] *= -1                            # y index running anterior
+    assert axis_letters(flipped, 1) == ("P", "A")

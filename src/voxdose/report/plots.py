@@ -26,17 +26,28 @@ def _plt():
     return plt
 
 
+def _line_styles(n: int):
+    """n distinct (colour, line style) pairs: 10 colours, then the same colours dashed,
+    dotted and dash-dotted (no two curves alike up to 40 structures)."""
+    from matplotlib import colormaps
+
+    colours = colormaps["tab10"].colors
+    styles = ("-", "--", ":", "-.")
+    return [(colours[k % 10], styles[(k // 10) % 4]) for k in range(n)]
+
+
 def plot_dvhs(path: Path, dvhs: list[DVH], title: str) -> None:
+    """Cumulative DVHs on a linear dose axis; the legend gives each structure's mean dose."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for h in dvhs:
-        if h.n_voxels == 0:
-            continue
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    shown = [h for h in dvhs if h.n_voxels]
+    for h, (colour, style) in zip(shown, _line_styles(len(shown))):
         edges, frac = h.cumulative()
-        ax.plot(edges, 100 * frac, label=f"{h.name} ({h.mean_gy:.2f} Gy)")
-    ax.set_xlabel("absorbed dose (Gy)")
+        ax.plot(edges, 100 * frac, color=colour, ls=style, lw=1.3,
+                label=f"{h.name} (mean {h.mean_gy:.3g} Gy)")
+    ax.set_xlabel("absorbed dose (Gy), linear axis")
     ax.set_ylabel("volume receiving >= dose (%)")
-    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)
     ax.set_ylim(0, 101)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=10)
@@ -47,9 +58,49 @@ def plot_dvhs(path: Path, dvhs: list[DVH], title: str) -> None:
     plt.close(fig)
 
 
+#: LPS letters at the positive end of each world axis (x, y, z) and at the negative end.
+_POS_LETTER, _NEG_LETTER = "LPS", "RAI"
+
+
+def axis_letters(affine, index_axis: int) -> tuple[str, str]:
+    """(letter at the low-index end, letter at the high-index end) of array axis
+    ``index_axis`` (0 = z, 1 = y, 2 = x) for a grid affine (index -> LPS mm): the patient
+    direction its index increases along (dominant component)."""
+    v = np.asarray(affine, dtype=np.float64)[:3, index_axis]
+    c = int(np.argmax(np.abs(v)))
+    pos, neg = _POS_LETTER[c], _NEG_LETTER[c]
+    return (neg, pos) if v[c] > 0 else (pos, neg)
+
+
+def _annotate_view(ax, shape_rc, s_row, s_col, row_letters, col_letters, origin) -> None:
+    """Orientation letters at the four edges and a scale bar (mm) at the bottom left."""
+    kw = {"transform": ax.transAxes, "color": "white", "fontsize": 9, "fontweight": "bold",
+          "ha": "center", "va": "center"}
+    top, bottom = (row_letters[0], row_letters[1]) if origin == "upper" else \
+        (row_letters[1], row_letters[0])
+    ax.text(0.5, 0.96, top, **kw)
+    ax.text(0.5, 0.04, bottom, **kw)
+    ax.text(0.03, 0.5, col_letters[0], **kw)
+    ax.text(0.97, 0.5, col_letters[1], **kw)
+    width_mm = shape_rc[1] * s_col
+    bar_mm = next(b for b in (200, 100, 50, 20, 10, 5, 2, 1) if b <= 0.3 * width_mm or b == 1)
+    x0, n_rows = 0.05 * shape_rc[1], shape_rc[0]
+    y = 0.93 * n_rows if origin == "upper" else 0.07 * n_rows
+    ax.plot([x0, x0 + bar_mm / s_col], [y, y], color="white", lw=2.5, solid_capstyle="butt")
+    ax.text(x0 + 0.5 * bar_mm / s_col, y - 0.035 * n_rows * (1 if origin == "upper" else -1),
+            f"{bar_mm:g} mm", color="white", fontsize=7, ha="center", va="center")
+
+
 def plot_dose_slices(path: Path, dose_gy: np.ndarray, spacing_mm_zyx, labels: np.ndarray | None,
-                     centre_zyx, title: str, ct_hu: np.ndarray | None = None) -> None:
+                     centre_zyx, title: str, ct_hu: np.ndarray | None = None,
+                     affine=None) -> None:
     """Axial and coronal slices through ``centre_zyx`` (array indices), dose in Gy.
+
+    The colour scale tops at the 99.5th percentile of the positive dose (so small hot spots
+    do not wash out the organs); voxels above it are drawn in the over-range colour and the
+    colour bar is extended, with the true maximum in the title.  Orientation letters come
+    from ``affine`` (index -> LPS mm; default: axis-aligned LPS with ``spacing_mm_zyx``),
+    and each view has a scale bar in mm.
 
     With ``ct_hu`` (CT in HU on the dose grid, same shape), the CT is drawn in grey (window
     :data:`CT_WINDOW_HU`) under a semi-transparent dose colour map; dose below
@@ -67,6 +118,12 @@ def plot_dose_slices(path: Path, dose_gy: np.ndarray, spacing_mm_zyx, labels: np
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), dpi=110, layout="constrained")
     vmax = float(np.percentile(dose_gy[dose_gy > 0], 99.5)) if np.any(dose_gy > 0) else 1.0
     vmax = vmax if vmax > 0 else 1.0
+    dmax = float(np.max(dose_gy)) if dose_gy.size else 0.0
+    over = dmax > vmax * (1 + 1e-9)
+    if affine is None:
+        affine = np.zeros((4, 4))
+        affine[0, 2], affine[1, 1], affine[2, 0], affine[3, 3] = sx, sy, sz, 1.0
+    letters = [axis_letters(affine, a) for a in range(3)]
 
     def cut(a, name):
         if a is None:
@@ -79,11 +136,15 @@ def plot_dose_slices(path: Path, dose_gy: np.ndarray, spacing_mm_zyx, labels: np
         img, lab, ct = cut(dose_gy, name), cut(labels, name), cut(ct_hu, name)
         common = {"origin": origin, "aspect": s_row / s_col, "interpolation": "nearest"}
         if ct is None:
-            im = ax.imshow(img, cmap="inferno", vmin=0, vmax=vmax, **common)
+            cmap = _with_over(plt.get_cmap("inferno"), "lime")
+            im = ax.imshow(img, cmap=cmap, vmin=0, vmax=vmax, **common)
         else:
             ax.imshow(ct, cmap="gray", vmin=CT_WINDOW_HU[0], vmax=CT_WINDOW_HU[1], **common)
             shown = np.ma.masked_less(img, DOSE_OVERLAY_FLOOR * vmax)
-            im = ax.imshow(shown, cmap=_overlay_cmap(), vmin=0, vmax=vmax, **common)
+            im = ax.imshow(shown, cmap=_with_over(_overlay_cmap(), "magenta"), vmin=0,
+                           vmax=vmax, **common)
+        rows = letters[1] if name == "axial" else letters[0]
+        _annotate_view(ax, img.shape, s_row, s_col, rows, letters[2], origin)
         if lab is not None and lab.max() > 0:
             # contour's default puts lab[0, 0] at data (0, 0), as imshow does on its axes
             ax.contour(lab, levels=np.arange(0.5, lab.max() + 1),
@@ -91,7 +152,11 @@ def plot_dose_slices(path: Path, dose_gy: np.ndarray, spacing_mm_zyx, labels: np
         ax.set_title(f"{name} slice" + ("" if ct is None else " over CT"), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(im, ax=axes, label="absorbed dose (Gy)", shrink=0.85)
+    fig.colorbar(im, ax=axes, label="absorbed dose (Gy)", shrink=0.85,
+                 extend="max" if over else "neither")
+    if over:
+        title = (f"{title}\ncolour scale capped at the 99.5th percentile, {vmax:.3g} Gy; "
+                 f"above it in the over-range colour (maximum {dmax:.3g} Gy)")
     if ct_hu is not None:
         title = (f"{title}\nCT window {CT_WINDOW_HU[0]:g} to {CT_WINDOW_HU[1]:g} HU; dose below "
                  f"{100 * DOSE_OVERLAY_FLOOR:g} % of {vmax:.3g} Gy not drawn")
@@ -99,6 +164,11 @@ def plot_dose_slices(path: Path, dose_gy: np.ndarray, spacing_mm_zyx, labels: np
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def _with_over(cmap, colour: str):
+    """A copy of ``cmap`` that draws values above its top in ``colour``."""
+    return cmap.with_extremes(over=colour)
 
 
 def _overlay_cmap():
