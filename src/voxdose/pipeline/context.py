@@ -1,0 +1,83 @@
+"""What the pipeline's stages share: the run's options and everything a stage produces."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """The user's choices for one run (see :func:`voxdose.pipeline.run.run_pipeline`)."""
+
+    device: str = "auto"
+    kernel_radius_mm: float | None = None
+    tia_model: str = "auto"
+    density_mode: str = "none"
+    compare_nuclide: str | None = "auto"
+
+
+def _no_progress(done=None, total=None) -> None:
+    return None
+
+
+@dataclass
+class PipelineContext:
+    """Inputs, options and the products of each stage, filled in stage by stage.
+
+    A stage reads what earlier stages set and sets its own fields; ``advance`` is the
+    progress callable of the reporter stage now open (set by the runner).
+    """
+
+    study_path: Any                      # path of study.toml, or a validated Study
+    out_dir: Path
+    options: PipelineOptions = field(default_factory=PipelineOptions)
+    t_start: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=dict)
+    advance: Callable = _no_progress
+    # validate
+    study: Any = None                    # voxdose.study.load.Study
+    backend: Any = None                  # voxdose.core.backend.Backend
+    other_nuclide: str | None = None     # the comparison's second nuclide, if any
+    # register + resample
+    series: Any = None                   # ActivitySeries on the dose grid
+    registrations: list = field(default_factory=list)
+    labels: Any = None                   # LabelMap on the dose grid, or None
+    ct_ref: Any = None                   # reference CT on the dose grid (None without CT)
+    ct_last: Any = None                  # another time point's CT, registered, on the grid
+    # TIA fit
+    fit: Any = None                      # TiaFit
+    tia: Any = None                      # Image, Bq*s per voxel
+    tia_sigma: Any = None                # Image, standard uncertainty of the TIA
+    organ_fits: list = field(default_factory=list)
+    # kernel
+    point_kernel: Any = None
+    voxel_kernel: Any = None
+    # dose
+    density: Any = None                  # g/cm3 on the grid, or None (water)
+    engine: Any = None                   # the kernel-convolution engine
+    dose_kernel: Any = None              # Image, Gy (kernel convolution)
+    dose_ldm: Any = None                 # Image, Gy (local deposition)
+    # analysis
+    dvhs: dict = field(default_factory=dict)
+    decisions: Any = None
+    comparison: list = field(default_factory=list)
+    # write
+    writer: Any = None                   # ResultsWriter on the staged folder
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def nuclide(self):
+        return self.study.nuclide
+
+    @property
+    def grid(self):
+        return self.series.grid
+
+    @property
+    def tag(self) -> str:
+        """The nuclide in file names: 'lu177'."""
+        return self.nuclide.name.replace("-", "").lower()

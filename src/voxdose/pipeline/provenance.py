@@ -1,0 +1,83 @@
+"""provenance.json's content (without ``outputs``, which the results writer adds)."""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import numpy as np
+
+from .. import __version__
+from ..io.atomic import sha256_file
+from ..kinetics.models import MODEL_NAMES, STATUS
+from ..study.load import study_inputs
+
+
+def versions() -> dict:
+    import numba
+    import scipy
+    import SimpleITK
+
+    return {"voxdose": __version__, "python": platform.python_version(),
+            "numpy": np.__version__, "scipy": scipy.__version__, "numba": numba.__version__,
+            "SimpleITK": SimpleITK.Version_VersionString()}
+
+
+def _counts(codes: np.ndarray, names: dict) -> dict:
+    return {names[int(k)]: int(c) for k, c in zip(*np.unique(codes, return_counts=True))}
+
+
+def _study_record(study) -> dict:
+    nuc = study.nuclide
+    return {"path": str(study.path), "name": study.name, "nuclide": nuc.name,
+            "half_life_s": nuc.half_life_s,
+            "administered_activity_mbq": study.administered_activity_mbq,
+            "times_h": study.times_h, "reference_timepoint": study.reference_index,
+            "spect_to_bq_ml": study.spect_to_bq_ml,
+            "decay_corrected_input": study.decay_corrected, "sex": study.sex,
+            "plan_limits_gy": study.plan_limits_gy,
+            "plan_after_h": study.plan_after_h}
+
+
+def build_provenance(ctx) -> dict:
+    """Everything needed to reproduce and audit a run (a PipelineContext after its stages)."""
+    study, tia, fit = ctx.study, ctx.tia, ctx.fit
+    return {
+        "voxdose": versions(),
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "device": ctx.backend.name,
+        "study": _study_record(study),
+        "inputs_sha256": {str(p): sha256_file(p) for p in study_inputs(study)},
+        "grid": ctx.grid.to_dict(),
+        "assembly": ctx.series.info,
+        "tia": {"model": tia.meta["model"], "settings": fit.settings,
+                "status_counts": _counts(fit.status, STATUS),
+                "model_counts": _counts(fit.model, MODEL_NAMES),
+                "total_tia_bq_s": float(np.sum(tia.data))},
+        "organ_fits": {of.name: {"chosen": of.best, "volume_ml": of.volume_ml,
+                                 "activity_bq": of.activity_bq.tolist(), "fits": of.fits}
+                       for of in ctx.organ_fits},
+        "dose": {"kernel": ctx.dose_kernel.meta, "ldm": ctx.dose_ldm.meta,
+                 "density_mode": ctx.options.density_mode},
+        "decisions_notes": [] if ctx.decisions is None else ctx.decisions.notes,
+        "skipped": skipped(study, ctx.labels, ctx.decisions, ctx.comparison),
+        "timings_s": ctx.timings,
+    }
+
+
+def skipped(study, labels, decisions, comparison) -> dict:
+    """Why a report section has no result (shown in report.html)."""
+    out = {}
+    if not study.has_ct:
+        out["registration"] = "no CT in the study: SPECT-to-SPECT registration, no CT figure"
+    if labels is None:
+        for k in ("tac", "dvh", "mird", "marrow", "plan", "compare"):
+            out[k] = "no structures ([structures] labels and names) in the study"
+        return out
+    if decisions is not None and decisions.marrow is None:
+        out["marrow"] = "no structures named marrow_L2, marrow_L3, marrow_L4"
+    if decisions is not None and decisions.plan is None:
+        out["plan"] = "no [plan] dose limits in the study file"
+    if not comparison:
+        out["compare"] = "no second nuclide to compare"
+    return out
