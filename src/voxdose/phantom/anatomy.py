@@ -65,9 +65,12 @@ def _box(c, s):
     return Shape("box", c, s)
 
 
+#: Name of label 1: the torso outline is painted first and every organ over it, so what keeps
+#: label 1 is the rest of the body (soft tissue outside every named structure).
+REMAINDER = "remainder"
 #: The torso, painted in this order. Label 0 is air outside the body.
 STRUCTURES: tuple[Structure, ...] = (
-    Structure("body", 1, 40.0, (_zc((0.0, 0.0, 10.0), (165.0, 115.0, 160.0)),)),
+    Structure(REMAINDER, 1, 40.0, (_zc((0.0, 0.0, 10.0), (165.0, 115.0, 160.0)),)),
     Structure("lungs", 2, -750.0, (_e((-85.0, 5.0, 125.0), (60.0, 80.0, 90.0)),
                                    _e((85.0, 5.0, 125.0), (60.0, 80.0, 90.0)))),
     Structure("liver", 3, 55.0, (_e((-80.0, -15.0, 60.0), (75.0, 70.0, 65.0)),)),
@@ -121,7 +124,7 @@ def rasterize_labels(grid: Grid, patient_to_scanner: np.ndarray | None = None) -
         inside = np.zeros(grid.shape, dtype=bool)
         for shape in s.shapes:
             inside |= shape.contains(x, y, z)
-        if s.name == "body":
+        if s.name == REMAINDER:
             body = inside
         elif s.within_body and body is not None:
             inside &= body

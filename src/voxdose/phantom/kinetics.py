@@ -56,7 +56,7 @@ class StructureKinetics:
 
 #: Kinetics per structure name for the CXCR4-ligand demo.
 CXCR4_KINETICS: dict[str, StructureKinetics] = {
-    "body": StructureKinetics(0.45, 8.0, 0.05),
+    "remainder": StructureKinetics(0.45, 8.0, 0.05),
     "lungs": StructureKinetics(0.02, 10.0, 0.1),
     "liver": StructureKinetics(0.08, 40.0, 0.5),
     "spleen": StructureKinetics(0.03, 70.0, 1.0),
