@@ -116,3 +116,26 @@ def test_malformed_user_dpk_table(study_copy, tmp_path, capsys):
     (study_copy.parent / "bad.csv").write_text("radius,value\n1,2\n")
     study_copy.write_text(study_copy.read_text() + '\n[dose]\ndpk = "bad.csv"\n')
     _run_expect_error(study_copy, tmp_path, capsys, r"bad\.csv")
+
+
+def test_ctrl_c_exits_130_and_keeps_earlier_results(study_copy, tmp_path, capsys, monkeypatch):
+    """Ctrl-C while results are being written: exit 130, one line, the folder of an earlier
+    run untouched, no staging folder left."""
+    import voxdose.pipeline.stages as stages
+
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "dvh.csv").write_text("earlier run\n")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages, "plot_dose_slices", interrupted)
+    rc = main(["run", str(study_copy), "--out", str(out), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 130
+    assert err.splitlines()[-1].startswith("voxdose: interrupted")
+    assert "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["dvh.csv"]
+    assert (out / "dvh.csv").read_text() == "earlier run\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".results")]

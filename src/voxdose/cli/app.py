@@ -165,9 +165,26 @@ def _register_commands() -> None:
 _register_commands()
 
 
+#: Exit code of an interrupted command (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def _interrupted() -> int:
+    err_console.print("voxdose: interrupted: nothing was written (results are staged and "
+                      "moved into place only when a command completes)", highlight=False,
+                      soft_wrap=True, markup=False)
+    return EXIT_INTERRUPTED
+
+
 def main(argv=None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Typer turns Ctrl-C into Exit(130) and, without standalone mode, *returns* that code
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
+            return _interrupted() if rv == EXIT_INTERRUPTED else rv
+    except KeyboardInterrupt:
+        return _interrupted()
     except VoxdoseError as exc:
         err_console.print(f"voxdose: error: {exc}", highlight=False, soft_wrap=True,
                           markup=False)
@@ -178,7 +195,9 @@ def main(argv=None) -> int:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             return int(exc.exit_code)
-        if type(exc).__name__ == "Abort":
+        if type(exc).__name__ == "Abort":  # Click turns Ctrl-C into Abort
+            if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+                return _interrupted()
             return 1
         raise
     return 0
