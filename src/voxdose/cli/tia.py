@@ -82,6 +82,8 @@ def tia(
 
 
 def _print_summary(res, out: Path) -> None:
+    for w in res.warnings:
+        console.print(f"voxdose: warning: {w}", style="yellow", markup=False, highlight=False)
     total = res.total_decays
     since = "" if res.integrated_from_h is None else f" from {res.integrated_from_h:g} h on"
     if res.method == "stp":

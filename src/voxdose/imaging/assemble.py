@@ -10,6 +10,7 @@ out from its tags when the study file was validated.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,7 @@ from ..core.grid import Grid, LabelMap
 from ..study.images import read_study_labels, read_timepoint_ct, read_timepoint_spect
 from ..study.load import Study
 from ..core.nuclide import Nuclide
+from .checks import check_finite, check_fov_activity, check_resampling_loss, clip_negative
 from .registration import (
     Registration,
     identity_registration,
@@ -51,6 +53,11 @@ class ActivitySeries:
             self.grid.voxel_volume_ml
 
 
+def _administered_bq(study: Study) -> float | None:
+    mbq = getattr(study, "administered_activity_mbq", None)
+    return None if mbq is None else float(mbq) * 1e6
+
+
 def assemble_series(study: Study, progress=None) -> tuple[ActivitySeries, list[Registration],
                                                           LabelMap | None]:
     """Load every frame, register it to the reference time point, resample to the reference
@@ -63,15 +70,27 @@ def assemble_series(study: Study, progress=None) -> tuple[ActivitySeries, list[R
     # request, the reference CT grid (finer voxels; same intensive-quantity resampling)
     grid = fixed.grid if study.dose_grid == "ct" else ref_spect.grid
     lam = study.nuclide.decay_constant_per_s
-    frames, regs, reports = [], [], []
+    frames, regs, reports, warns = [], [], [], []
     for i, tp in enumerate(study.timepoints):
         spect = ref_spect if i == ref else read_timepoint_spect(tp)
         if tp.spect_dicom is None:
             spect = spect.with_data(spect.data * study.spect_to_bq_ml)
-        if np.any(spect.data < 0):
-            n_neg = int((spect.data < 0).sum())
-            spect = spect.with_data(np.clip(spect.data, 0, None))
-            reports.append({"time_index": i, "negative_voxels_clipped": n_neg})
+        src = tp.spect
+        check_finite(spect.data, src)
+        clipped, neg = clip_negative(spect.data, src)
+        if neg is not None:
+            spect = spect.with_data(clipped)
+            reports.append({"time_index": i, **neg})
+            warns.append(f"{src}: {neg['negative_voxels_clipped']} negative voxels "
+                         f"({100 * neg['negative_fraction_of_positive']:.2g} % of the "
+                         "positive activity) clipped to 0")
+        undo = (tp.decay_undo if tp.decay_undo is not None else
+                math.exp(-lam * hours_to_seconds(tp.time_h)) if study.decay_corrected else 1.0)
+        low = check_fov_activity(float(spect.data.sum()) * spect.grid.voxel_volume_ml * undo,
+                                 _administered_bq(study), lam, hours_to_seconds(tp.time_h),
+                                 src)
+        if low:
+            warns.append(low)
         if i == ref:
             reg = identity_registration()
         else:
@@ -82,6 +101,7 @@ def assemble_series(study: Study, progress=None) -> tuple[ActivitySeries, list[R
                 raise StudyError(f"registration of time point {i} ({tp.ct or tp.spect}) to the "
                                  f"reference failed: {str(exc).strip()[-120:]}") from None
         res, rep = resample_concentration(spect, grid, reg)
+        check_resampling_loss(rep["activity_before_bq"], rep["activity_after_bq"], src)
         data = res.data
         if tp.decay_undo is not None:  # DICOM: from DecayCorrection (0054,1102)
             data = data * tp.decay_undo
@@ -102,5 +122,6 @@ def assemble_series(study: Study, progress=None) -> tuple[ActivitySeries, list[R
                             study.nuclide, False,
                             {"registration": ("CT-to-CT " if use_ct else "SPECT-to-SPECT ")
                              + study.registration, "grid": study.dose_grid, "frames": reports,
+                             "warnings": warns,
                              **({"dicom": study.info} if study.info else {})})
     return series, regs, labels

@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +85,7 @@ class TiaOutputs:
     model_counts: dict[str, int] = field(default_factory=dict)  # voxels per model
     effective_half_life_h: float | None = None   # single time point only
     integrated_from_h: float | None = None
+    warnings: tuple[str, ...] = ()               # unusual input, recorded in the sidecars
 
 
 # --------------------------------------------------------------------------- validation
@@ -187,16 +188,31 @@ def validate_job(job: TiaJob):
 def _read_frames(job: TiaJob):
     from ..io.sitk_adapter import read_image
 
+    from ..io.nifti_check import check_nifti, is_nifti
+
+    for f in job.frame_paths:  # SimpleITK reads NaN and missing slices as 0
+        if is_nifti(f):
+            check_nifti(f)
     images = [read_image(f, "activity concentration", "Bq/mL") for f in job.frame_paths]
     ref, first = images[0], job.frame_paths[0]
     for f, img in zip(job.frame_paths, images):
         if not img.grid.same_as(ref.grid, tol_mm=1e-3):
             raise InputError(f"{f}: grid ({img.grid.describe()}) differs from {first}'s "
                              f"({ref.grid.describe()}); resample the frames onto one grid")
-        if np.any(img.data < 0):
-            raise InputError(f"{f}: {int((img.data < 0).sum())} voxels hold negative activity; "
-                             "clip or fix them first")
-    return images
+    # one policy with `voxdose run` (voxdose.imaging.checks): NaN refused, small negative
+    # reconstruction noise clipped and recorded, substantial negative activity refused
+    from ..imaging.checks import check_finite, clip_negative
+
+    warnings = []
+    for k, (f, img) in enumerate(zip(job.frame_paths, images)):
+        check_finite(img.data, f)
+        clipped, neg = clip_negative(img.data, f)
+        if neg is not None:
+            images[k] = img.with_data(clipped)
+            warnings.append(f"{f}: {neg['negative_voxels_clipped']} negative voxels "
+                            f"({100 * neg['negative_fraction_of_positive']:.2g} % of the "
+                            "positive activity) clipped to 0")
+    return images, warnings
 
 
 def _base_meta(job: TiaJob, nuc) -> dict:
@@ -334,10 +350,14 @@ def write_outputs(outputs) -> None:
 def run_tia_job(job: TiaJob) -> TiaOutputs:
     """Validate ``job``, compute every requested map, then write them all (or none)."""
     nuc = validate_job(job)
-    images = _read_frames(job)
+    images, warnings = _read_frames(job)
     if job.single_time_point:
         outputs, summary = _single_time_point(job, nuc, images[0])
     else:
         outputs, summary = _fitted(job, nuc, images)
+    if warnings:  # recorded in every sidecar, shown by the command
+        outputs = [(path, img.with_data(img.data, meta={**img.meta, "warnings": warnings}), dt)
+                   for path, img, dt in outputs]
+        summary = replace(summary, warnings=tuple(warnings))
     write_outputs(outputs)
     return summary

@@ -1,0 +1,102 @@
+"""Plausibility of activity frames, one policy for every command (``run`` and ``tia``).
+
+Each check either passes, passes with a warning (unusual but valid: the caller records it
+in provenance), or raises :class:`~voxdose.core.errors.InputError` with one line naming the
+file and what to do. Thresholds (documented in docs/io.md):
+
+* **finite**: a NaN or infinite voxel is an error (a NaN block over a lesion gave 0.18 Gy
+  instead of 20 Gy when it was read as 0).
+* **negative activity**: reconstruction noise may leave small negative values (FBP,
+  subtraction-based scatter correction). With N = sum of |a| over negative voxels and
+  P = sum of a over positive ones, N <= ``NEGATIVE_FRACTION_MAX`` x P is clipped to 0,
+  counted and recorded; more is refused (a negated frame, a sign or offset error).
+* **activity in the field of view** A_fov(t) = sum a V_voxel (Bq, at acquisition, decay
+  correction undone) against the administered activity decayed to t,
+  A_adm(t) = A_0 exp(-lambda t): A_fov > ``FOV_EXCESS_MAX`` x A_adm is an error (wrong
+  unit, calibration or administered activity: 1 MBq given with GBq in the images gave
+  8,930 Gy/GBq); A_fov < ``FOV_LOW_WARN`` x A_adm is a warning (a field of view far from
+  the uptake, or most of the activity excreted).
+* **resampling loss**: a frame whose activity on the dose grid is below
+  (1 - ``RESAMPLE_LOSS_MAX``) of its activity before resampling lies largely outside the
+  grid (a SPECT 1 m from its CT became 0): an error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..core.errors import InputError
+
+#: Negative activity allowed (as clipped noise), fraction of the positive activity.
+NEGATIVE_FRACTION_MAX = 0.05
+#: Largest activity in the field of view, x the administered activity decayed to the scan.
+FOV_EXCESS_MAX = 1.5
+#: Below this fraction of the decayed administered activity in the field of view: warning.
+FOV_LOW_WARN = 0.01
+#: Largest activity lost by resampling a frame onto the dose grid (fraction).
+RESAMPLE_LOSS_MAX = 0.05
+
+
+def check_finite(data: np.ndarray, source) -> None:
+    """Refuse NaN or infinite voxels."""
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise InputError(f"{source}: {int(bad.sum())} voxels are NaN or infinite; a damaged "
+                         "or masked image: fix or re-export it (voxdose does not guess a "
+                         "value for them)")
+
+
+def clip_negative(data: np.ndarray, source) -> tuple[np.ndarray, dict | None]:
+    """``data`` with small negative noise clipped to 0, and a record of what was clipped
+    (None when nothing was); substantial negative activity is refused (see the module)."""
+    neg = data < 0
+    if not neg.any():
+        return data, None
+    n_abs = float(-data[neg].sum(dtype=np.float64))
+    p = float(data[data > 0].sum(dtype=np.float64))
+    frac = n_abs / p if p > 0 else math.inf
+    if frac > NEGATIVE_FRACTION_MAX:
+        raise InputError(f"{source}: negative activity in {int(neg.sum())} voxels, "
+                         f"{_pct(frac)} of the positive activity (at most "
+                         f"{NEGATIVE_FRACTION_MAX:.0%} is accepted as "
+                         "reconstruction noise); check the sign, offset and units of the "
+                         "image")
+    record = {"negative_voxels_clipped": int(neg.sum()),
+              "negative_fraction_of_positive": frac}
+    return np.clip(data, 0.0, None), record
+
+
+def check_fov_activity(activity_bq: float, administered_bq: float, decay_per_s: float,
+                       time_s: float, source) -> str | None:
+    """Compare the activity in the field of view with the administered activity decayed to
+    the scan; returns a warning text or None; raises when it exceeds it."""
+    if administered_bq is None or not administered_bq > 0:
+        return None
+    expected = administered_bq * math.exp(-decay_per_s * time_s)
+    ratio = activity_bq / expected
+    t_h = time_s / 3600.0
+    if ratio > FOV_EXCESS_MAX:
+        raise InputError(f"{source}: {activity_bq / 1e6:.4g} MBq in the field of view at "
+                         f"{t_h:g} h, {ratio:.3g}x the administered activity decayed to that "
+                         f"time ({expected / 1e6:.4g} MBq; at most {FOV_EXCESS_MAX:g}x "
+                         "accepted); check the image units, calibration and the study's "
+                         "administered_activity_mbq")
+    if ratio < FOV_LOW_WARN:
+        return (f"{source}: only {_pct(ratio)} of the administered activity (decayed to "
+                f"{t_h:g} h) is in the field of view")
+    return None
+
+
+def check_resampling_loss(before_bq: float, after_bq: float, source) -> None:
+    """Refuse a frame that lost more than RESAMPLE_LOSS_MAX of its activity in resampling."""
+    if before_bq > 0 and after_bq < (1.0 - RESAMPLE_LOSS_MAX) * before_bq:
+        raise InputError(f"{source}: resampling onto the dose grid kept only "
+                         f"{_pct(after_bq / before_bq)} of the frame's activity (the frame "
+                         "lies largely outside the grid); check the registration and that "
+                         "SPECT and CT cover the same patient region")
+
+
+def _pct(x: float) -> str:
+    return "inf %" if not math.isfinite(x) else f"{100 * x:.3g} %"
