@@ -83,14 +83,16 @@ def test_density_map_gives_mass_and_mass_weighted_mean():
         compute_dvhs(dose, lab, rho.with_data(-rho.data))
 
 
-def test_zero_volume_structure_gives_zero_row_not_crash():
+def test_zero_volume_structure_gives_a_blank_row_not_crash():
+    """An empty structure has no dose (issue 12: never reported as 0 Gy)."""
     g = Grid.from_spacing((3, 3, 3), (2.0, 2.0, 2.0))
     lab = LabelMap(np.ones(g.shape, np.int32), g, {1: "present", 7: "absent"})
     hs = compute_dvhs(Image(np.ones(g.shape), g), lab)
     absent = hs[1]
     assert absent.name == "absent" and absent.volume_ml == 0.0
-    assert absent.row() == {"name": "absent", "volume_ml": 0.0, "mean_gy": 0.0, "min_gy": 0.0,
-                            "max_gy": 0.0, "d2_gy": 0.0, "d50_gy": 0.0, "d98_gy": 0.0}
+    assert absent.row() == {"name": "absent", "volume_ml": 0.0, "mean_gy": None,
+                            "min_gy": None, "max_gy": None, "d2_gy": None, "d50_gy": None,
+                            "d98_gy": None}
     doc = dvh_json(hs, n_bins=10)
     assert doc["structures"][1]["mass_g"] == 0.0
     assert all(v == 0.0 for v in doc["structures"][1]["cumulative"]["volume_fraction"])

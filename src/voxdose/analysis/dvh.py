@@ -34,6 +34,7 @@ import numpy as np
 from ..core.backend import to_numpy
 from ..core.errors import InputError
 from ..core.grid import Image, LabelMap
+from ..io.names import read_names_json  # noqa: F401  (public here since the first release)
 
 CSV_COLUMNS = ("name", "volume_ml", "mean_gy", "min_gy", "max_gy", "d2_gy", "d50_gy", "d98_gy")
 #: Water, used for masses when no density map is given, g/cm^3.
@@ -152,6 +153,9 @@ class DVH:
 
     def row(self) -> dict:
         """The CSV row (contract columns, :data:`CSV_COLUMNS`)."""
+        if not self.n_voxels:  # an empty structure has no dose, not 0 Gy: blank fields
+            return {"name": self.name, "volume_ml": 0.0, "mean_gy": None, "min_gy": None,
+                    "max_gy": None, "d2_gy": None, "d50_gy": None, "d98_gy": None}
         return {"name": self.name, "volume_ml": self.volume_ml, "mean_gy": self.mean_gy,
                 "min_gy": self.min_gy, "max_gy": self.max_gy, "d2_gy": self.d(2),
                 "d50_gy": self.d(50), "d98_gy": self.d(98)}
@@ -220,7 +224,8 @@ def dvh_csv(dvhs: list[DVH]) -> str:
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
     for h in dvhs:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in h.row().items()})
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else "" if v is None else v)
+                    for k, v in h.row().items()})
     return buf.getvalue()
 
 
@@ -242,25 +247,12 @@ def dvh_json(dvhs: list[DVH], n_bins: int = 200, v_doses_gy=(), meta: dict | Non
     }
 
 
-def read_names_json(path) -> dict[int, str]:
-    """Read ``{"1": "liver", ...}`` (label value -> structure name); InputError if malformed."""
-    import json
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"structure names file not found: {p}")
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-        names = {int(k): str(v) for k, v in raw.items()}
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        raise InputError(f"{p}: must be a JSON object like "
-                         '{"1": "liver", "2": "kidney_left"}') from None
-    if not names:
-        raise InputError(f"{p}: names no structure; give at least one label value")
-    return names
-
-
 def names_from_labels(data: np.ndarray) -> dict[int, str]:
     """``label_<v>`` for every non-zero value present (used when no names file is given)."""
     return {int(v): f"label_{int(v)}" for v in np.unique(np.asarray(data)) if v != 0}
+
+
+def empty_structure_warnings(dvhs: list[DVH]) -> list[str]:
+    """One warning per named structure with no voxel on the dose grid."""
+    return [f"structure '{h.name}' has no voxel on the dose grid: reported as empty "
+            "(no dose), not as 0 Gy" for h in dvhs if not h.n_voxels]

@@ -33,7 +33,9 @@ def dvh(
     bins: int = typer.Option(200, "--bins", min=1, help="dose bins of the JSON DVH curves"),
 ):
     """Dose-volume histograms per structure (float64, voxel-exact D_x and V_x)."""
-    from ..analysis.dvh import compute_dvhs, dvh_csv, dvh_json, names_from_labels, read_names_json
+    from ..analysis.dvh import (compute_dvhs, dvh_csv, dvh_json, empty_structure_warnings,
+                                names_from_labels)
+    from ..io.names import check_labels_named, read_names_json
     from ..io.atomic import write_json, write_text
     from ..io.sitk_adapter import read_image, read_labels
 
@@ -44,8 +46,11 @@ def dvh(
         lab = type(lab)(lab.data, lab.grid, names_from_labels(lab.data))
         if not lab.names:
             raise InputError(f"label image {labels} holds no non-zero label")
+    check_labels_named(lab.data, lab.names, labels)
     rho = read_image(density, "density", "g/cm^3") if density is not None else None
     hs = compute_dvhs(dose_img, lab, rho)
+    for w in empty_structure_warnings(hs):
+        console.print(f"voxdose: warning: {w}", style="yellow", markup=False, highlight=False)
     if plot is not None:
         from ..report.plots import plot_dvhs
 
@@ -59,6 +64,9 @@ def dvh(
     for col in ("mL", "mass g", "mean", "min", "max", "D2", "D50", "D98"):
         t.add_column(col, justify="right")
     for h in hs:
+        if not h.n_voxels:
+            t.add_row(h.name, "0", "0", *(["empty"] + [""] * 5))
+            continue
         t.add_row(h.name, f"{h.volume_ml:.1f}", f"{h.mass_g:.1f}", f"{h.mean_gy:.3g}",
                   f"{h.min_gy:.3g}", f"{h.max_gy:.3g}", f"{h.d(2):.3g}", f"{h.d(50):.3g}",
                   f"{h.d(98):.3g}")

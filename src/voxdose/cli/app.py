@@ -107,7 +107,7 @@ def _run(study_path: Path, out: Path, device: str, t_start: float,
     for w in caught:
         if "device 'auto'" in str(w.message):
             console.print(str(w.message), style="yellow", markup=False)
-    for w in result.provenance.get("assembly", {}).get("warnings", []):
+    for w in result.provenance.get("warnings", []):
         console.print(f"voxdose: warning: {w}", style="yellow", markup=False, highlight=False)
     nuc = result.provenance["study"]["nuclide"]
     _print_table(result, f"{nuc} absorbed dose per structure (kernel convolution, water)")

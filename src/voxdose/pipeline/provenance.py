@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from .. import __version__
+from ..analysis.dvh import empty_structure_warnings
 from ..io.atomic import sha256_file
 from ..kinetics.models import MODEL_NAMES, STATUS
 from ..study.load import study_inputs
@@ -61,6 +62,8 @@ def build_provenance(ctx) -> dict:
                  "density_mode": ctx.options.density_mode},
         "decisions_notes": [] if ctx.decisions is None else ctx.decisions.notes,
         "skipped": skipped(study, ctx.labels, ctx.decisions, ctx.comparison),
+        "warnings": [*ctx.series.info.get("warnings", []),
+                     *empty_structure_warnings(ctx.dvhs.get("kernel", []))],
         "timings_s": ctx.timings,
     }
 

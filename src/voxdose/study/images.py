@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from ..core.errors import StudyError
 from ..core.grid import Image, LabelMap
+from ..io.names import check_labels_named
 from ..io.nifti_check import check_nifti, is_nifti
 from ..io.sitk_adapter import read_image, read_labels
 from .load import Study, TimePoint
@@ -56,8 +56,5 @@ def read_study_labels(study: Study) -> LabelMap | None:
     if study.labels is None:
         return None
     lab = read_labels(study.labels, study.names)
-    unknown = sorted(set(np.unique(lab.data).tolist()) - set(study.names) - {0})
-    if unknown:
-        raise StudyError(f"{study.labels}: label values {unknown} have no name in "
-                         f"{study.path.name}'s structures.names file; add them")
+    check_labels_named(lab.data, study.names, study.labels, error=StudyError)
     return lab

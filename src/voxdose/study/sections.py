@@ -8,7 +8,6 @@ The DICOM side of ``[study]``, ``[spect]`` and ``[[timepoints]]`` is in ``dicom_
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,12 +176,9 @@ def _rtstruct_structures(s: Section, ref_tp: TimePoint, base: Path, path: Path, 
 
 
 def _read_names(names_path: Path) -> dict[int, str]:
-    try:
-        raw = json.loads(names_path.read_text())
-        return {int(k): str(v) for k, v in raw.items()}
-    except (ValueError, AttributeError):
-        raise StudyError(f"{names_path}: must be a JSON object like "
-                         '{"1": "liver", "2": "kidney_left"}') from None
+    from ..io.names import read_names_json
+
+    return read_names_json(names_path, error=StudyError)
 
 
 def _label_structures(s: Section, ref_tp: TimePoint, ref: int, base: Path, path: Path):
