@@ -82,3 +82,16 @@ def test_study_with_a_name_used_twice_is_refused(small_study, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and f"'{names[first]}' is given to labels" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_rtdose_refuses_a_tia_map(tmp_path, capsys):
+    """A TIA map (sidecar unit Bq*s) must not be written as GY (1.4e11 Gy seen)."""
+    g = Grid.from_spacing((2, 2, 2), (4.0, 4.0, 4.0))
+    tia = tmp_path / "tia.nii.gz"
+    write_image(tia, Image(np.full(g.shape, 1e9), g, "time-integrated activity",
+                           "Bq*s per voxel (decays)"), dtype=np.float32)
+    out = tmp_path / "rd.dcm"
+    rc = main(["rtdose", str(tia), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "not Gy" in err and "tia.nii.gz" in err
+    assert not out.exists()

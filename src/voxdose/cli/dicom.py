@@ -52,6 +52,11 @@ def rtdose(
     if reference is not None and not reference.exists():
         raise InputError(f"--reference {reference}: not found")
     img = read_image(dose, "absorbed dose", "Gy")
+    unit = str(img.meta.get("unit", "Gy"))
+    if unit.strip().lower() not in ("gy", "gray"):
+        raise InputError(f"{dose}: its sidecar gives the unit '{unit}' "
+                         f"({img.meta.get('quantity', 'unknown quantity')}), not Gy; RT Dose "
+                         "holds absorbed dose: give a dose image (e.g. from voxdose dose)")
     write_rt_dose(out, img, reference=reference)
     console.print(f"wrote {out}")
 
