@@ -177,3 +177,23 @@ def test_runner_times_every_stage_and_opens_its_reporter_stage(tmp_path):
     assert list(ctx.timings) == ["first", "second", "total"]
     assert seen == ctx.timings  # finish sees its own stage's time
     assert ctx.timings["total"] >= ctx.timings["first"] + ctx.timings["second"]
+
+
+def test_writer_never_writes_a_non_finite_result(tmp_path):
+    import numpy as np
+    import pytest
+
+    from voxdose.core.errors import VoxdoseError
+    from voxdose.core.grid import Grid, Image
+    from voxdose.pipeline.writer import ResultsWriter
+
+    g = Grid.from_spacing((2, 2, 2), (1.0, 1.0, 1.0))
+    w = ResultsWriter(tmp_path)
+    bad = np.ones(g.shape)
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(VoxdoseError, match="non-finite"):
+        w.image("dose.nii.gz", Image(bad, g, "absorbed dose", "Gy"))
+    with pytest.raises(VoxdoseError, match="float32"):
+        w.image("dose.nii.gz", Image(np.full(g.shape, 1e39), g, "absorbed dose", "Gy"),
+                dtype=np.float32)
+    assert not list(tmp_path.iterdir())

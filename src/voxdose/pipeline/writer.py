@@ -54,7 +54,10 @@ class ResultsWriter:
             self._files.append(rel)
 
     def image(self, name: str, img, **kw) -> None:
-        """An image and its JSON sidecar (``write_image``'s keywords: dtype, sidecar)."""
+        """An image and its JSON sidecar (``write_image``'s keywords: dtype, sidecar).
+        A result with a NaN or infinite voxel (or one that would overflow the stored type)
+        is never written: the run fails and nothing reaches the results folder."""
+        _check_finite(name, img, kw.get("dtype"))
         p = write_image(self.path(name), img, **kw)
         self._record(p)
         self._record(sidecar_path(p))
@@ -125,3 +128,22 @@ def remove_stale(out_dir, previous: Iterable[str], current: Iterable[str]) -> li
                 q.unlink()
                 removed.append(n)
     return removed
+
+
+def _check_finite(name: str, img, dtype) -> None:
+    import numpy as np
+
+    from ..core.backend import to_numpy
+    from ..core.errors import VoxdoseError
+
+    data = np.asarray(to_numpy(img.data))
+    if not np.issubdtype(data.dtype, np.floating):
+        return
+    bad = int(np.count_nonzero(~np.isfinite(data)))
+    if not bad and dtype is not None and np.issubdtype(np.dtype(dtype), np.floating):
+        top = float(np.max(np.abs(data), initial=0.0))
+        bad = int(top > float(np.finfo(dtype).max))
+    if bad:
+        raise VoxdoseError(f"{name}: the computed {img.quantity or 'result'} has non-finite "
+                           f"values ({bad} voxels, or beyond the range of {dtype}); nothing "
+                           "was written: check the input's units (activity far too high?)")
