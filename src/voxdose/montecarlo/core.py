@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# the device-neutral pieces live in mc_transport (compiled for the CPU and for CUDA)
+# the device-neutral pieces live in voxdose.montecarlo.transport (CPU and CUDA)
 from .transport import (  # noqa: F401  (re-exported)
     interp_uniform,
     isotropic,

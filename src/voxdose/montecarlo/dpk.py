@@ -13,7 +13,8 @@ nuclide (ICRP-107 via :mod:`voxdose.core.nuclide`) is transported:
 Each history draws one particle from the nuclide's electron (or photon) emissions, with
 probability proportional to its yield; the energy scored per shell is multiplied by
 ``N_e / n_histories`` (``N_e`` = electrons emitted per decay), so the table is per decay.
-Photon lines below 10 keV are deposited in the first shell (local).
+Photon lines below :data:`voxdose.montecarlo.photon.P_CUT_MEV` (1 keV, the lower end of the
+photon tables) are deposited in the first shell (local).
 
 Shells: uniform width ``dr`` out to just beyond the largest electron CSDA range, then
 geometric (ratio ``q``) out to ``r_max`` when the nuclide emits penetrating photons.  The
@@ -31,6 +32,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
@@ -38,9 +40,7 @@ from scipy.interpolate import PchipInterpolator
 from ..core.errors import InputError
 from ..core.nuclide import Nuclide, load_nuclide
 from ..core.units import MEV_PER_G_TO_GY
-from . import electron as mc_electron
-from . import photon as mc_photon
-from . import media
+from . import electron, media, photon
 from . import stopping_power as sp
 from .core import rng_states
 
@@ -85,7 +85,7 @@ def sampled_beta_energies(nuclide: str | Nuclide, n: int, seed: int = 1) -> np.n
     nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
     _, e, p, cdf, _, _, _ = _emission_arrays(nuc)
     st = rng_states(seed, 1)[0]
-    return mc_electron.sample_many(st, int(n), 1.0, e, p, cdf, np.zeros(1), np.zeros(1), 1.0)
+    return electron.sample_many(st, int(n), 1.0, e, p, cdf, np.zeros(1), np.zeros(1), 1.0)
 
 
 #: Highest emission energies the transport models, MeV (electron tables are built to
@@ -230,8 +230,8 @@ class DPKResult:
 def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
                  n_photons: int = 200_000, *, seed: int = 12345, n_batches: int = 20,
                  edges_mm: np.ndarray | None = None, r_max_mm: float | None = None,
-                 eps: float = mc_electron.EPS_STEP, e_cut: float = mc_electron.E_CUT_MEV,
-                 w_cut: float = mc_electron.W_CUT_MEV, backend: str = "cpu",
+                 eps: float = electron.EPS_STEP, e_cut: float = electron.E_CUT_MEV,
+                 w_cut: float = electron.W_CUT_MEV, backend: str = "cpu",
                  medium="water", normalise: bool = True) -> DPKResult:
     """Run the Monte Carlo for ``nuclide`` in ``medium`` (a name of
     :data:`voxdose.montecarlo.media.MEDIA` or a medium dict) and return its :class:`DPKResult`
@@ -248,108 +248,142 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
     """
     nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
     med = media.get_medium(medium)
-    if backend not in ("cpu", "cuda"):
-        raise InputError(f"Monte Carlo backend must be 'cpu' or 'cuda'; got {backend!r}")
-    if backend == "cuda":
-        from . import transport_cuda as mc_cuda
-
-        run_e = mc_cuda.run_electron_batches_cuda
-        run_p = mc_cuda.run_photon_batches_cuda
-    else:
-        run_e = mc_electron.run_electron_batches
-        run_p = mc_photon.run_photon_batches
+    run_e, run_p = _runners(backend)
     n_batches = int(n_batches)
     if n_batches < 2:
         raise InputError("n_batches must be >= 2 (uncertainty from batch statistics)")
     t0 = time.perf_counter()
-    pl = np.asarray(nuc.photon_lines_mev, dtype=np.float64)
-    py = np.clip(np.asarray(nuc.photon_yields, dtype=np.float64), 0.0, None)
-    pen = (pl >= mc_photon.P_CUT_MEV) & (py > 0)
-    photon_local = float(np.sum(pl[~pen] * py[~pen]))
-    photon_pen = float(np.sum(pl[pen] * py[pen]))
+    lines, yields, photon_local = _photon_emissions(nuc)
     if edges_mm is None:
         # every nuclide has photons to follow: its own and its electrons' bremsstrahlung
         if r_max_mm is None:
             r_max_mm = R_MAX_MM / min(1.0, float(med["density_g_cm3"]))
         edges_mm = shell_edges(nuc, r_max_mm=r_max_mm, with_photons=True, medium=med)
     edges = np.asarray(edges_mm, dtype=np.float64)
-    n_edges = edges.size
-    mean_all = np.zeros(n_edges)          # energy per decay per shell (+ beyond the last)
-    dev_all = np.zeros((n_batches, n_edges))   # linearised batch deviations (for the SEM)
-    energy_e = np.zeros(n_edges)
-    energy_p = np.zeros(n_edges)
-    brems = 0.0
-    escaped = 0.0
-    emitted_e = 0.0
-    emitted_p = 0.0
     ne = int(math.ceil(max(int(n_electrons), 0) / n_batches))
-    npb = int(math.ceil(max(int(n_photons), 0) / n_batches)) if photon_pen > 0 else 0
+    npb = (int(math.ceil(max(int(n_photons), 0) / n_batches))
+           if float(np.sum(lines * yields)) > 0 else 0)
     settings = {"eps_step": eps, "e_cut_mev": e_cut, "w_cut_mev": w_cut,
-                "photon_cut_mev": mc_photon.P_CUT_MEV, "n_batches": n_batches,
+                "photon_cut_mev": photon.P_CUT_MEV, "n_batches": n_batches,
                 "backend": backend, "normalised_to_expected_emission": bool(normalise),
                 "shells": _describe_shells(edges)}
+    source_e = _emission_arrays(nuc)
+    e_table_max, p_table_max = _table_limits(nuc, lines)
+    run = partial(_run_source, edges=edges, n_batches=n_batches, normalise=normalise,
+                  settings=settings)
+    part_e = part_p = _SourcePart(np.zeros(edges.size), np.zeros((n_batches, edges.size)))
+    pt = None   # the photon tables (built with the electron tables, for bremsstrahlung)
+    if ne > 0 and source_e[-1] > 0:
+        et = electron.electron_tables(med, e_cut=e_cut, w_cut=w_cut, eps=eps,
+                                      e_max=e_table_max, p_max=p_table_max)
+        pt = et.photons
+        by, e, p, _, le, lc, _ = source_e
+        part_e = run(run_e, source_e, electron.table_args(et), ne, seed, "electron",
+                     _expected_electron_mev(by, e, p, le, lc), "electron_steps_per_history")
+    if npb > 0:
+        pt = pt if pt is not None else photon.photon_tables(med, e_max=p_table_max)
+        cum = np.cumsum(yields)
+        part_p = run(run_p, (lines, cum, float(cum[-1])), photon.table_args(pt), npb,
+                     seed + 7_777_777, "photon", float(np.sum(lines * yields)),
+                     "photon_interactions_per_history")
+    return DPKResult(
+        nuclide=nuc.name, edges_mm=edges, **_merge(part_e, part_p, photon_local, n_batches),
+        n_electrons=ne * n_batches if ne > 0 else 0, n_photons=npb * n_batches,
+        seed=int(seed), seconds=time.perf_counter() - t0, settings=settings,
+        max_electron_range_mm=max_electron_range_mm(nuc, med), medium=med["name"],
+        density_g_cm3=float(med["density_g_cm3"]), medium_record=media.describe(med))
 
-    by, e, p, cdf, le, lc, n_tot = _emission_arrays(nuc)
+
+def _runners(backend: str):
+    """(electron, photon) batch runners of ``backend`` ("cpu" or "cuda")."""
+    if backend not in ("cpu", "cuda"):
+        raise InputError(f"Monte Carlo backend must be 'cpu' or 'cuda'; got {backend!r}")
+    if backend == "cuda":
+        from . import transport_cuda
+
+        return (transport_cuda.run_electron_batches_cuda,
+                transport_cuda.run_photon_batches_cuda)
+    return electron.run_electron_batches, photon.run_photon_batches
+
+
+def _photon_emissions(nuc: Nuclide):
+    """Photon source: (lines transported (E >= P_CUT_MEV, yield > 0), their yields, energy
+    per decay of the lines below the cut, deposited in the first shell)."""
+    pl = np.asarray(nuc.photon_lines_mev, dtype=np.float64)
+    py = np.clip(np.asarray(nuc.photon_yields, dtype=np.float64), 0.0, None)
+    pen = (pl >= photon.P_CUT_MEV) & (py > 0)
+    return pl[pen], py[pen], float(np.sum(pl[~pen] * py[~pen]))
+
+
+def _table_limits(nuc: Nuclide, photon_lines: np.ndarray) -> tuple[float, float]:
+    """Upper energies (MeV) of the electron and photon tables; InputError beyond what the
+    transport models."""
     e_top = max_electron_energy_mev(nuc)
-    p_top = float(pl[pen].max()) if pen.any() else 0.0
+    p_top = float(photon_lines.max()) if photon_lines.size else 0.0
     if e_top > MAX_ELECTRON_MEV or p_top > MAX_PHOTON_MEV:
         raise InputError(
             f"{nuc.name} emits electrons up to {e_top:.3g} MeV and photons up to "
             f"{p_top:.3g} MeV; the Monte Carlo models electrons up to {MAX_ELECTRON_MEV} MeV "
             f"and photons up to {MAX_PHOTON_MEV} MeV (no pair production): use a "
             "published kernel table with --dpk instead")
-    e_table_max = max(4.0, 1.05 * e_top)
-    p_table_max = max(3.0, 1.05 * max(e_top, p_top))
-    et = None   # electron tables (they hold the photon tables too)
-    if ne > 0 and n_tot > 0:
-        et = mc_electron.electron_tables(med, e_cut=e_cut, w_cut=w_cut, eps=eps,
-                                         e_max=e_table_max, p_max=p_table_max)
-        st = rng_states(seed, n_batches)
-        tally, acc = run_e(
-            st, ne, edges, by, e, p, cdf, le, lc, n_tot, *mc_electron.table_args(et))
-        w = n_tot / ne                       # per decay, per batch
-        expect = _expected_electron_mev(by, e, p, le, lc)
-        m, dev, a = _tally_part(tally, acc, w, expect, normalise, settings, "electron")
-        mean_all += m
-        dev_all += dev
-        energy_e += m
-        escaped += a[0]
-        brems, emitted_e = a[3], a[2]
-        settings["electron_steps_per_history"] = float(acc[:, 1].sum()) / (ne * n_batches)
-    if npb > 0:
-        pt = et.photons if et is not None else mc_photon.photon_tables(med, e_max=p_table_max)
-        st = rng_states(seed + 7_777_777, n_batches)
-        lines = pl[pen]
-        cum = np.cumsum(py[pen])
-        tally, acc = run_p(st, npb, edges, lines, cum, float(cum[-1]),
-                           *mc_photon.table_args(pt))
-        w = float(cum[-1]) / npb
-        expect = float(np.sum(lines * py[pen]))
-        m, dev, a = _tally_part(tally, acc, w, expect, normalise, settings, "photon")
-        mean_all += m
-        dev_all += dev
-        energy_p += m
-        escaped += a[0]
-        emitted_p = a[2]
-        settings["photon_interactions_per_history"] = float(acc[:, 1].sum()) / (npb * n_batches)
+    return max(4.0, 1.05 * e_top), max(3.0, 1.05 * max(e_top, p_top))
+
+
+@dataclass
+class _SourcePart:
+    """One source's (electrons' or photons') share of the table, per decay."""
+
+    shell_mev: np.ndarray      # mean energy per shell (last slot: beyond the last edge)
+    dev: np.ndarray            # linearised batch deviations [n_batches, n_edges]
+    escaped_mev: float = 0.0   # photons beyond the last edge (acc[0])
+    emitted_mev: float = 0.0   # emitted energy (acc[2], normalised)
+    brems_mev: float = 0.0     # bremsstrahlung photons emitted (electrons' acc[3])
+
+
+def _run_source(runner, source: tuple, tables: tuple, n_per_batch: int, seed: int,
+                label: str, expected: float, count_key: str, *, edges: np.ndarray,
+                n_batches: int, normalise: bool, settings: dict) -> _SourcePart:
+    """Run one source (electrons or photons): ``n_batches`` streams seeded by ``seed``,
+    ``runner(states, n_per_batch, edges, *source, *tables)``, tallies per decay by the
+    ratio estimator of :func:`_tally_part` (``expected``: its emitted MeV per decay).
+    ``source`` ends with the particles emitted per decay (a history weighs
+    source[-1] / n_per_batch); ``settings[count_key]`` = steps (or interactions) per
+    history."""
+    st = rng_states(seed, n_batches)
+    tally, acc = runner(st, n_per_batch, edges, *source, *tables)
+    w = source[-1] / n_per_batch              # per decay, per batch
+    m, dev, a = _tally_part(tally, acc, w, expected, normalise, settings, label)
+    settings[count_key] = float(acc[:, 1].sum()) / (n_per_batch * n_batches)
+    return _SourcePart(m, dev, a[0], a[2], a[3] if a.size > 3 else 0.0)
+
+
+def _merge(part_e: _SourcePart, part_p: _SourcePart, photon_local: float,
+           n_batches: int) -> dict:
+    """The :class:`DPKResult` fields of the two sources together (the photon lines below
+    the cut deposited in the first shell; the last tally slot counted as escaped)."""
+    n = part_e.shell_mev.size
+    mean_all = np.zeros(n)
+    mean_all += part_e.shell_mev
+    mean_all += part_p.shell_mev
+    dev_all = np.zeros((n_batches, n))
+    dev_all += part_e.dev
+    dev_all += part_p.dev
+    energy_e = np.zeros(n) + part_e.shell_mev
+    energy_p = np.zeros(n) + part_p.shell_mev
     mean_all[0] += photon_local
     energy_p[0] += photon_local
-    emitted_p += photon_local
+    emitted_p = part_p.emitted_mev + photon_local
     # the last column holds energy beyond the last edge (none for electrons in practice)
-    escaped += float(mean_all[-1])
+    escaped = 0.0 + part_e.escaped_mev + part_p.escaped_mev + float(mean_all[-1])
     mean = mean_all[:-1]
     sem = dev_all[:, :-1].std(axis=0, ddof=1) / math.sqrt(n_batches)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(mean > 0, sem / mean, 0.0)
-    return DPKResult(
-        nuclide=nuc.name, edges_mm=edges, energy_mev=mean, rel_uncertainty=rel,
-        emitted_mev=emitted_e + emitted_p, bremsstrahlung_mev=brems, escaped_mev=escaped,
-        electron_mev=emitted_e, photon_mev=emitted_p,
-        n_electrons=ne * n_batches if ne > 0 else 0, n_photons=npb * n_batches,
-        seed=int(seed), seconds=time.perf_counter() - t0, settings=settings,
-        electron_shell_mev=energy_e[:-1], photon_shell_mev=energy_p[:-1],
-        max_electron_range_mm=max_electron_range_mm(nuc, med), medium=med["name"],
-        density_g_cm3=float(med["density_g_cm3"]), medium_record=media.describe(med))
+    return {"energy_mev": mean, "rel_uncertainty": rel,
+            "emitted_mev": part_e.emitted_mev + emitted_p,
+            "bremsstrahlung_mev": part_e.brems_mev, "escaped_mev": escaped,
+            "electron_mev": part_e.emitted_mev, "photon_mev": emitted_p,
+            "electron_shell_mev": energy_e[:-1], "photon_shell_mev": energy_p[:-1]}
 
 
 def _expected_electron_mev(beta_yield, e, p, line_e, line_cum) -> float:

@@ -58,10 +58,10 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from . import photon as mc_photon
-from . import media
+from . import media, photon
 from . import stopping_power as sp
 from .transport import (  # noqa: F401  (re-exported: the shared per-history code)
+    ElectronArrays,
     electron_history,
     energy_from_range,
     sample_brems,
@@ -71,10 +71,6 @@ from .transport import (  # noqa: F401  (re-exported: the shared per-history cod
     wentzel_cos,
 )
 
-_energy_from_range = energy_from_range
-_sample_moller = sample_moller
-_wentzel_cos = wentzel_cos
-
 #: Default absorption (tracking-cut) energy, MeV.
 E_CUT_MEV = 0.005
 #: Default delta-ray production threshold W_c, MeV.
@@ -83,7 +79,8 @@ W_CUT_MEV = 0.010
 EPS_STEP = 0.02
 
 
-#: Bremsstrahlung photon production threshold k_c, MeV (= the photon absorption energy).
+#: Bremsstrahlung photon production threshold k_c, MeV (the photons themselves are followed
+#: down to :data:`voxdose.montecarlo.photon.P_CUT_MEV`, 1 keV).
 K_CUT_MEV = 0.010
 
 
@@ -105,7 +102,7 @@ class ElectronTables:
     w_cut: float
     eps: float
     k_cut: float
-    photons: mc_photon.PhotonTables   # for the bremsstrahlung photons
+    photons: photon.PhotonTables   # for the bremsstrahlung photons
     medium: str = "water"
     density_g_cm3: float = 1.0
 
@@ -165,20 +162,21 @@ def electron_tables(medium="water", e_cut: float = E_CUT_MEV, w_cut: float = W_C
     return ElectronTables(float(ln_e[0]), float(ln_e[1] - ln_e[0]), rng / rho, sig * rho,
                           sig_b * rho, lam1 / rho, t, m0, dm, wa, float(e_cut),
                           float(w_cut), float(eps), float(k_cut),
-                          mc_photon.photon_tables(m, e_max=p_max or max(3.0, e_max)),
+                          photon.photon_tables(m, e_max=p_max or max(3.0, e_max)),
                           m["name"], rho)
 
 
 # ---------------------------------------------------------------------------------------
-# Numba kernels (the per-history transport is in mc_transport, shared with CUDA)
+# Numba kernels (the per-history transport is in voxdose.montecarlo.transport, shared
+# with CUDA)
 # ---------------------------------------------------------------------------------------
 @njit(cache=True, parallel=True)
 def run_electron_batches(states, n_per_batch, edges_mm, beta_yield, beta_e, beta_p, beta_cdf,
-                         line_e, line_cum, n_total,
-                         ln_e0, dln, range_cm, sigma_hard, sigma_brems, lambda1_cm, energies,
-                         ln_m0, dln_m, ln_a_tab, e_cut, w_cut, eps, k_cut,
-                         p_ln_e0, p_dln, mu_c_tab, mu_p_tab, p_cut):
-    """Run ``n_per_batch`` electrons from the origin in each batch (parallel over batches).
+                         line_e, line_cum, n_total, tab, pt):
+    """Run ``n_per_batch`` electrons from the origin in each batch (parallel over batches),
+    with the electron and photon tables ``tab``, ``pt``
+    (:class:`~voxdose.montecarlo.transport.ElectronArrays`,
+    :class:`~voxdose.montecarlo.transport.PhotonArrays`: ``*table_args(tables)``).
 
     Returns (tally[n_batches, n_edges] MeV summed over histories (last column: beyond the
     last edge), acc[n_batches, 4]: escaped MeV (bremsstrahlung photons beyond the last
@@ -194,10 +192,7 @@ def run_electron_batches(states, n_per_batch, edges_mm, beta_yield, beta_e, beta
         a = acc[b]
         for _ in range(n_per_batch):
             electron_history(st, edges_mm, row, a, stack, beta_yield, beta_e, beta_p,
-                             beta_cdf, line_e, line_cum, n_total, ln_e0, dln, range_cm,
-                             sigma_hard, sigma_brems, lambda1_cm, energies, ln_m0, dln_m,
-                             ln_a_tab, e_cut, w_cut, eps, k_cut,
-                             p_ln_e0, p_dln, mu_c_tab, mu_p_tab, p_cut)
+                             beta_cdf, line_e, line_cum, n_total, tab, pt)
     return tally, acc
 
 
@@ -211,8 +206,23 @@ def sample_many(st, n, beta_yield, beta_e, beta_p, beta_cdf, line_e, line_cum, n
     return out
 
 
+def kernel_tables(t: ElectronTables) -> ElectronArrays:
+    """The electron tables as the per-history code takes them
+    (:class:`~voxdose.montecarlo.transport.ElectronArrays`)."""
+    return ElectronArrays(
+        float(t.ln_e0), float(t.dln), _f64(t.range_cm), _f64(t.sigma_hard),
+        _f64(t.sigma_brems), _f64(t.lambda1_cm), _f64(t.energies), float(t.wentzel_ln_m0),
+        float(t.wentzel_dln_m), _f64(t.wentzel_ln_a), float(t.e_cut), float(t.w_cut),
+        float(t.eps), float(t.k_cut))
+
+
 def table_args(t: ElectronTables) -> tuple:
-    """The tables as the positional tail of the Numba kernels' arguments."""
-    return (t.ln_e0, t.dln, t.range_cm, t.sigma_hard, t.sigma_brems, t.lambda1_cm,
-            t.energies, t.wentzel_ln_m0, t.wentzel_dln_m, t.wentzel_ln_a, t.e_cut, t.w_cut,
-            t.eps, t.k_cut) + mc_photon.table_args(t.photons)
+    """The tables as the positional tail of the kernels' arguments
+    (:func:`run_electron_batches`,
+    :func:`~voxdose.montecarlo.transport_cuda.run_electron_batches_cuda`): the electron
+    tables and the photon tables of the bremsstrahlung photons, ``(tab, pt)``."""
+    return kernel_tables(t), photon.kernel_tables(t.photons)
+
+
+def _f64(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)

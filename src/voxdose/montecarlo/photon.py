@@ -41,7 +41,12 @@ from numba import njit, prange
 from . import media
 from . import photon_data
 from . import stopping_power as sp
-from .transport import photon_history, sample_kahn, transport_photon  # noqa: F401
+from .transport import (  # noqa: F401  (re-exported: the shared per-history code)
+    PhotonArrays,
+    photon_history,
+    sample_kahn,
+    transport_photon,
+)
 
 #: Photon absorption (cut) energy, MeV: the lower end of the water tables.
 P_CUT_MEV = 0.001
@@ -111,9 +116,10 @@ def mu_en_model_cm2_g(e_mev, medium="water"):
 
 
 @njit(cache=True, parallel=True)
-def run_photon_batches(states, n_per_batch, edges_mm, line_e, line_cum, n_total,
-                       ln_e0, dln, mu_c_tab, mu_p_tab, p_cut):
-    """Photons from the origin, energies sampled from lines with cumulative yields.
+def run_photon_batches(states, n_per_batch, edges_mm, line_e, line_cum, n_total, pt):
+    """Photons from the origin, energies sampled from lines with cumulative yields, with
+    the tables ``pt`` (:class:`~voxdose.montecarlo.transport.PhotonArrays`:
+    ``*table_args(tables)``).
 
     Returns (tally[n_batches, n_edges] MeV, acc[n_batches, 3]: escaped MeV, interactions,
     emitted MeV)."""
@@ -125,10 +131,21 @@ def run_photon_batches(states, n_per_batch, edges_mm, line_e, line_cum, n_total,
         row = tally[b]
         a = acc[b]
         for _ in range(n_per_batch):
-            photon_history(st, edges_mm, row, a, line_e, line_cum, n_total,
-                           ln_e0, dln, mu_c_tab, mu_p_tab, p_cut)
+            photon_history(st, edges_mm, row, a, line_e, line_cum, n_total, pt)
     return tally, acc
 
 
+def kernel_tables(t: PhotonTables) -> PhotonArrays:
+    """The photon tables as the per-history code takes them
+    (:class:`~voxdose.montecarlo.transport.PhotonArrays`)."""
+    return PhotonArrays(float(t.ln_e0), float(t.dln),
+                        np.ascontiguousarray(t.mu_compton, dtype=np.float64),
+                        np.ascontiguousarray(t.mu_photo, dtype=np.float64), float(t.p_cut))
+
+
 def table_args(t: PhotonTables) -> tuple:
-    return (t.ln_e0, t.dln, t.mu_compton, t.mu_photo, t.p_cut)
+    """The tables as the positional tail of the kernels' arguments
+    (:func:`run_photon_batches`,
+    :func:`~voxdose.montecarlo.transport_cuda.run_photon_batches_cuda`): the one-element
+    tuple ``(pt,)``."""
+    return (kernel_tables(t),)

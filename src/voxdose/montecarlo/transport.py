@@ -21,11 +21,18 @@ runs with different seeds can be compared statistically.
 
 Scoring: each stream owns its tally row (no atomics needed on the GPU), so the result
 does not depend on thread scheduling.
+
+Tables: the electron and photon tables travel as one argument each, the named tuples
+:class:`ElectronArrays` (``tab``) and :class:`PhotonArrays` (``pt``; the electron
+functions take both, for the bremsstrahlung photons); Numba passes them to ``njit``
+functions, into ``prange`` loops and to CUDA kernels alike (a tuple argument is flattened
+at the kernel launch).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -39,6 +46,43 @@ except NameError:
 MC2 = 0.51099895
 _TWO_PI = 2.0 * math.pi
 _INV_2_53 = 1.0 / 9007199254740992.0
+
+
+class PhotonArrays(NamedTuple):
+    """The photon tables as the per-history code takes them: one argument ``pt`` (built by
+    :func:`voxdose.montecarlo.photon.table_args` from a
+    :class:`~voxdose.montecarlo.photon.PhotonTables`; NumPy arrays on the CPU, device
+    arrays in the CUDA kernels).  Uniform grid in ln E (E in MeV), 1/cm."""
+
+    ln_e0: float
+    dln: float
+    mu_compton: np.ndarray
+    mu_photo: np.ndarray
+    p_cut: float
+
+
+class ElectronArrays(NamedTuple):
+    """The electron tables as the per-history code takes them: one argument ``tab`` (built by
+    :func:`voxdose.montecarlo.electron.table_args` from an
+    :class:`~voxdose.montecarlo.electron.ElectronTables`, whose fields of the same names
+    are described there).  The electron functions take the photon tables of the
+    bremsstrahlung photons as a second argument ``pt``: a named tuple nested in another
+    cannot cross into a ``prange`` loop of the CPU drivers (Numba 0.68)."""
+
+    ln_e0: float
+    dln: float
+    range_cm: np.ndarray
+    sigma_hard: np.ndarray
+    sigma_brems: np.ndarray
+    lambda1_cm: np.ndarray
+    energies: np.ndarray
+    wentzel_ln_m0: float
+    wentzel_dln_m: float
+    wentzel_ln_a: np.ndarray
+    e_cut: float
+    w_cut: float
+    eps: float
+    k_cut: float
 
 
 # ---------------------------------------------------------------------------------------
@@ -220,85 +264,138 @@ def sample_brems(t_kin, k_cut, st):
 
 
 @_jit
-def transport_electron(x, y, z, u, v, w, e0, st, edges_mm, row, acc, stack,
-                       ln_e0, dln, range_cm, sigma_hard, sigma_brems, lambda1_cm, energies,
-                       ln_m0, dln_m, ln_a_tab, e_cut, w_cut, eps, k_cut,
-                       p_ln_e0, p_dln, mu_c_tab, mu_p_tab, p_cut):
+def push(stack, nst, x, y, z, u, v, w, e):
+    """Store a particle (position cm, direction, energy MeV) in row ``nst`` of ``stack``;
+    returns the new depth nst + 1."""
+    stack[nst, 0] = x
+    stack[nst, 1] = y
+    stack[nst, 2] = z
+    stack[nst, 3] = u
+    stack[nst, 4] = v
+    stack[nst, 5] = w
+    stack[nst, 6] = e
+    return nst + 1
+
+
+@_jit
+def pop(stack, nst):
+    """The particle (x, y, z, u, v, w, e) stored in row ``nst`` of ``stack``."""
+    return (stack[nst, 0], stack[nst, 1], stack[nst, 2], stack[nst, 3], stack[nst, 4],
+            stack[nst, 5], stack[nst, 6])
+
+
+#: Outcome of an electron step (:func:`transport_electron`, :func:`hard_event`).
+STEP_SOFT = 0       # continuous loss only
+STEP_HARD = 1       # ends with a Moller (delta-ray) collision
+STEP_BREMS = 2      # ends with a bremsstrahlung photon
+
+
+@_jit
+def hard_event(e, xi, ln_e0, dln, sigma_hard, sigma_brems, w_cut, k_cut):
+    """Which event ends a step cut short by the majorant at energy ``e``: ``xi`` uniform
+    in [0, majorant); Moller if xi < Sigma_hard(e) (W_c <= e/2), else bremsstrahlung if
+    xi < Sigma_hard + Sigma_brems(e) (e > k_c), else none (``STEP_*``)."""
+    lnn = math.log(e)
+    sig_m = 0.0
+    if e > 2.0 * w_cut:
+        sig_m = interp_uniform(lnn, ln_e0, dln, sigma_hard)
+    sig_r = 0.0
+    if e > k_cut:
+        sig_r = interp_uniform(lnn, ln_e0, dln, sigma_brems)
+    if xi < sig_m:
+        return STEP_HARD
+    if xi < sig_m + sig_r:
+        return STEP_BREMS
+    return STEP_SOFT
+
+
+@_jit
+def emit_brems(x, y, z, u, v, w, e, k_cut, st, edges_mm, row, acc, pt):
+    """A bremsstrahlung photon (k >= k_cut) from an electron of energy e, emitted along
+    (u, v, w) and transported at once with the photon tables ``pt``; ``acc[3]`` += k.
+    Returns the electron's energy."""
+    kph = sample_brems(e, k_cut, st)
+    if kph > 0.0:
+        e = e - kph
+        acc[3] += kph
+        transport_photon_from(x, y, z, u, v, w, kph, st, edges_mm, row, acc, pt)
+    return e
+
+
+@_jit
+def knock_on(x, y, z, u, v, w, e, w_cut, e_cut, st, edges_mm, row, stack, nst):
+    """A Moller collision of an electron of energy e: the delta ray (W from
+    :func:`sample_moller`, two-body angles) goes on ``stack`` at depth ``nst`` (absorbed on
+    the spot when W <= e_cut or the stack is full).  Returns the primary's (u, v, w, e)
+    and the new depth."""
+    wd = sample_moller(e, w_cut, st)
+    tt = e + 2.0 * MC2
+    cd = math.sqrt(min(1.0, wd * tt / (e * (wd + 2.0 * MC2))))
+    cp = math.sqrt(min(1.0, (e - wd) * tt / (e * (e - wd + 2.0 * MC2))))
+    phi = _TWO_PI * rand(st)
+    ud, vd, wdd = rotate(u, v, w, cd, phi + math.pi)
+    u, v, w = rotate(u, v, w, cp, phi)
+    e = e - wd
+    if wd > e_cut and nst < stack.shape[0]:
+        nst = push(stack, nst, x, y, z, ud, vd, wdd, wd)
+    else:
+        score(x, y, z, wd, edges_mm, row)
+    return u, v, w, e, nst
+
+
+@_jit
+def transport_electron(x, y, z, u, v, w, e0, st, edges_mm, row, acc, stack, tab, pt):
     """Transport one electron (and its delta rays and bremsstrahlung photons) from
-    (x, y, z) cm, direction (u, v, w).
+    (x, y, z) cm, direction (u, v, w), with the electron tables ``tab``
+    (:class:`ElectronArrays`) and the photon tables ``pt`` (:class:`PhotonArrays`).
 
     Deposits go to ``row`` (shell tally, MeV); ``acc[0]`` += energy of bremsstrahlung
     photons that leave the last shell, ``acc[1]`` += number of steps, ``acc[3]`` +=
-    bremsstrahlung photon energy emitted (k >= k_cut; transported with the photon tables
-    ``p_*``).  ``stack``: (n, 7) work array (a delta ray that finds it full is absorbed
-    where it is produced).
+    bremsstrahlung photon energy emitted (k >= k_cut).  ``stack``: (n, 7) work array (a
+    delta ray that finds it full is absorbed where it is produced).
+
+    The step (fixed fractional loss eps, cut short by a hard event drawn with the larger
+    cross section of its two ends as majorant; random hinge) stays in this one function:
+    on the CPU a call per step to a Numba function that takes the tables costs reference
+    counting (tried: the electron transport ran ~1.4 times slower).
     """
-    stack[0, 0] = x
-    stack[0, 1] = y
-    stack[0, 2] = z
-    stack[0, 3] = u
-    stack[0, 4] = v
-    stack[0, 5] = w
-    stack[0, 6] = e0
-    nst = 1
-    nmax = stack.shape[0]
+    (ln_e0, dln, range_cm, sigma_hard, sigma_brems, lambda1_cm, energies, ln_m0, dln_m,
+     ln_a_tab, e_cut, w_cut, eps, k_cut) = tab
+    nst = push(stack, 0, x, y, z, u, v, w, e0)
     while nst > 0:
         nst -= 1
-        x = stack[nst, 0]
-        y = stack[nst, 1]
-        z = stack[nst, 2]
-        u = stack[nst, 3]
-        v = stack[nst, 4]
-        w = stack[nst, 5]
-        e = stack[nst, 6]
+        x, y, z, u, v, w, e = pop(stack, nst)
         while True:
             if e <= e_cut:
-                score(x, y, z, e, edges_mm, row)
                 break
             lne = math.log(e)
             r_now = interp_uniform(lne, ln_e0, dln, range_cm)
             e_end = e * (1.0 - eps)
             if e_end < e_cut:
                 e_end = e_cut
-            r_end = interp_uniform(math.log(e_end), ln_e0, dln, range_cm)
-            s_max = r_now - r_end
-            if s_max <= 0.0:
-                score(x, y, z, e, edges_mm, row)
-                break
             lne_end = math.log(e_end)
-            sig_a = (interp_uniform(lne, ln_e0, dln, sigma_hard)
-                     + interp_uniform(lne, ln_e0, dln, sigma_brems))
-            sig_b = (interp_uniform(lne_end, ln_e0, dln, sigma_hard)
-                     + interp_uniform(lne_end, ln_e0, dln, sigma_brems))
-            sig_max = max(sig_a, sig_b)
-            hard = False
-            brems = False
-            s = s_max
+            s = r_now - interp_uniform(lne_end, ln_e0, dln, range_cm)   # s_max
+            if s <= 0.0:
+                break
+            sig_max = max(interp_uniform(lne, ln_e0, dln, sigma_hard)
+                          + interp_uniform(lne, ln_e0, dln, sigma_brems),
+                          interp_uniform(lne_end, ln_e0, dln, sigma_hard)
+                          + interp_uniform(lne_end, ln_e0, dln, sigma_brems))
+            outcome = STEP_SOFT
             e_new = e_end
             if sig_max > 0.0:
                 s_h = -math.log(rand_pos(st)) / sig_max
-                if s_h < s_max:
+                if s_h < s:
                     s = s_h
                     e_new = energy_from_range(r_now - s, range_cm, energies)
-                    lnn = math.log(e_new)
-                    sig_m = 0.0
-                    if e_new > 2.0 * w_cut:
-                        sig_m = interp_uniform(lnn, ln_e0, dln, sigma_hard)
-                    sig_r = 0.0
-                    if e_new > k_cut:
-                        sig_r = interp_uniform(lnn, ln_e0, dln, sigma_brems)
-                    xi = rand(st) * sig_max
-                    if xi < sig_m:
-                        hard = True
-                    elif xi < sig_m + sig_r:
-                        brems = True
-            de = e - e_new
+                    outcome = hard_event(e_new, rand(st) * sig_max, ln_e0, dln, sigma_hard,
+                                         sigma_brems, w_cut, k_cut)
             lam1 = interp_uniform(math.log(0.5 * (e + e_new)), ln_e0, dln, lambda1_cm)
-            dep = de
             acc[1] += 1.0
             # random hinge
             tau = rand(st)
             s1 = tau * s
+            dep = e - e_new
             score(x + 0.5 * s1 * u, y + 0.5 * s1 * v, z + 0.5 * s1 * w, dep * tau,
                   edges_mm, row)
             x += s1 * u
@@ -313,33 +410,12 @@ def transport_electron(x, y, z, u, v, w, e0, st, edges_mm, row, acc, stack,
             y += s2 * v
             z += s2 * w
             e = e_new
-            if brems:
-                kph = sample_brems(e, k_cut, st)
-                if kph > 0.0:
-                    e = e - kph
-                    acc[3] += kph
-                    transport_photon_from(x, y, z, u, v, w, kph, st, edges_mm, row, acc,
-                                          p_ln_e0, p_dln, mu_c_tab, mu_p_tab, p_cut)
-            elif hard:
-                wd = sample_moller(e, w_cut, st)
-                tt = e + 2.0 * MC2
-                cd = math.sqrt(min(1.0, wd * tt / (e * (wd + 2.0 * MC2))))
-                cp = math.sqrt(min(1.0, (e - wd) * tt / (e * (e - wd + 2.0 * MC2))))
-                phi = _TWO_PI * rand(st)
-                ud, vd, wdd = rotate(u, v, w, cd, phi + math.pi)
-                u, v, w = rotate(u, v, w, cp, phi)
-                e = e - wd
-                if wd > e_cut and nst < nmax:
-                    stack[nst, 0] = x
-                    stack[nst, 1] = y
-                    stack[nst, 2] = z
-                    stack[nst, 3] = ud
-                    stack[nst, 4] = vd
-                    stack[nst, 5] = wdd
-                    stack[nst, 6] = wd
-                    nst += 1
-                else:
-                    score(x, y, z, wd, edges_mm, row)
+            if outcome == STEP_BREMS:
+                e = emit_brems(x, y, z, u, v, w, e, k_cut, st, edges_mm, row, acc, pt)
+            elif outcome == STEP_HARD:
+                u, v, w, e, nst = knock_on(x, y, z, u, v, w, e, w_cut, e_cut, st, edges_mm,
+                                           row, stack, nst)
+        score(x, y, z, e, edges_mm, row)
 
 
 @_jit
@@ -376,19 +452,16 @@ def sample_emission(st, beta_yield, beta_e, beta_p, beta_cdf, line_e, line_cum, 
 
 @_jit
 def electron_history(st, edges_mm, row, acc, stack, beta_yield, beta_e, beta_p, beta_cdf,
-                     line_e, line_cum, n_total, ln_e0, dln, range_cm, sigma_hard, sigma_brems,
-                     lambda1_cm, energies, ln_m0, dln_m, ln_a_tab, e_cut, w_cut, eps, k_cut,
-                     p_ln_e0, p_dln, mu_c_tab, mu_p_tab, p_cut):
+                     line_e, line_cum, n_total, tab, pt):
     """One electron history from the origin: energy from the source, isotropic direction,
-    transport.  ``acc``: [escaped MeV (bremsstrahlung photons beyond the last shell),
-    steps, emitted MeV, bremsstrahlung photon MeV]."""
+    transport with the tables ``tab``, ``pt`` (:class:`ElectronArrays`,
+    :class:`PhotonArrays`).  ``acc``: [escaped MeV
+    (bremsstrahlung photons beyond the last shell), steps, emitted MeV, bremsstrahlung
+    photon MeV]."""
     e0 = sample_emission(st, beta_yield, beta_e, beta_p, beta_cdf, line_e, line_cum, n_total)
     acc[2] += e0
     u, v, w = isotropic(st)
-    transport_electron(0.0, 0.0, 0.0, u, v, w, e0, st, edges_mm, row, acc, stack,
-                       ln_e0, dln, range_cm, sigma_hard, sigma_brems, lambda1_cm, energies,
-                       ln_m0, dln_m, ln_a_tab, e_cut, w_cut, eps, k_cut,
-                       p_ln_e0, p_dln, mu_c_tab, mu_p_tab, p_cut)
+    transport_electron(0.0, 0.0, 0.0, u, v, w, e0, st, edges_mm, row, acc, stack, tab, pt)
 
 
 # ---------------------------------------------------------------------------------------
@@ -415,29 +488,28 @@ def sample_kahn(k, st):
 
 
 @_jit
-def transport_photon(e, st, edges_mm, row, acc, ln_e0, dln, mu_c_tab, mu_p_tab, p_cut):
-    """One photon of energy e from the origin, isotropic.  acc[0] += escaping energy,
-    acc[1] += interactions."""
+def transport_photon(e, st, edges_mm, row, acc, pt):
+    """One photon of energy e from the origin, isotropic, with the tables ``pt``
+    (:class:`PhotonArrays`).  acc[0] += escaping energy, acc[1] += interactions."""
     u, v, w = isotropic(st)
-    transport_photon_from(0.0, 0.0, 0.0, u, v, w, e, st, edges_mm, row, acc,
-                          ln_e0, dln, mu_c_tab, mu_p_tab, p_cut)
+    transport_photon_from(0.0, 0.0, 0.0, u, v, w, e, st, edges_mm, row, acc, pt)
 
 
 @_jit
-def transport_photon_from(x, y, z, u, v, w, e, st, edges_mm, row, acc, ln_e0, dln, mu_c_tab,
-                          mu_p_tab, p_cut):
-    """One photon of energy e (MeV) from (x, y, z) cm in direction (u, v, w): free flights,
+def transport_photon_from(x, y, z, u, v, w, e, st, edges_mm, row, acc, pt):
+    """One photon of energy e (MeV) from (x, y, z) cm in direction (u, v, w), with the
+    tables ``pt`` (:class:`PhotonArrays`): free flights,
     photoelectric absorption, Klein-Nishina Compton (the electron's energy deposited on
     the spot).  acc[0] += escaping energy (beyond the last shell), acc[1] += interactions
     (for a bremsstrahlung photon they add to its electron's step count)."""
     r_max_cm = edges_mm[edges_mm.size - 1] / 10.0
     while True:
-        if e < p_cut:
+        if e < pt.p_cut:
             score(x, y, z, e, edges_mm, row)
             return
         lne = math.log(e)
-        mc = interp_uniform(lne, ln_e0, dln, mu_c_tab)
-        mp = interp_uniform(lne, ln_e0, dln, mu_p_tab)
+        mc = interp_uniform(lne, pt.ln_e0, pt.dln, pt.mu_compton)
+        mp = interp_uniform(lne, pt.ln_e0, pt.dln, pt.mu_photo)
         mu = mc + mp
         s = -math.log(rand_pos(st)) / mu
         x += s * u
@@ -459,14 +531,14 @@ def transport_photon_from(x, y, z, u, v, w, e, st, edges_mm, row, acc, ln_e0, dl
 
 
 @_jit
-def photon_history(st, edges_mm, row, acc, line_e, line_cum, n_total,
-                   ln_e0, dln, mu_c_tab, mu_p_tab, p_cut):
-    """One photon history: a line drawn by its yield, transported from the origin.
-    ``acc``: [escaped MeV, interactions, emitted MeV]."""
+def photon_history(st, edges_mm, row, acc, line_e, line_cum, n_total, pt):
+    """One photon history: a line drawn by its yield, transported from the origin with the
+    tables ``pt`` (:class:`PhotonArrays`).  ``acc``: [escaped MeV, interactions, emitted
+    MeV]."""
     r = rand(st) * n_total
     k = bisect_right(line_cum, r)
     if k >= line_e.size:
         k = line_e.size - 1
     e0 = line_e[k]
     acc[2] += e0
-    transport_photon(e0, st, edges_mm, row, acc, ln_e0, dln, mu_c_tab, mu_p_tab, p_cut)
+    transport_photon(e0, st, edges_mm, row, acc, pt)

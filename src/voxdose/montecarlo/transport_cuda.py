@@ -1,9 +1,13 @@
-"""CUDA twin of the CPU Monte Carlo: the same :mod:`mc_transport` source compiled as device
-functions.
+"""CUDA twin of the CPU Monte Carlo: the same :mod:`voxdose.montecarlo.transport` source
+compiled as device functions.
 
-A second copy of ``mc_transport.py`` is executed with ``numba.cuda.jit(device=True)``
-injected (as :mod:`voxdose.kinetics.cuda_fit` does for the fitter), so the CPU
-(``numba.njit``) and GPU paths share every formula of the electron and photon transport.
+A second copy of ``transport.py`` is executed with ``numba.cuda.jit(device=True)``
+injected (:func:`voxdose.core.cuda_copy.device_copy`, as :mod:`voxdose.kinetics.cuda_fit`
+does for the fitter), so the CPU (``numba.njit``) and GPU paths share every formula of the
+electron and photon transport.  The tables reach the kernels as the same named tuples as
+on the CPU (:class:`~voxdose.montecarlo.transport.ElectronArrays`,
+:class:`~voxdose.montecarlo.transport.PhotonArrays`), their arrays copied to the device;
+Numba flattens a tuple argument at the launch.
 One CUDA thread is one independent stream: it owns a xorshift128+ state (the same
 generator and seeding as the CPU batches, :func:`voxdose.montecarlo.core.rng_states`), runs
 ``n_per_thread`` histories and scores into its own tally row (no atomics).  So a GPU run
@@ -24,7 +28,7 @@ import numpy as np
 from numba import cuda  # a global: the simulator swaps it for its own module
 
 from ..core.cuda_copy import device_copy
-from . import transport as mc_transport
+from . import transport
 
 #: Depth of the per-thread delta-ray stack (thread-local memory); a delta ray that finds
 #: it full is absorbed where it is produced (never happens in practice: depth <= ~5).
@@ -33,17 +37,14 @@ STACK_DEPTH = 32
 
 @lru_cache(maxsize=1)
 def _kernels():
-    core = device_copy(mc_transport, "voxdose.montecarlo._transport_cuda")
+    core = device_copy(transport, "voxdose.montecarlo._transport_cuda")
     electron_history = core.electron_history
     photon_history = core.photon_history
     depth = STACK_DEPTH
 
     @cuda.jit
     def electron_kernel(states, n_per_thread, edges_mm, tally, acc, beta_yield, beta_e,
-                        beta_p, beta_cdf, line_e, line_cum, n_total, ln_e0, dln, range_cm,
-                        sigma_hard, sigma_brems, lambda1_cm, energies, ln_m0, dln_m,
-                        ln_a_tab, e_cut, w_cut, eps, k_cut, p_ln_e0, p_dln, mu_c_tab,
-                        mu_p_tab, p_cut):
+                        beta_p, beta_cdf, line_e, line_cum, n_total, tab, pt):
         t = cuda.grid(1)
         if t >= states.shape[0]:
             return
@@ -53,14 +54,11 @@ def _kernels():
         a = acc[t]
         for _ in range(n_per_thread):
             electron_history(st, edges_mm, row, a, stack, beta_yield, beta_e, beta_p,
-                             beta_cdf, line_e, line_cum, n_total, ln_e0, dln, range_cm,
-                             sigma_hard, sigma_brems, lambda1_cm, energies, ln_m0, dln_m,
-                             ln_a_tab, e_cut, w_cut, eps, k_cut, p_ln_e0, p_dln, mu_c_tab,
-                             mu_p_tab, p_cut)
+                             beta_cdf, line_e, line_cum, n_total, tab, pt)
 
     @cuda.jit
     def photon_kernel(states, n_per_thread, edges_mm, tally, acc, line_e, line_cum, n_total,
-                      ln_e0, dln, mu_c_tab, mu_p_tab, p_cut):
+                      pt):
         t = cuda.grid(1)
         if t >= states.shape[0]:
             return
@@ -68,8 +66,7 @@ def _kernels():
         row = tally[t]
         a = acc[t]
         for _ in range(n_per_thread):
-            photon_history(st, edges_mm, row, a, line_e, line_cum, n_total,
-                           ln_e0, dln, mu_c_tab, mu_p_tab, p_cut)
+            photon_history(st, edges_mm, row, a, line_e, line_cum, n_total, pt)
 
     return electron_kernel, photon_kernel
 
@@ -91,28 +88,34 @@ def _launch(kernel, states, n_per_thread, edges_mm, args, threads_per_block, n_a
     return d_tally.copy_to_host(), d_acc.copy_to_host()
 
 
-def _tables(tables):
-    return [_dev(t) if isinstance(t, np.ndarray) else float(t) for t in tables]
+def _to_device(t):
+    """A table structure (named tuple) with its arrays copied to the device."""
+    if isinstance(t, tuple):
+        fields = [_to_device(f) for f in t]
+        return type(t)(*fields) if hasattr(t, "_fields") else tuple(fields)
+    return _dev(t) if isinstance(t, np.ndarray) else float(t)
 
 
 def run_electron_batches_cuda(states, n_per_thread, edges_mm, beta_yield, beta_e, beta_p,
-                              beta_cdf, line_e, line_cum, n_total, *tables,
+                              beta_cdf, line_e, line_cum, n_total, tab, pt,
                               threads_per_block: int = 128):
-    """GPU twin of :func:`voxdose.montecarlo.electron.run_electron_batches` (same arguments and
-    results: ``tally[n_streams, n_edges]`` MeV, ``acc[n_streams, 4]``: escaped MeV, steps,
-    emitted MeV, bremsstrahlung photon MeV); one thread per row of ``states``."""
+    """GPU twin of :func:`voxdose.montecarlo.electron.run_electron_batches` (same arguments,
+    ``tab, pt = table_args(tables)`` of :mod:`voxdose.montecarlo.electron`, and results:
+    ``tally[n_streams, n_edges]`` MeV, ``acc[n_streams, 4]``: escaped MeV, steps, emitted
+    MeV, bremsstrahlung photon MeV); one thread per row of ``states``."""
     kernel, _ = _kernels()
     args = [float(beta_yield), _dev(beta_e), _dev(beta_p), _dev(beta_cdf), _dev(line_e),
-            _dev(line_cum), float(n_total)] + _tables(tables)
+            _dev(line_cum), float(n_total), _to_device(tab), _to_device(pt)]
     return _launch(kernel, states, n_per_thread, edges_mm, args, threads_per_block, 4)
 
 
-def run_photon_batches_cuda(states, n_per_thread, edges_mm, line_e, line_cum, n_total,
-                            *tables, threads_per_block: int = 128):
-    """GPU twin of :func:`voxdose.montecarlo.photon.run_photon_batches` (escaped MeV,
-    interactions, emitted MeV in ``acc``)."""
+def run_photon_batches_cuda(states, n_per_thread, edges_mm, line_e, line_cum, n_total, pt,
+                            threads_per_block: int = 128):
+    """GPU twin of :func:`voxdose.montecarlo.photon.run_photon_batches` (``pt`` from
+    :func:`voxdose.montecarlo.photon.table_args`; escaped MeV, interactions, emitted MeV in
+    ``acc``)."""
     _, kernel = _kernels()
-    args = [_dev(line_e), _dev(line_cum), float(n_total)] + _tables(tables)
+    args = [_dev(line_e), _dev(line_cum), float(n_total), _to_device(pt)]
     return _launch(kernel, states, n_per_thread, edges_mm, args, threads_per_block, 3)
 
 
