@@ -36,9 +36,15 @@ Far offsets (some |o_a| > n_near: the target box lies beyond the electron range)
     Default (``far_field="tent3"``, :mod:`voxdose.kernels.far_field`): the Gauss rule of the
     tent weight itself, nodes {0, +-sqrt(2/5) s_a}, weights {7/12, 5/24, 5/24} (exact to
     degree 5 per axis, 27 nodes per offset), compiled with Numba and evaluated once per
-    symmetry class.  ``far_field="gauss6"`` is the former rule: 3 Gauss-Legendre nodes on
-    each half [-s_a, 0] and [0, s_a] with (1 - |u|/s_a)/s_a folded into the weights (6 nodes
-    per axis, 216 per offset; NumPy), kept as the reference of the tests and benchmarks.
+    symmetry class.  Its samples of j(r) are the table's mean over a radial window of half
+    the smallest voxel side, (E_abs(r + w/2) - E_abs(r - w/2)) / w, w = s_min / 2: 27 point
+    samples would average the Monte Carlo table's bin noise less than 216 do (Lu-177, 4 mm,
+    against the accurate near-field method: largest far-voxel deviation 1.3 % with point
+    samples, 0.17 % with the window; the 216-node rule 0.5 %).  The window's own bias,
+    about w^2 j''/(24 j), is below 1e-4 for the smooth photon tail beyond the electrons.
+    ``far_field="gauss6"`` is the former rule: 3 Gauss-Legendre nodes on each half
+    [-s_a, 0] and [0, s_a] with (1 - |u|/s_a)/s_a folded into the weights (6 nodes per axis,
+    216 per offset; NumPy), kept as the reference of the tests and benchmarks.
     Both evaluate D(r) from a dense table of j(r) (spacing <= 0.02 mm, linear
     interpolation; relative error < 1e-5).  Electrons never reach the far region.  Measured
     difference tent3 - gauss6: below 1e-4 of the source-voxel value everywhere, energy sums
@@ -242,11 +248,17 @@ class _TabulatedDose:
     """D(r), Gy per decay, from j(r) tabulated on a uniform grid over [r_lo, r_hi] (mm)."""
 
     def __init__(self, pk: PointKernel, r_lo: float, r_hi: float, dr: float = 0.02,
-                 max_nodes: int = 400_000):
+                 max_nodes: int = 400_000, window_mm: float = 0.0):
         r_lo = max(float(r_lo), 0.0)
         n = int(min(max_nodes, max(16, math.ceil((r_hi - r_lo) / dr) + 1)))
         self.r = np.linspace(r_lo, max(r_hi, r_lo + dr), n)
-        self.j = pk.energy_per_mm_mev(self.r)
+        if window_mm > 0:  # the table's mean of j over [r - w/2, r + w/2]
+            lo = np.maximum(self.r - 0.5 * window_mm, 0.0)
+            hi = self.r + 0.5 * window_mm
+            self.j = (pk.cumulative_energy_mev(hi, include_local=False)
+                      - pk.cumulative_energy_mev(lo, include_local=False)) / (hi - lo)
+        else:
+            self.j = pk.energy_per_mm_mev(self.r)
         self.scale = 1000.0 / (4.0 * math.pi * pk.density_g_cm3) * MEV_PER_G_TO_GY
 
     def __call__(self, r_mm):
@@ -345,12 +357,16 @@ def voxel_kernel(point_kernel: PointKernel, spacing_mm_zyx, radius_mm: float = 2
         # nearest far box point: the face just beyond the near block on one axis
         r_lo = float(min((near_h[a] + 1) * s[a] - s[a] for a in range(3) if near_h[a] < h[a]))
         r_hi = float(np.linalg.norm((h + 1) * s))
-        table = _TabulatedDose(point_kernel, r_lo, r_hi, dr=min(0.02, float(s.min()) / 50.0))
         if far_field == "tent3":
             from .far_field import far_field_tent3
 
-            far_field_tent3(octant, near_h, s, table)
+            # 27 samples average a Monte Carlo table's bin noise less than 216: sample the
+            # table's mean over a radial window of half the voxel instead of its point value
+            far_field_tent3(octant, near_h, s, _TabulatedDose(
+                point_kernel, r_lo, r_hi, dr=min(0.02, float(s.min()) / 50.0),
+                window_mm=0.5 * float(s.min())))
         else:
+            table = _TabulatedDose(point_kernel, r_lo, r_hi, dr=min(0.02, float(s.min()) / 50.0))
             far_offs = np.argwhere(~near_mask)
             octant[tuple(far_offs.T)] = _far_offset_values(point_kernel, far_offs, s, table)
 
