@@ -6,12 +6,10 @@ These feed the dose engine's dose-rate and dose-after-t0 functions
 is the kernel applied to the TIA from t0 to infinity.
 
 For fitted voxels (model ids 1-4, parameters from :func:`voxdose.kinetics.fit.fit_tia` with
-``keep_params=True``; amplitudes Bq/mL, decay constants 1/h), with e_i = exp(-l_i t0):
-
-* mono      int_t0^inf = A e1 / l1
-* biexp     A (e1/l1 - e2/l2)
-* biexp_sum A1 e1/l1 + A2 e2/l2
-* triexp    A1 e1/l1 + A2 e2/l2 - (A1 + A2) e3/l3
+``keep_params=True``; amplitudes Bq/mL, decay constants 1/h) the curve is the model's sum of
+exponential terms a(t) = sum_k c_k e^(-l_k t) (table in :mod:`voxdose.kinetics.models`),
+evaluated by the fitter's own code (:func:`voxdose.kinetics.lm_core.terms_map_cpu`):
+activity a(t) and int_t0^inf a dt = sum_k c_k e^(-l_k t0) / l_k.
 
 For trapezoid voxels (model 0) the curve is the piecewise-linear interpolation through
 (0, 0) and the samples, followed by a_last exp(-lambda_tail (t - t_last)) with lambda_tail the
@@ -23,28 +21,30 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import lm_core
 from .fit import TiaFit
 
 
 def _unpack(fit: TiaFit):
     if fit.params is None:
         raise ValueError("the fit has no parameters: call fit_tia(..., keep_params=True)")
-    p = np.moveaxis(fit.params, -1, 0)  # (5, z, y, x)
-    return fit.model, p
+    return np.asarray(fit.model), np.asarray(fit.params)  # (z, y, x), (z, y, x, 5)
+
+
+def _fitted(fit: TiaFit, t_h: float, integral: bool) -> np.ndarray:
+    """a(t_h) or int_t_h^inf a dt (h) of every fitted voxel (model 1-4); 0 elsewhere."""
+    model, p = _unpack(fit)
+    out = np.zeros(model.size)
+    lm_core.terms_map_cpu(np.ascontiguousarray(model.ravel(), dtype=np.int64),
+                          np.ascontiguousarray(p.reshape(-1, p.shape[-1]), dtype=np.float64),
+                          float(t_h), bool(integral), out)
+    return out.reshape(model.shape)
 
 
 def activity_at(fit: TiaFit, times_s, frames_bq_ml, t_s: float) -> np.ndarray:
     """Activity concentration (Bq/mL) of every voxel at time ``t_s`` (s after administration)."""
-    model, p = _unpack(fit)
-    th = t_s / 3600.0
-    out = np.zeros(model.shape)
-    e = [np.exp(-p[j] * th) for j in (1, 3, 4)]
-    m1, m2, m3, m4 = (model == k for k in (1, 2, 3, 4))
-    out[m1] = (p[0] * e[0])[m1]
-    out[m2] = (p[0] * (e[0] - np.exp(-p[2] * th)))[m2]
-    out[m3] = (p[0] * e[0] + p[2] * e[1])[m3]
-    out[m4] = (p[0] * e[0] + p[2] * e[1] - (p[0] + p[2]) * e[2])[m4]
-    m0 = model == 0
+    out = _fitted(fit, t_s / 3600.0, False)
+    m0 = fit.model == 0
     if m0.any():
         out[m0] = _trapz_curve_at(np.asarray(times_s, float), np.asarray(frames_bq_ml)[:, m0],
                                   fit.lambda_eff_per_s[m0], t_s)
@@ -53,20 +53,8 @@ def activity_at(fit: TiaFit, times_s, frames_bq_ml, t_s: float) -> np.ndarray:
 
 def tia_after(fit: TiaFit, times_s, frames_bq_ml, t0_s: float) -> np.ndarray:
     """Time-integrated activity concentration from ``t0_s`` to infinity (Bq*s/mL)."""
-    model, p = _unpack(fit)
-    th = t0_s / 3600.0
-    out = np.zeros(model.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        def part(a, lam):
-            return np.where(lam > 0, a * np.exp(-lam * th) / lam, 0.0)
-
-        m1, m2, m3, m4 = (model == k for k in (1, 2, 3, 4))
-        out[m1] = part(p[0], p[1])[m1]
-        out[m2] = (part(p[0], p[1]) - part(p[0], p[2]))[m2]
-        out[m3] = (part(p[0], p[1]) + part(p[2], p[3]))[m3]
-        out[m4] = (part(p[0], p[1]) + part(p[2], p[3]) - part(p[0] + p[2], p[4]))[m4]
-    out *= 3600.0  # (Bq/mL) h -> (Bq/mL) s
-    m0 = model == 0
+    out = _fitted(fit, t0_s / 3600.0, True) * 3600.0  # (Bq/mL) h -> (Bq/mL) s
+    m0 = fit.model == 0
     if m0.any():
         out[m0] = _trapz_integral_from(np.asarray(times_s, float),
                                        np.asarray(frames_bq_ml)[:, m0],

@@ -23,6 +23,7 @@ def _kernel():
     core = device_copy(lm_core, "voxdose.kinetics._lm_core_cuda")
     fit_curve = core.fit_curve
     MT, MP, NO = core.MAX_T, core.MAX_P, core.N_OUT
+    MK, NTC = core.MAX_K, core.N_TCOL
 
     @cuda.jit
     def fit_kernel(t_h, Y, model, lam_phys, lift, poisson, background, noise_rel, tail_fitted,
@@ -41,9 +42,10 @@ def _kernel():
         d = cuda.local.array(MP, np.float64)
         pn = cuda.local.array(MP, np.float64)
         p = cuda.local.array(MP, np.float64)
+        T = cuda.local.array((MK, NTC), np.float64)
         best = cuda.local.array(NO, np.float64)
         fit_curve(t_h, Y, v, Y.shape[1], model, lam_phys, lift, poisson, background, noise_rel,
-                  tail_fitted, y, w, p, params[v], f, f2, J, A, L, g, d, pn, out[v], best)
+                  tail_fitted, y, w, p, params[v], f, f2, J, A, L, g, d, pn, T, out[v], best)
 
     return fit_kernel
 

@@ -3,8 +3,8 @@
 Public API: :func:`fit_tia` (4D frames on one grid -> :class:`TiaFit` maps),
 :func:`fit_curves` (any set of curves, e.g. organ TACs). The maths is in
 :mod:`voxdose.kinetics.lm_core` (one source, compiled for the CPU here and for CUDA in
-:mod:`voxdose.kinetics.cuda_fit`); the models and their integrals in
-:mod:`voxdose.kinetics.models`.
+:mod:`voxdose.kinetics.cuda_fit`), the models too (``lm_core.model_terms``; their table, with
+units, in :mod:`voxdose.kinetics.models`).
 
 Units at this boundary: times in s, activity concentration in Bq/mL, TIA concentration in
 Bq*s/mL (multiply by the voxel volume in mL for decays per voxel), decay constants 1/s.

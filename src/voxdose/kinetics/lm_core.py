@@ -1,11 +1,19 @@
 """The per-voxel fitting maths, written once and compiled twice.
 
-Imported normally, this module is compiled for the CPU (``numba.njit(cache=True)``);
-:mod:`voxdose.kinetics.cuda_fit` executes a second copy of the same file with
-``numba.cuda.jit(device=True)`` injected as ``__voxdose_jit__``. Everything here obeys the
-rules of both targets: ``math`` functions only, no allocation (callers pass scratch arrays of
-fixed maximum size), no exceptions. The CPU driver (:func:`fit_block_cpu`, at the end) and
-the CUDA kernel (``cuda_fit.py``) call the same :func:`fit_curve`: one formula, two devices.
+Imported normally, this module is compiled for the CPU (``numba.njit``, cached, without the
+reference-counting runtime); :mod:`voxdose.kinetics.cuda_fit` executes a second copy of the
+same file with ``numba.cuda.jit(device=True)`` injected as ``__voxdose_jit__``. Everything
+here obeys the rules of both targets: ``math`` functions only, no allocation (callers pass
+scratch arrays of fixed maximum size), no exceptions. The CPU driver (:func:`fit_block_cpu`,
+at the end) and the CUDA kernel (``cuda_fit.py``) call the same :func:`fit_curve`: one
+formula, two devices.
+
+The models (table with units in :mod:`voxdose.kinetics.models`) are written once, in
+:func:`model_terms`, as sums of exponential terms a(t) = sum_k c_k e^(-lambda_k t) with the
+derivatives of c_k and lambda_k; the curve and its Jacobian (:func:`model_eval`,
+:func:`terms_value`), the integral from t0 to infinity and its gradient
+(:func:`tia_from_and_grad`, t0 = 0 for the TIA) and the per-voxel maps of
+:mod:`voxdose.kinetics.after` (:func:`terms_map_cpu`) are loops over those terms.
 
 Per curve (times t_i in h, samples y_i normalised by the curve's maximum):
 
@@ -40,8 +48,14 @@ import numpy as np
 try:  # the CUDA copy of this module is executed with the decorator injected
     _jit = __voxdose_jit__  # type: ignore[name-defined]
 except NameError:
-    _jit = numba.njit(cache=True)
+    # No allocation happens in these functions (the CUDA rules), so the CPU copy is compiled
+    # without Numba's reference-counting runtime: otherwise every call between them pays
+    # atomic increments and decrements on its array arguments (5-15 % of a fit, measured).
+    # ``_nrt`` is a Numba target option (numba.core.cpu.CPUTargetOptions); the drivers at
+    # the end of the file, which allocate their scratch arrays, keep the runtime.
+    _jit = numba.njit(cache=True, _nrt=False)
 _njit_parallel = numba.njit(parallel=True, cache=True)
+_njit_cpu = numba.njit(cache=True)  # CPU-only drivers (never device functions)
 _prange = numba.prange
 
 MAX_T = 16      # most time points per curve
@@ -51,48 +65,127 @@ MAX_OVERSHOOT = 5.0  # fitted curve <= 5 x the largest sample before the last on
 N_OUT = 8       # per-curve scalar outputs, see OUT_* below
 OUT_TIA, OUT_SIGMA, OUT_LAM, OUT_MODEL, OUT_STATUS, OUT_AICC, OUT_RSS, OUT_R2 = range(8)
 
-_MIN_POINTS = (0, 4, 5, 6, 7)  # indexed by model id 1..4 (see models.MIN_POINTS)
-_NPAR = (0, 2, 3, 4, 5)
+MIN_POINTS = (0, 4, 5, 6, 7)  # indexed by model id 1..4 (models.MIN_POINTS derives from it)
+NPAR = (0, 2, 3, 4, 5)          # parameters of model id 1..4 (models.N_PARAMS)
+
+# Term table: every fitted model is a sum of at most MAX_K exponential terms,
+#     a(t) = sum_k c_k e^(-lambda_k t),   c_k = s b_k,
+# (table in :mod:`.models`). :func:`model_terms` fills a scratch array (MAX_K, N_TCOL), row k
+# for term k: b_k in column TB, c_k in TC, lambda_k (1/h) in TL, dc_k/dp_j in TDC + j and
+# dlambda_k/dp_j in TDL + j (j < MAX_P, zero beyond the model's parameters); TE is scratch
+# for e^(-lambda_k t). The common factor s is returned: values are evaluated as
+# s * sum_k b_k (...), so the uptake-washout curve is A (e1 - e2), one rounding less than
+# A e1 - A e2; derivatives use c_k.
+MAX_K = 3       # most exponential terms of a model
+TB, TC, TL, TE, TDC = 0, 1, 2, 3, 4
+TDL = TDC + MAX_P
+N_TCOL = TDL + MAX_P
 
 
 @_jit
-def model_eval(model, p, t, n, f, J, want_j):
+def model_terms(model, p, T, want_d):
+    """The one definition of the fitted models (ids 1-4): their exponential terms
+    b_k(p), c_k(p) = s(p) b_k(p), lambda_k(p) and, with ``want_d``, the derivatives
+    dc_k/dp_j and dlambda_k/dp_j, written into the term table ``T``. Returns (K, s).
+    Every other path (value, Jacobian, integrals, activity at t) loops over these terms."""
+    if model == 1:  # mono: A e^(-l t); p = (A, l)
+        nt, s = 1, p[0]
+        T[0, TB], T[0, TL] = 1.0, p[1]
+    elif model == 2:  # biexp: A (e^(-l1 t) - e^(-l2 t)); p = (A, l1, l2)
+        nt, s = 2, p[0]
+        T[0, TB], T[0, TL] = 1.0, p[1]
+        T[1, TB], T[1, TL] = -1.0, p[2]
+    elif model == 3:  # biexp_sum: A1 e^(-l1 t) + A2 e^(-l2 t); p = (A1, l1, A2, l2)
+        nt, s = 2, 1.0
+        T[0, TB], T[0, TL] = p[0], p[1]
+        T[1, TB], T[1, TL] = p[2], p[3]
+    else:  # triexp: A1 e^(-l1 t) + A2 e^(-l2 t) - (A1 + A2) e^(-l3 t); p = (A1, l1, A2, l2, l3)
+        nt, s = 3, 1.0
+        T[0, TB], T[0, TL] = p[0], p[1]
+        T[1, TB], T[1, TL] = p[2], p[3]
+        T[2, TB], T[2, TL] = -(p[0] + p[2]), p[4]
+    for q in range(nt):
+        T[q, TC] = s * T[q, TB]
+    if want_d:
+        for q in range(MAX_K):  # fixed bounds: compiles to plain stores
+            for j in range(MAX_P):
+                T[q, TDC + j] = 0.0
+                T[q, TDL + j] = 0.0
+        T[0, TDC + 0] = 1.0  # every model: c_1 = A or A1 (p_0), lambda_1 = p_1
+        T[0, TDL + 1] = 1.0
+        if model == 2:  # c_2 = -A, lambda_2 = p_2
+            T[1, TDC + 0] = -1.0
+            T[1, TDL + 2] = 1.0
+        elif model >= 3:  # c_2 = A2 (p_2), lambda_2 = p_3
+            T[1, TDC + 2] = 1.0
+            T[1, TDL + 3] = 1.0
+            if model == 4:  # c_3 = -(A1 + A2), lambda_3 = p_4
+                T[2, TDC + 0] = -1.0
+                T[2, TDC + 2] = -1.0
+                T[2, TDL + 4] = 1.0
+    return nt, s
+
+
+@_jit
+def is_amplitude(model, j):
+    """Parameter j is an amplitude (bounded below by 0); the others are decay constants."""
+    return j == 0 or (j == 2 and model >= 3)
+
+
+@_jit
+def model_eval(model, p, t, n, f, J, want_j, T):
+    """f_i = a(t_i) and, with ``want_j``, J_ij = da(t_i)/dp_j, from the model's terms:
+    d/dp_j [c e^(-l t)] = (dc/dp_j - t c dl/dp_j) e^(-l t)."""
+    nt, s = model_terms(model, p, T, want_j)
+    k = NPAR[model] if want_j else 0
     for i in range(n):
         ti = t[i]
-        if model == 1:
-            e1 = math.exp(-p[1] * ti)
-            f[i] = p[0] * e1
-            if want_j:
-                J[i, 0] = e1
-                J[i, 1] = -ti * p[0] * e1
-        elif model == 2:
-            e1 = math.exp(-p[1] * ti)
-            e2 = math.exp(-p[2] * ti)
-            f[i] = p[0] * (e1 - e2)
-            if want_j:
-                J[i, 0] = e1 - e2
-                J[i, 1] = -ti * p[0] * e1
-                J[i, 2] = ti * p[0] * e2
-        elif model == 3:
-            e1 = math.exp(-p[1] * ti)
-            e2 = math.exp(-p[3] * ti)
-            f[i] = p[0] * e1 + p[2] * e2
-            if want_j:
-                J[i, 0] = e1
-                J[i, 1] = -ti * p[0] * e1
-                J[i, 2] = e2
-                J[i, 3] = -ti * p[2] * e2
-        else:
-            e1 = math.exp(-p[1] * ti)
-            e2 = math.exp(-p[3] * ti)
-            e3 = math.exp(-p[4] * ti)
-            f[i] = p[0] * e1 + p[2] * e2 - (p[0] + p[2]) * e3
-            if want_j:
-                J[i, 0] = e1 - e3
-                J[i, 1] = -ti * p[0] * e1
-                J[i, 2] = e2 - e3
-                J[i, 3] = -ti * p[2] * e2
-                J[i, 4] = ti * (p[0] + p[2]) * e3
+        v = 0.0
+        for q in range(nt):
+            e = math.exp(-T[q, TL] * ti)
+            T[q, TE] = e
+            v += T[q, TB] * e
+        f[i] = s * v
+        for j in range(k):
+            acc = 0.0
+            for q in range(nt):
+                acc += (T[q, TDC + j] - ti * T[q, TC] * T[q, TDL + j]) * T[q, TE]
+            J[i, j] = acc
+
+
+@_jit
+def terms_value(nt, s, T, ti):
+    """a(t) = s sum_k b_k e^(-lambda_k t) of a filled term table, at one time (h)."""
+    v = 0.0
+    for q in range(nt):
+        v += T[q, TB] * math.exp(-T[q, TL] * ti)
+    return s * v
+
+
+@_jit
+def tia_from_and_grad(model, p, t0, T, g, want_g):
+    """Integral of a(t) from t0 (h) to infinity, s sum_k b_k e^(-lambda_k t0) / lambda_k,
+    and, with ``want_g``, its gradient g_j = dTIA/dp_j,
+    d/dp_j [c e^(-l t0) / l] = dc/dp_j e^(-l t0) / l - c e^(-l t0) (1 + l t0) / l^2 dl/dp_j.
+    Terms with lambda_k <= 0 (no valid fit has one) are left out."""
+    k = NPAR[model]
+    nt, s = model_terms(model, p, T, want_g)
+    if want_g:
+        for j in range(k):
+            g[j] = 0.0
+    v = 0.0
+    for q in range(nt):
+        lam = T[q, TL]
+        if not lam > 0.0:
+            continue
+        e = math.exp(-lam * t0)
+        v += T[q, TB] * e / lam
+        if want_g:
+            h = T[q, TC] * e * (1.0 + lam * t0) / (lam * lam)
+            for j in range(k):
+                g[j] += T[q, TDC + j] * e / lam - h * T[q, TDL + j]
+    return s * v
+
 
 @_jit
 def clip(x, lo, hi):
@@ -221,8 +314,7 @@ def bound_bits(model, p, k, lam_lo, lam_hi):
     bits = 0
     tol = 1e-9
     for j in range(k):
-        is_amp = j == 0 or (j == 2 and model >= 3)
-        if is_amp:
+        if is_amplitude(model, j):
             if p[j] <= 0.0:
                 bits |= 1 << j
         elif p[j] <= lam_lo * (1.0 + tol) or p[j] >= lam_hi * (1.0 - tol):
@@ -264,8 +356,7 @@ def frozen_bits(model, p, g, k, lam_lo, lam_hi):
     g = J^T W r, so increasing theta_j lowers RSS when g_j > 0."""
     bits = 0
     for j in range(k):
-        is_amp = j == 0 or (j == 2 and model >= 3)
-        if is_amp:
+        if is_amplitude(model, j):
             if p[j] <= 0.0 and g[j] < 0.0:
                 bits |= 1 << j
         elif not (model == 2 and j == 2) and not (model == 4 and j == 4):
@@ -276,11 +367,11 @@ def frozen_bits(model, p, g, k, lam_lo, lam_hi):
 
 
 @_jit
-def lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn):
+def lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn, T):
     """Levenberg-Marquardt with projected steps. Returns (rss, converged, at_bound)."""
-    k = _NPAR[model]
+    k = NPAR[model]
     at_bound = project(model, p, lam_lo, lam_hi)
-    model_eval(model, p, t, n, f, J, True)
+    model_eval(model, p, t, n, f, J, True, T)
     c = wrss(y, w, f, n)
     mu = 1e-3
     converged = 0
@@ -307,7 +398,7 @@ def lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn):
                 for a in range(k):
                     pn[a] = p[a] + d[a]
                 ab = project(model, pn, lam_lo, lam_hi)
-                model_eval(model, pn, t, n, f2, J, False)
+                model_eval(model, pn, t, n, f2, J, False, T)
                 cn = wrss(y, w, f2, n)
                 if cn < c:
                     step = 0.0
@@ -319,7 +410,7 @@ def lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn):
                     at_bound = ab
                     dec = c - cn
                     c = cn
-                    model_eval(model, p, t, n, f, J, True)
+                    model_eval(model, p, t, n, f, J, True, T)
                     mu = max(mu * 0.1, 1e-12)
                     accepted = True
                     if dec <= 1e-10 * c or step < 1e-8 or c < 1e-28:
@@ -332,49 +423,6 @@ def lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn):
         if converged:
             break
     return c, converged, at_bound
-
-@_jit
-def model_value(model, p, ti):
-    """a(t) of a model at one time (h)."""
-    if model == 1:
-        return p[0] * math.exp(-p[1] * ti)
-    if model == 2:
-        return p[0] * (math.exp(-p[1] * ti) - math.exp(-p[2] * ti))
-    if model == 3:
-        return p[0] * math.exp(-p[1] * ti) + p[2] * math.exp(-p[3] * ti)
-    return (p[0] * math.exp(-p[1] * ti) + p[2] * math.exp(-p[3] * ti)
-            - (p[0] + p[2]) * math.exp(-p[4] * ti))
-
-
-@_jit
-def tia_and_grad(model, p, g):
-    if model == 1:
-        g[0] = 1.0 / p[1]
-        g[1] = -p[0] / (p[1] * p[1])
-        return p[0] / p[1]
-    if model == 2:
-        g[0] = 1.0 / p[1] - 1.0 / p[2]
-        g[1] = -p[0] / (p[1] * p[1])
-        g[2] = p[0] / (p[2] * p[2])
-        return p[0] * (1.0 / p[1] - 1.0 / p[2])
-    if model == 3:
-        g[0] = 1.0 / p[1]
-        g[1] = -p[0] / (p[1] * p[1])
-        g[2] = 1.0 / p[3]
-        g[3] = -p[2] / (p[3] * p[3])
-        return p[0] / p[1] + p[2] / p[3]
-    g[0] = 1.0 / p[1] - 1.0 / p[4]
-    g[1] = -p[0] / (p[1] * p[1])
-    g[2] = 1.0 / p[3] - 1.0 / p[4]
-    g[3] = -p[2] / (p[3] * p[3])
-    g[4] = (p[0] + p[2]) / (p[4] * p[4])
-    return p[0] / p[1] + p[2] / p[3] - (p[0] + p[2]) / p[4]
-
-@_jit
-def terminal_lambda(model, p):
-    if model == 1 or model == 2:
-        return p[1]
-    return min(p[1], p[3])
 
 @_jit
 def trapz(t, y, n, lam_phys, tail_fitted, noise_rel, out):
@@ -403,26 +451,28 @@ def trapz(t, y, n, lam_phys, tail_fitted, noise_rel, out):
 
 @_jit
 def fit_one_model(model, t, y, w, n, kpeak, lam_lo, lam_hi, p, f, f2, J, A, L, g, d, pn,
-                  out):
+                  T, out):
     """Fit one model; write TIA, sigma, lambda, AICc, RSS, R^2 into out.
     Returns 1 if the result is valid (converged, finite positive TIA)."""
-    k = _NPAR[model]
+    k = NPAR[model]
     init_params(model, t, y, n, kpeak, lam_lo, lam_hi, p)
-    rss, conv, at_bound = lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn)
+    rss, conv, at_bound = lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn,
+                             T)
     for a in range(k):
         if not math.isfinite(p[a]):
             return 0
-    tia = tia_and_grad(model, p, g)
+    tia = tia_from_and_grad(model, p, 0.0, T, g, True)
     if not (conv and math.isfinite(tia) and tia > 0.0):
         return 0
     # physically plausible: the fitted curve may not rise above MAX_OVERSHOOT x the largest
     # sample anywhere before the last sample (an extrapolation to t = 0 through one sample
     # with a runaway decay constant is not a measurement)
-    vmax = model_value(model, p, 0.0)
+    nt, sc = model_terms(model, p, T, False)
+    vmax = terms_value(nt, sc, T, 0.0)
     for i in range(n):
         tprev = 0.0 if i == 0 else t[i - 1]
         for q in range(1, 4):
-            v = model_value(model, p, tprev + 0.25 * q * (t[i] - tprev))
+            v = terms_value(nt, sc, T, tprev + 0.25 * q * (t[i] - tprev))
             if v > vmax:
                 vmax = v
     if vmax > MAX_OVERSHOOT:  # y is normalised to a maximum of 1
@@ -468,7 +518,11 @@ def fit_one_model(model, t, y, w, n, kpeak, lam_lo, lam_hi, p, f, f2, J, A, L, g
         p[2], p[3] = a0, l0
     out[OUT_TIA] = tia
     out[OUT_SIGMA] = math.sqrt(var) if math.isfinite(var) else tia
-    out[OUT_LAM] = terminal_lambda(model, p)
+    nt = model_terms(model, p, T, False)[0]
+    lam_term = T[0, TL]  # terminal decay constant: the slowest term's
+    for q in range(1, nt):
+        lam_term = min(lam_term, T[q, TL])
+    out[OUT_LAM] = lam_term
     out[OUT_MODEL] = model
     out[OUT_STATUS] = 1.0 if at_bound else 0.0
     out[OUT_AICC] = n * math.log(rss_e / n) + 2 * k + 2.0 * k * (k + 1) / (n - k - 1)
@@ -478,7 +532,7 @@ def fit_one_model(model, t, y, w, n, kpeak, lam_lo, lam_hi, p, f, f2, J, A, L, g
 
 @_jit
 def fit_curve(t, Y, v, n, model, lam_phys, lift_bound, poisson, background, noise_rel,
-              tail_fitted, y, w, p, pbest, f, f2, J, A, L, g, d, pn, out, best):
+              tail_fitted, y, w, p, pbest, f, f2, J, A, L, g, d, pn, T, out, best):
     """Fit curve ``Y[v, :n]`` (activity, any unit) at times ``t`` (h). ``model``: -1
     trapezoid, 0 auto, 1..4 that model. Results in ``out`` (TIA and sigma in the unit of
     Y x h, lambda in 1/h) and the best-fit parameters in ``pbest``."""
@@ -515,20 +569,20 @@ def fit_curve(t, Y, v, n, model, lam_phys, lift_bound, poisson, background, nois
         first = model if model > 0 else 1
         last = model if model > 0 else 4
         for m in range(first, last + 1):
-            if n < _MIN_POINTS[m]:
+            if n < MIN_POINTS[m]:
                 continue
             if fit_one_model(m, t, y, w, n, kpeak, lam_lo, lam_hi, p, f, f2, J, A, L, g,
-                             d, pn, best):
+                             d, pn, T, best):
                 if nbest == 0 or best[OUT_AICC] < out[OUT_AICC]:
                     for a in range(N_OUT):
                         out[a] = best[a]
                     for a in range(MAX_P):
-                        pbest[a] = p[a] if a < _NPAR[m] else 0.0
+                        pbest[a] = p[a] if a < NPAR[m] else 0.0
                 nbest += 1
         if nbest == 0:
             enough = False
             for m in range(first, last + 1):
-                if n >= _MIN_POINTS[m]:
+                if n >= MIN_POINTS[m]:
                     enough = True
             trapz(t, y, n, lam_phys, False, noise_rel, out)
             out[OUT_STATUS] = 2.0 if enough else 4.0
@@ -537,11 +591,10 @@ def fit_curve(t, Y, v, n, model, lam_phys, lift_bound, poisson, background, nois
     out[OUT_SIGMA] *= ymax
     out[OUT_RSS] *= ymax * ymax
     m = int(out[OUT_MODEL])
-    if m == 1 or m == 2:
-        pbest[0] *= ymax
-    elif m >= 3:
-        pbest[0] *= ymax
-        pbest[2] *= ymax
+    if m >= 1:
+        for a in range(NPAR[m]):
+            if is_amplitude(m, a):
+                pbest[a] *= ymax
 
 
 # The CPU driver lives in this file so that Numba's on-disk cache is invalidated together
@@ -564,8 +617,27 @@ def fit_block_cpu(t_h, Y, model, lam_phys, lift, poisson, background, noise_rel,
         d = np.empty(MAX_P)
         pn = np.empty(MAX_P)
         p = np.empty(MAX_P)
+        T = np.empty((MAX_K, N_TCOL))
         best = np.empty(N_OUT)
         for v in range(b * per, min(nv, (b + 1) * per)):
             fit_curve(t_h, Y, v, n, model, lam_phys, lift, poisson, background, noise_rel,
-                          tail_fitted, y, w, p, params[v], f, f2, J, A, L, g, d, pn, out[v],
-                          best)
+                      tail_fitted, y, w, p, params[v], f, f2, J, A, L, g, d, pn, T, out[v],
+                      best)
+
+
+@_njit_cpu
+def terms_map_cpu(model, params, t_h, integral, out):
+    """Per curve v of fitted model ``model[v]`` (ids 1-4; others are left untouched) and
+    parameters ``params[v]``: a(t_h) (``integral`` False) or the integral from t_h to
+    infinity (True), in the unit of the amplitudes (times h), written into ``out[v]``."""
+    T = np.empty((MAX_K, N_TCOL))
+    g = np.empty(MAX_P)
+    for v in range(model.shape[0]):
+        m = model[v]
+        if m < 1 or m > 4:
+            continue
+        if integral:
+            out[v] = tia_from_and_grad(m, params[v], t_h, T, g, False)
+        else:
+            nt, sc = model_terms(m, params[v], T, False)
+            out[v] = terms_value(nt, sc, T, t_h)

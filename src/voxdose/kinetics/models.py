@@ -1,19 +1,27 @@
 """Time-activity models, their analytic integrals to infinity, and a plain NumPy reference.
 
-Times t in hours inside the fitter (converted at the API boundary), activity (concentration)
-a(t) >= 0. The lower bound of every decay constant is the physical one, lambda_p (biological
-washout cannot be negative), unless the user lifts it (then lambda >= 1e-9 / h).
+Times t in h inside the fitter (converted at the API boundary), activity (concentration)
+a(t) >= 0, decay constants l in 1/h, amplitudes in the unit of a. The lower bound of every
+decay constant is the physical one, lambda_p (biological washout cannot be negative), unless
+the user lifts it (then lambda >= 1e-9 / h).
 
-Models (id, name: a(t); TIA = integral from 0 to infinity):
+The model table (id, name, parameters in ``PARAM_NAMES`` order: a(t); TIA = integral from 0
+to infinity). Models 1-4 are sums of at most three exponential terms
+a(t) = sum_k c_k e^(-l_k t), so TIA = sum_k c_k / l_k and the integral from t0 on is
+sum_k c_k e^(-l_k t0) / l_k; the terms are written once, in
+:func:`voxdose.kinetics.lm_core.model_terms`, and every path (fitter on CPU and CUDA, this
+module's NumPy reference, :mod:`voxdose.kinetics.after`) is derived from them.
 
 0. ``trapz``: trapezoid over the samples, head 0 -> first sample;
    TIA = sum of trapezoids + a_last / lambda_tail.
-1. ``mono``: A e^(-l t); TIA = A / l.
-2. ``biexp`` (uptake-washout): A (e^(-l1 t) - e^(-l2 t)), l2 > l1; TIA = A (1/l1 - 1/l2).
-3. ``biexp_sum``: A1 e^(-l1 t) + A2 e^(-l2 t); TIA = A1/l1 + A2/l2 (component 1 the slower).
-4. ``triexp``: A1 e^(-l1 t) + A2 e^(-l2 t) - (A1 + A2) e^(-l3 t), uptake l3 > l1, l2 and
-   a(0) = 0; TIA = A1/l1 + A2/l2 - (A1 + A2)/l3.
-5. ``stp`` (single time point): a(t1) e^(l_eff (t - t1)) with an assumed effective
+1. ``mono`` (A, l): A e^(-l t); TIA = A / l.
+2. ``biexp`` (uptake-washout; A, l1, l2): A (e^(-l1 t) - e^(-l2 t)), l2 > l1;
+   TIA = A (1/l1 - 1/l2).
+3. ``biexp_sum`` (A1, l1, A2, l2): A1 e^(-l1 t) + A2 e^(-l2 t); TIA = A1/l1 + A2/l2
+   (component 1 the slower).
+4. ``triexp`` (A1, l1, A2, l2, l3): A1 e^(-l1 t) + A2 e^(-l2 t) - (A1 + A2) e^(-l3 t),
+   uptake l3 > l1, l2 and a(0) = 0; TIA = A1/l1 + A2/l2 - (A1 + A2)/l3.
+5. ``stp`` (single time point): a(t1) e^(-l_eff (t - t1)) with an assumed effective
    half-life; TIA = a(t1) e^(l_eff t1) / l_eff.
 
 Trapezoid tail (``tail``): ``physical`` (default) l_tail = lambda_p; ``fitted``: the
@@ -26,18 +34,17 @@ and an assumed effective half-life T_eff, a mono-exponential through the point g
 TIA = a(t1) exp(l_eff t1) / l_eff, l_eff = ln 2 / T_eff. Hänscheid's shortcut
 TIA ~ a(t1) 2 t1 / ln 2 is this expression's value when t1 = T_eff; we use the exact
 mono-exponential form for any t1.
-
-Model parameters are ordered as listed in ``PARAM_NAMES``; amplitudes share the unit of a,
-decay constants are 1/h.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import lm_core
+
 MODEL_IDS = {"trapz": 0, "mono": 1, "biexp": 2, "biexp_sum": 3, "triexp": 4, "stp": 5}
 MODEL_NAMES = {v: k for k, v in MODEL_IDS.items()}
-N_PARAMS = {0: 0, 1: 2, 2: 3, 3: 4, 4: 5, 5: 1}
+N_PARAMS = {0: 0, **{m: lm_core.NPAR[m] for m in range(1, 5)}, 5: 1}
 PARAM_NAMES = {
     1: ("A", "lambda_per_h"),
     2: ("A", "lambda1_per_h", "lambda2_per_h"),
@@ -45,7 +52,7 @@ PARAM_NAMES = {
     4: ("A1", "lambda1_per_h", "A2", "lambda2_per_h", "lambda3_per_h"),
 }
 #: Minimum number of samples to fit a model and still rank it by AICc (n - k - 1 >= 1).
-MIN_POINTS = {1: 4, 2: 5, 3: 6, 4: 7}
+MIN_POINTS = {m: lm_core.MIN_POINTS[m] for m in range(1, 5)}
 
 STATUS = {
     0: "converged",
@@ -56,32 +63,35 @@ STATUS = {
 }
 
 
+def model_terms(model: int, p):
+    """The exponential terms of model ``model`` (1-4) at parameters ``p`` (``PARAM_NAMES``
+    order), from the fitter's one definition (:func:`lm_core.model_terms`, run as Python):
+    c (K,), lambda (K,) in 1/h, and dc/dp, dlambda/dp (K, number of parameters)."""
+    if model not in (1, 2, 3, 4):
+        raise ValueError(f"model {model} is not a sum of exponentials (ids 1-4)")
+    k = N_PARAMS[model]
+    pp = np.zeros(lm_core.MAX_P)
+    pp[:k] = np.asarray(p, dtype=np.float64)[:k]
+    table = np.zeros((lm_core.MAX_K, lm_core.N_TCOL))
+    terms = getattr(lm_core.model_terms, "py_func", lm_core.model_terms)  # no-JIT mode too
+    nt, _ = terms(model, pp, table, True)
+    table = table[:nt]
+    return (table[:, lm_core.TC], table[:, lm_core.TL],
+            table[:, lm_core.TDC:lm_core.TDC + k], table[:, lm_core.TDL:lm_core.TDL + k])
+
+
 def model_curve(model: int, p, t_h):
-    """a(t) of a model (NumPy reference)."""
+    """a(t) = sum_k c_k exp(-lambda_k t) of a model (NumPy reference), t in h."""
+    c, lam, _, _ = model_terms(model, p)
     t = np.asarray(t_h, dtype=np.float64)
-    if model == 1:
-        return p[0] * np.exp(-p[1] * t)
-    if model == 2:
-        return p[0] * (np.exp(-p[1] * t) - np.exp(-p[2] * t))
-    if model == 3:
-        return p[0] * np.exp(-p[1] * t) + p[2] * np.exp(-p[3] * t)
-    if model == 4:
-        return (p[0] * np.exp(-p[1] * t) + p[2] * np.exp(-p[3] * t)
-                - (p[0] + p[2]) * np.exp(-p[4] * t))
-    raise ValueError(f"model {model} has no closed-form curve")
+    return sum(ck * np.exp(-lk * t) for ck, lk in zip(c, lam, strict=True))
 
 
-def model_tia(model: int, p) -> float:
-    """Analytic integral of a(t) from 0 to infinity (unit of a times h)."""
-    if model == 1:
-        return p[0] / p[1]
-    if model == 2:
-        return p[0] * (1.0 / p[1] - 1.0 / p[2])
-    if model == 3:
-        return p[0] / p[1] + p[2] / p[3]
-    if model == 4:
-        return p[0] / p[1] + p[2] / p[3] - (p[0] + p[2]) / p[4]
-    raise ValueError(f"model {model} has no closed-form integral")
+def model_tia(model: int, p, t0_h: float = 0.0) -> float:
+    """Analytic integral of a(t) from ``t0_h`` (default 0) to infinity,
+    sum_k c_k exp(-lambda_k t0) / lambda_k (unit of a times h)."""
+    c, lam, _, _ = model_terms(model, p)
+    return float(np.sum(c * np.exp(-lam * t0_h) / lam))
 
 
 def trapz_tia(t_h, a, lam_tail_per_h: float) -> float:
@@ -89,8 +99,3 @@ def trapz_tia(t_h, a, lam_tail_per_h: float) -> float:
     t = np.r_[0.0, np.asarray(t_h, dtype=np.float64)]
     y = np.r_[0.0, np.clip(np.asarray(a, dtype=np.float64), 0.0, None)]
     return float(np.trapezoid(y, t) + y[-1] / lam_tail_per_h)
-
-
-def aicc(rss: float, n: int, k: int) -> float:
-    """Corrected Akaike information criterion, n ln(RSS/n) + 2k + 2k(k+1)/(n-k-1)."""
-    return n * np.log(rss / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1)

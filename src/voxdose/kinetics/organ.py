@@ -4,7 +4,8 @@ For each structure s and frame i, A_s(t_i) = sum over the structure's voxels of 
 V_voxel (Bq). Every model with enough points is fitted to A_s(t) (plus the trapezoid),
 with its parameters, R^2, AICc, TIA and effective half-life reported; the chosen model is
 the lowest AICc among converged fits (the same rule as per voxel). The TIA's uncertainty is
-the delta-method value of the chosen fit.
+the delta-method value of the chosen fit. The figures (``tac/tac_<organ>.png``) are drawn by
+:func:`voxdose.report.tac_plots.plot_tacs`.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import csv
 import io
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from ..core.grid import LabelMap
 from .fit import fit_curves
-from .models import MIN_POINTS, MODEL_IDS, PARAM_NAMES, model_curve
+from .models import MIN_POINTS, MODEL_IDS, PARAM_NAMES
 
 CANDIDATES = ("mono", "biexp", "biexp_sum", "triexp")
 
@@ -110,44 +110,3 @@ def organ_table_csv(fits: list[OrganFit]) -> str:
                     f"{b['t_eff_h']:.6g}", f"{b['r2']:.6g}", f"{b['aicc']:.6g}",
                     ";".join(f"{k}={v:.6g}" for k, v in b["params"].items())])
     return buf.getvalue()
-
-
-def plot_tacs(out_dir: Path, fits: list[OrganFit]) -> list[str]:
-    """One PNG per structure: measured activity and every valid model curve (best in bold)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from ..io.atomic import atomic_path
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for of in fits:
-        if not of.fits:
-            continue
-        t_h = of.times_s / 3600.0
-        grid_h = np.linspace(0.0, t_h[-1] * 1.3, 400)
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-        ax.plot(t_h, of.activity_bq / 1e6, "ko", label="measured")
-        for m, v in of.fits.items():
-            if m == "trapz" or not v["valid"]:
-                continue
-            p = list(v["params"].values())
-            amp_scale = 1.0
-            curve = model_curve(MODEL_IDS[m], p, grid_h) * amp_scale / 1e6
-            ax.plot(grid_h, curve, lw=2.2 if m == of.best else 0.9,
-                    label=f"{m}: TIA {v['tia_bq_s'] / 3.6e9:.4g} MBq·h, AICc {v['aicc']:.1f}")
-        ax.set_xlabel("time after administration (h)")
-        ax.set_ylabel("activity (MBq)")
-        ax.set_title(f"{of.name}: chosen {of.best}", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"tac_{of.name}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
-        written.append(path.name)
-    return written

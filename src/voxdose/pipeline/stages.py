@@ -31,9 +31,9 @@ from ..kernels.point import load_point_kernel, read_dpk_csv
 from ..kinetics.fit import fit_tia
 from ..kinetics.models import MODEL_NAMES, STATUS
 from ..kinetics.organ import fit_organs, organ_table_csv
-from ..kinetics.organ import plot_tacs
 from ..kinetics.swap import swap_nuclide_tia
 from ..report.compare_plots import plot_dpks, plot_dvh_overlay
+from ..report.tac_plots import plot_tacs
 from ..report.plots import plot_dose_slices, plot_dvhs, plot_registration_check
 from ..study.images import read_timepoint_ct
 from ..study.load import Study, load_study
