@@ -142,9 +142,11 @@ Y90_SPHERE_AF = [(0.25, 0.39), (1.00, 0.80), (1.33, 0.85), (1.68, 0.88), (2.87, 
 
 @pytest.mark.parametrize(("radius_cm", "published"), Y90_SPHERE_AF)
 def test_y90_electron_absorbed_fraction_against_published(radius_cm, published):
-    """Our sphere integral (Gauss-Legendre, by parts) with the foundation electron kernel:
-    within 0.05 of the published Monte Carlo values (the kernel's shape is approximate)."""
+    """Our sphere integral (Gauss-Legendre, by parts) with the foundation electron kernel
+    against the published Monte Carlo values.  Measured: ours - published = -0.0078,
+    -0.0017, -0.0029, -0.0015, -0.0014 at 0.25, 1.00, 1.33, 1.68, 2.87 cm; tolerance 0.015
+    (the published values are quoted to 0.01)."""
     pk = point_kernel_for("Y-90")
     mass_g = 4.0 / 3.0 * np.pi * radius_cm**3
     assert sphere_absorbed_fraction(pk, mass_g, "electrons") == pytest.approx(published,
-                                                                              abs=0.05)
+                                                                              abs=0.015)

@@ -1,6 +1,7 @@
 """Dose-engine physics: impulse, linearity, energy balance with the energy that leaves the
-grid, uniformly filled water spheres (0.01 g - 1 kg) against the absorbed fractions the
-point kernel implies and against published Y-90 sphere absorbed fractions."""
+grid, uniformly filled voxelised water spheres against published Y-90 sphere absorbed
+fractions (Lu-177: against the point kernel's sphere integral), and the kernel-implied
+Y-90 sphere absorbed fractions against the published ones."""
 
 import math
 
@@ -84,11 +85,11 @@ def _kernel_absorbed_fraction(pk, radius_mm):
     return (de @ p_in + pk.local_energy_mev) / pk.total_energy_mev
 
 
-def _voxel_sphere(pk, mass_g, n_r=6):
-    """Mean self-dose per decay (Gy) and absorbed fraction of a voxelised water sphere with
-    n_r voxels per radius, uniformly filled; and its equal-volume radius (mm) and mass (g)."""
-    radius = (3 * mass_g / (4 * math.pi)) ** (1 / 3) * 10.0
-    s = radius / n_r
+def _voxel_sphere_phi(pk, radius_mm, n_r):
+    """Absorbed fraction of a voxelised water sphere (n_r voxels per radius, the voxels
+    whose centres lie within n_r voxels of the centre), uniformly filled: the dose engine's
+    mean dose x mass / E_total.  Returns (phi, equal-volume radius in mm)."""
+    s = radius_mm / n_r
     n = 2 * n_r + 3
     c = np.arange(n) - n // 2
     z, y, x = np.meshgrid(c, c, c, indexing="ij")
@@ -97,36 +98,60 @@ def _voxel_sphere(pk, mass_g, n_r=6):
     k = voxel_kernel(pk, (s, s, s), radius_mm=2 * r_eq + 2 * s, **FAST)
     g = Grid.from_spacing((n, n, n), (s, s, s))
     d = KernelConvolution(k).dose(Image(inside / inside.sum(), g)).data  # 1 decay in total
-    mass = inside.sum() * k.voxel_mass_g
-    mean_dose = d[inside].mean()
-    phi = mean_dose * mass / MEV_PER_G_TO_GY / pk.total_energy_mev
-    return mean_dose, phi, r_eq, mass
+    absorbed_mev = d[inside].sum() * k.voxel_mass_g / MEV_PER_G_TO_GY
+    return absorbed_mev / pk.total_energy_mev, r_eq
 
 
-MASSES_G = [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
+# Y-90 beta absorbed fractions in unit-density water spheres (uniform source, full beta
+# spectrum, Monte Carlo): Akabani et al. and Amato et al. as tabulated by Hashempour,
+# Ghorbani, Amato & Knaup, Asia Ocean J Nucl Med Biol 2019;7(1) (PMC6352054), table of 90Y
+# absorbed fractions: radius (cm) -> absorbed fraction.  Values quoted to 0.01.
+Y90_PUBLISHED_AF_VOXEL = [(1.00, 0.80), (1.33, 0.85), (1.68, 0.88), (2.87, 0.93)]
 
 
-@pytest.mark.parametrize("nuclide", ["Lu-177", "Y-90"])
-def test_sphere_self_dose_matches_the_kernel_absorbed_fraction(nuclide):
-    """Voxel convolution in spheres of 0.01 g - 1 kg (6 voxels per radius) against the
-    absorbed fraction the point kernel implies for the same (equal-volume) sphere.
-    Measured: within 0.016 absolute (voxelised surface: staircase escape)."""
-    pk = point_kernel_for(nuclide)
+@pytest.mark.parametrize(("radius_cm", "published"), Y90_PUBLISHED_AF_VOXEL)
+def test_voxelised_y90_sphere_against_published_absorbed_fraction(radius_cm, published):
+    """The whole dose chain (shipped Monte Carlo Y-90 table -> voxel S-values -> FFT
+    convolution) in a uniformly filled voxelised sphere (12 voxels per radius) against the
+    published Monte Carlo absorbed fraction of the same sphere.  Measured: ours - published
+    = -0.0015, -0.0054, -0.0059, -0.0092 at 1.00, 1.33, 1.68, 2.87 cm (the staircase
+    surface of the voxelised sphere lets slightly more energy escape; -0.007 to -0.016 at 6
+    voxels per radius).  Tolerance 0.015: a 2 % error in the kernel's normalisation moves
+    phi by 0.016 to 0.019."""
+    from voxdose.kernels.point import load_point_kernel
+
+    pk = load_point_kernel("Y-90")
+    phi, r_eq = _voxel_sphere_phi(pk, radius_cm * 10.0, n_r=12)
+    assert r_eq == pytest.approx(radius_cm * 10.0, rel=0.01)
+    assert phi == pytest.approx(published, abs=0.015)
+
+
+LU177_MASSES_G = [0.1, 10.0, 1000.0]
+
+
+def test_voxelised_lu177_spheres_against_the_point_kernel_sphere_integral():
+    """Lu-177 (no published sphere table was found): the dose engine's absorbed fraction
+    in voxelised spheres of 0.1 g, 10 g and 1 kg (6 voxels per radius) against the point
+    kernel's own sphere integral phi = int j(r) P_in(r) dr / E (geometric factor of MIRD
+    Pamphlet 7; no voxel kernel, no convolution), for the equal-volume sphere.  This
+    guards the voxel S-values and the convolution, not the point kernel.  Measured: -0.0101,
+    -0.0044, -0.0014 (staircase surface); tolerance 0.02.  Physical bounds from ICRP-107
+    energies: electrons (0.14792 of 0.18302 MeV, range < 2 mm) are almost all absorbed from
+    10 g up, and most photons leave even a 1 kg sphere."""
+    from voxdose.kernels.point import load_point_kernel
+
+    pk = load_point_kernel("Lu-177")
+    f_e = 0.14792 / (0.14792 + 0.035098)
     phis = []
-    for m in MASSES_G:
-        mean_dose, phi, r_eq, mass = _voxel_sphere(pk, m)
+    for m in LU177_MASSES_G:
+        radius = (3 * m / (4 * math.pi)) ** (1 / 3) * 10.0
+        phi, r_eq = _voxel_sphere_phi(pk, radius, n_r=6)
         phi_k = _kernel_absorbed_fraction(pk, r_eq)
         assert phi == pytest.approx(phi_k, abs=0.02), (m, phi, phi_k)
-        # self-dose per decay is phi E / m (MIRD), in Gy
-        assert mean_dose == pytest.approx(phi * pk.total_energy_mev * MEV_PER_G_TO_GY / mass,
-                                          rel=1e-9)
         phis.append(phi)
     assert all(np.diff(phis) > 0)  # bigger spheres absorb more
-    if nuclide == "Lu-177":
-        # electrons (81 % of the energy) almost all absorbed from 1 g up; photons mostly leave
-        assert 0.76 < phis[2] < 0.81 and phis[-1] < 0.9
-    else:
-        assert phis[0] < 0.3 and phis[-1] > 0.94
+    assert 0.95 * f_e < phis[1] < f_e + 0.1 * (1 - f_e)
+    assert f_e < phis[2] < f_e + 0.5 * (1 - f_e)
 
 
 # Y-90 beta absorbed fractions in unit-density spheres, full beta spectrum, Monte Carlo:
@@ -138,10 +163,11 @@ Y90_PUBLISHED_AF = [(0.25, 0.39), (1.00, 0.80), (1.33, 0.85), (1.68, 0.88), (2.8
 
 @pytest.mark.parametrize(("radius_cm", "published"), Y90_PUBLISHED_AF)
 def test_y90_sphere_absorbed_fraction_against_published_monte_carlo(radius_cm, published):
-    """Y-90 (photons negligible): kernel-implied sphere absorbed fraction within 0.05 of the
-    published Monte Carlo values (measured: within 0.01; the foundation electron kernel is
-    an analytic approximation)."""
+    """Y-90 (photons negligible): kernel-implied sphere absorbed fraction of the foundation
+    (analytic) kernel against the published Monte Carlo values.  Measured: ours - published
+    = -0.0078, -0.0017, -0.0028, -0.0015, -0.0014 at 0.25, 1.00, 1.33, 1.68, 2.87 cm;
+    tolerance 0.015 (published values are quoted to 0.01)."""
     pk = point_kernel_for("Y-90")
     assert pk.photon_kernel_energy_mev < 1e-3 * pk.total_energy_mev
     phi = _kernel_absorbed_fraction(pk, radius_cm * 10.0)
-    assert phi == pytest.approx(published, abs=0.05)
+    assert phi == pytest.approx(published, abs=0.015)

@@ -151,18 +151,67 @@ def test_density_scales_ranges(lu):
 # ---------------------------------------------------------------------------------------
 # voxel kernel
 # ---------------------------------------------------------------------------------------
-def test_voxel_kernel_energy_balance(lu, lu_48):
+def _box_energy_fraction_mc(pk, spacing_zyx, half_width, n=2_000_000, seed=2024):
+    """Fraction of the energy emitted per decay that the point kernel deposits inside the
+    kernel's box (|x_a| <= (h_a + 1/2) s_a) from a source uniform in the central voxel, by
+    Monte Carlo, independently of the voxel-kernel quadrature: every radius below the
+    box's inscribed distance r_in (from any source point) lands inside, every radius above
+    its circumscribed distance lands outside; in between, radii are drawn from the point
+    kernel's energy distribution dE_abs(r), directions isotropic, source points uniform in
+    the voxel, and the landing points counted.  Returns (fraction, standard error)."""
+    s = np.asarray(spacing_zyx, dtype=float)
+    b = (np.asarray(half_width, dtype=float) + 0.5) * s
+    r_in = float((b - 0.5 * s).min())
+    r_out = float(np.linalg.norm(b + 0.5 * s))
+    grid = np.linspace(r_in, r_out, 20001)
+    cum = pk.cumulative_energy_mev(grid)
+    rng = np.random.default_rng(seed)
+    r = np.interp(cum[0] + rng.random(n) * (cum[-1] - cum[0]), cum, grid)
+    v = rng.normal(size=(n, 3))
+    v /= np.linalg.norm(v, axis=1)[:, None]
+    x = (rng.random((n, 3)) - 0.5) * s + r[:, None] * v
+    p = float(np.mean(np.all(np.abs(x) <= b, axis=1)))
+    shell = (cum[-1] - cum[0]) / pk.total_energy_mev
+    return cum[0] / pk.total_energy_mev + p * shell, math.sqrt(p * (1 - p) / n) * shell
+
+
+def test_voxel_kernel_layout_and_units(lu_48):
     k = lu_48
     assert k.shape == (85, 85, 85)
     assert k.data_gy_per_decay.dtype == np.float64
-    absorbed = _fraction(k, float(k.data_gy_per_decay.sum()), lu.total_energy_mev)
-    assert absorbed + k.neglected_energy_fraction == pytest.approx(1.0, rel=1e-6)
-    # Lu-177 at 4.8 mm, 200 mm: only part of the long photon build-up tail is lost
-    print(f"Lu-177 4.8 mm / 200 mm neglected fraction: {k.neglected_energy_fraction:.4f}")
-    assert 0.002 < k.neglected_energy_fraction < 0.05
+    # 1 mGy/(MBq s) = 1e-3 Gy / 1e6 decays
     np.testing.assert_allclose(k.as_mgy_per_mbq_s(), k.data_gy_per_decay * 1e9)
+    assert k.voxel_mass_g == pytest.approx(4.8**3 / 1000.0)
     prov = k.provenance()
     assert prov["nuclide"] == "Lu-177" and prov["shape_zyx"] == [85, 85, 85]
+
+
+@pytest.mark.parametrize("case", ["analytic Lu-177, 4.8 mm, 200 mm",
+                                  "shipped table Lu-177, 3 x 4.42 x 4.42 mm, 60 mm"])
+def test_voxel_kernel_energy_against_monte_carlo_box_integral(case, lu, lu_48):
+    """sum(S) m_voxel (the energy the kernel deposits per decay) against the point kernel's
+    energy inside the kernel's box from an independent Monte Carlo integration over
+    uniform source points and isotropic directions (``_box_energy_fraction_mc``), and the
+    reported ``neglected_energy_fraction`` against 1 - that fraction.  Measured (fractions
+    of the emitted energy): kernel - Monte Carlo = +2.0e-5 (analytic) and +3.8e-5 (table)
+    with these seeds; over 8 seeds the table kernel sits +2.5e-5 above (its near-field
+    quadrature), Monte Carlo standard error 1.0-1.3e-5.  Tolerance 8e-5; a 1 % error in the
+    far field or 0.1 % in the near field moves the sum by 3e-4 to 1e-3."""
+    from voxdose.kernels.point import load_point_kernel
+
+    if case.startswith("analytic"):
+        pk, k = lu, lu_48
+    else:
+        pk = load_point_kernel("Lu-177")
+        k = voxel_kernel(pk, (3.0, 4.42, 4.42), 60.0)
+    kernel_fraction = _fraction(k, float(k.data_gy_per_decay.sum()), pk.total_energy_mev)
+    mc, se = _box_energy_fraction_mc(pk, k.spacing_mm, k.half_width)
+    print(f"{case}: kernel {kernel_fraction:.6f}, Monte Carlo {mc:.6f} +- {se:.1e}")
+    assert se < 2e-5
+    assert kernel_fraction == pytest.approx(mc, abs=8e-5)
+    assert k.neglected_energy_fraction == pytest.approx(1.0 - mc, abs=8e-5)
+    # Lu-177: part of the long photon build-up tail always lies beyond the box
+    assert 0.002 < k.neglected_energy_fraction < (0.05 if case.startswith("analytic") else 0.2)
 
 
 def test_voxel_kernel_conserves_electron_energy(y90):

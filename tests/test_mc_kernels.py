@@ -101,7 +101,9 @@ def test_y90_sphere_absorbed_fraction_against_published(radius_cm, published):
     r = np.linspace(0.0, 2 * rmm, 100_001)
     de = np.diff(pk.cumulative_energy_mev(r))
     phi = float(de @ sphere_geometric_factor(0.5 * (r[1:] + r[:-1]), rmm)) / pk.total_energy_mev
-    assert phi == pytest.approx(published, abs=0.015)
+    # measured: ours - published = +0.0051, +0.0034, +0.0002, +0.0001, -0.0020 (0.25 ...
+    # 2.87 cm); tolerance 0.01, the precision to which the published values are quoted
+    assert phi == pytest.approx(published, abs=0.01)
 
 
 @pytest.mark.parametrize(("name", "spacing", "radius"), [

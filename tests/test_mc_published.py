@@ -88,7 +88,7 @@ def test_y90_soft_tissue_against_lanconelli(size):
     dev = _dev(_vsv(load_point_kernel("Y-90", "soft-tissue"), size), "Y-90", size)
     assert abs(dev["000"]) < 0.03                           # measured +1.2 ... +1.4 %
     for o in ("001", "011", "111", "002"):
-        assert abs(dev[o]) < 0.10, (o, dev[o])              # measured within 3.5 %
+        assert abs(dev[o]) < 0.06, (o, dev[o])  # measured within 3.5 % (002 at 4.42 mm)
     # (5,5,5) is bremsstrahlung only, 6 orders below the source voxel: 15 %
     assert abs(dev["555"]) < 0.15                           # measured -0.2 ... +6.4 %
 
@@ -105,7 +105,7 @@ def test_lu177_like_for_like_source_against_lanconelli(lu177_beta_and_photons, s
     dev = _dev(_vsv(lu177_beta_and_photons, size), "Lu-177", size)
     assert abs(dev["000"]) < 0.03                           # measured +0.2 ... +0.5 %
     for o in ("001", "011", "111", "002"):
-        assert abs(dev[o]) < 0.10, (o, dev[o])              # measured within 3 %
+        assert abs(dev[o]) < 0.10, (o, dev[o])  # measured within 5.3 % (2.21 mm)
     assert abs(dev["555"]) < 0.08                           # photons: measured +1 ... +4 %
 
 

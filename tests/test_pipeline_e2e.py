@@ -1,15 +1,18 @@
 """End to end: the demo's outputs, and the kidney dose against the phantom's true TIA."""
 
+import base64
 import csv
+import functools
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from voxdose.cli.app import main
-from voxdose.dose.engine import KernelConvolution
+from voxdose.core.units import MEV_PER_G_TO_GY
 from voxdose.kernels.point import load_point_kernel
-from voxdose.kernels.voxel import voxel_kernel
 from voxdose.io.sitk_adapter import read_image, read_labels
 from voxdose.core.nuclide import load_nuclide
 from voxdose.phantom.study import PhantomConfig, build_study
@@ -25,19 +28,48 @@ REPORT_SECTIONS = ("summary", "registration", "tac", "dose", "dvh", "mird", "mar
                    "compare", "provenance")
 
 
-def _direct_kidney_doses(study_toml, dose_grid_spacing, structure="kidney_left"):
-    """Mean dose in a structure from the phantom's true TIA (unblurred, and blurred by the
-    camera's PSF), convolved with the same kernel the pipeline uses."""
-    truth = study_toml.parent / "truth"
-    raw = json.loads((study_toml.parent / "structure_names.json").read_text())
-    names = {int(k): v for k, v in raw.items()}
-    labels = read_labels(truth / "labels_spect.nii.gz", names)
-    kern = voxel_kernel(load_point_kernel(load_nuclide("Lu-177")), dose_grid_spacing)
-    eng = KernelConvolution(kern)
-    m = labels.mask(structure)
-    d_true = eng.dose(read_image(truth / "tia_true_bq_s.nii.gz")).data[m].mean()
-    d_blur = eng.dose(read_image(truth / "tia_true_blurred_bq_s.nii.gz")).data[m].mean()
-    return d_true, d_blur
+@functools.lru_cache(maxsize=4)
+def _reference_mean_doses(study_dir: str, n: int = 3_000_000, seed: int = 177):
+    """Mean Lu-177 dose (Gy) per structure from the phantom's true TIA, unblurred and blurred
+    by the camera's PSF: {structure: (d_true, d_blurred)}.
+
+    Independent of the pipeline's dose engine: no voxel kernel and no convolution.  n decays
+    are followed from source points drawn from the TIA map (voxel by the TIA, position
+    uniform in it), an isotropic direction and a distance drawn from the shipped point
+    kernel's cumulative absorbed energy E_abs(r) (the physics input the pipeline also
+    uses); each carries E_abs(r_max) x total decays / n of energy into the voxel where it
+    lands (none when it leaves the grid, as in the zero-padded convolution).  Measured
+    agreement with the FFT dose of the same TIA: within 0.3 % (statistics, ~0.25 %)."""
+    study = Path(study_dir)
+    truth = study / "truth"
+    raw = json.loads((study / "structure_names.json").read_text())
+    labels = read_labels(truth / "labels_spect.nii.gz", {int(k): v for k, v in raw.items()})
+    pk = load_point_kernel(load_nuclide("Lu-177"))
+    out = {}
+    for which in ("tia_true_bq_s.nii.gz", "tia_true_blurred_bq_s.nii.gz"):
+        tia = read_image(truth / which)
+        shape = np.asarray(tia.grid.shape)
+        s = np.asarray(tia.grid.spacing_mm, dtype=float)
+        rng = np.random.default_rng(seed)
+        a = np.clip(np.asarray(tia.data, dtype=float).ravel(), 0.0, None)
+        src = rng.choice(a.size, size=n, p=a / a.sum())
+        r_max = float(np.linalg.norm(shape * s))
+        radii = np.concatenate([[0.0], np.geomspace(1e-4, r_max, 4000)])
+        cum = pk.cumulative_energy_mev(radii)
+        r = np.interp(rng.random(n) * cum[-1], cum, radii)
+        v = rng.normal(size=(n, 3))
+        v /= np.linalg.norm(v, axis=1)[:, None]
+        x = np.stack(np.unravel_index(src, tuple(shape)), axis=1) + rng.random((n, 3)) - 0.5
+        tgt = np.floor(x + r[:, None] * v / s + 0.5).astype(np.int64)
+        ok = np.all((tgt >= 0) & (tgt < shape), axis=1)
+        hit_label = labels.data[tuple(tgt[ok].T)]
+        mev_per_packet = a.sum() * cum[-1] / n
+        m_voxel_g = pk.density_g_cm3 / 1000.0 * float(np.prod(s))
+        for value, name in labels.names.items():
+            n_vox = int(np.count_nonzero(labels.data == value))
+            e_mev = np.count_nonzero(hit_label == value) * mev_per_packet
+            out.setdefault(name, []).append(e_mev / (n_vox * m_voxel_g) * MEV_PER_G_TO_GY)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def _reported(result, structure="kidney_left"):
@@ -64,28 +96,31 @@ def test_kidney_dose_agrees_with_true_tia_small_demo(small_study, small_results)
     """The reported Lu-177 mean kidney dose vs the dose from the phantom's true TIA.
 
     Reference: the true TIA blurred by the camera's 10 mm FWHM PSF (what any SPECT-based
-    method can at best recover). Tolerance 10 %: at 9.6 mm SPECT voxels the linear
-    interpolation of misaligned frames adds blur (up to half a voxel, ~3-6 % more
-    spill-out of a 5 cm kidney), Poisson noise adds ~1 % and the trapezoid + mono-exponential
-    model differs from the bi-exponential truth by ~1-2 %. Against the unblurred truth the
-    result must be lower (spill-out) but within 20 % (recovery of a 150 mL organ).
+    method can at best recover), its dose by the kernel-free Monte Carlo of
+    ``_reference_mean_doses`` (no voxel kernel, no convolution; measured: reported /
+    reference = 0.92). Tolerance 10 %: at 9.6 mm SPECT voxels the linear interpolation of
+    misaligned frames adds blur (up to half a voxel, ~3-6 % more spill-out of a 5 cm
+    kidney), Poisson noise adds ~1 % and the trapezoid + mono-exponential model differs
+    from the bi-exponential truth by ~1-2 %. Against the unblurred truth the result must be
+    lower (spill-out) but within 20 % (recovery of a 150 mL organ).
     """
     d = _reported(small_results)
-    spacing = read_image(small_results.out_dir / "tia_bq_s.nii.gz").grid.spacing_mm
-    d_true, d_blur = _direct_kidney_doses(small_study, spacing)
+    d_true, d_blur = _reference_mean_doses(str(small_study.parent))["kidney_left"]
     assert d == pytest.approx(d_blur, rel=0.10)
     assert 0.80 * d_true < d < d_true
 
 
 def test_noiseless_aligned_study_reproduces_blurred_truth(tmp_path):
-    """Without noise and motion, only the TIA model separates pipeline and truth: 3 %."""
+    """Without noise and motion, only the TIA model separates pipeline and truth.  Against
+    the kernel-free Monte Carlo reference (``_reference_mean_doses``; a kernel or
+    convolution error does not cancel): measured -0.03 % (kidney_left), -0.18 % (liver),
+    +0.04 % (spleen), reference standard error 0.1-0.2 %; tolerance 1 %."""
     cfg = PhantomConfig.small(noise=False, max_translation_mm=0.0, max_rotation_deg=0.0)
     study = build_study(tmp_path / "study", cfg)
     res = run_pipeline(study, tmp_path / "results", device="cpu")
-    spacing = read_image(tmp_path / "results" / "tia_bq_s.nii.gz").grid.spacing_mm
+    ref = _reference_mean_doses(str(study.parent))
     for s in ("kidney_left", "liver", "spleen"):
-        _, d_blur = _direct_kidney_doses(study, spacing, s)
-        assert _reported(res, s) == pytest.approx(d_blur, rel=0.03), s
+        assert _reported(res, s) == pytest.approx(ref[s][1], rel=0.01), s
 
 
 def test_registration_recovers_known_motion(small_results, small_study):
@@ -147,6 +182,13 @@ def test_demo_report_has_every_section(small_results):
     assert NOT_COMPUTED not in html  # the demo fills every section
     assert "data:image/png;base64," in html
     assert "http://" not in html and "https://" not in html
+    # one time-activity figure per structure, written and embedded in the tac section
+    pngs = sorted((small_results.out_dir / "tac").glob("tac_*.png"))
+    assert {p.stem[4:] for p in pngs} >= {"kidney_left", "kidney_right", "liver", "spleen",
+                                          "marrow_L3"}
+    tac = re.search(r'<section id="tac">(.*?)</section>', html, re.S).group(1)
+    embedded = re.findall(r'src="data:image/png;base64,([^"]*)"', tac)
+    assert [base64.b64decode(e) for e in embedded] == [p.read_bytes() for p in pngs]
 
 
 def test_dicom_study_gives_the_same_dose(small_study, small_results, tmp_path):
@@ -167,25 +209,48 @@ def test_dicom_study_gives_the_same_dose(small_study, small_results, tmp_path):
     assert np.abs(stored - dose).max() <= 1e-3 * dose.max()
 
 
-def test_user_s_value_table_is_compared(small_study, tmp_path):
+def test_user_s_value_table_is_compared(small_study, small_results, tmp_path):
     """[analysis] s_table: a user's (e.g. OLINDA) self S-value per organ appears beside the
-    MIRD check; with S equal to our own self S-value the user dose equals ours."""
+    MIRD check.  The table's S values are not the run's own (kidney_left 0.6x, liver 2x),
+    so the columns can only come from the table: user_s echoes it, user_gy = organ TIA x S
+    (1 mGy/(MBq s) = 1e-9 Gy per decay), user_diff_percent = (voxel - user) / user, organs
+    not in the table stay blank, and the MIRD columns are those of the run without the
+    table.  The organ TIA those use is checked against the organ-level fit of the organ's
+    time-activity curve (organ_tia.csv, a different method): measured 1.9 % (kidney_left)
+    and 0.6 % (liver) apart; tolerance 5 %."""
     import shutil
 
+    own = {r["organ"]: r for r in csv.DictReader((small_results.out_dir / "mird_check.csv")
+                                                 .open())}
+    user_s = {"kidney_left": 0.6 * float(own["kidney_left"]["s_self_mgy_per_mbq_s"]),
+              "liver": 2.0 * float(own["liver"]["s_self_mgy_per_mbq_s"])}
     study_dir = tmp_path / "study"
     shutil.copytree(small_study.parent, study_dir)
-    res0 = run_pipeline(study_dir / "study.toml", tmp_path / "r0", device="cpu")
-    own = {r.organ: r for r in res0.decisions.mird}
-    s_kid = own["kidney_left"].s_self_mgy_per_mbq_s
-    (study_dir / "olinda.csv").write_text(f"organ,S\nkidney_left,{s_kid!r}\nliver,1e-5\n")
+    (study_dir / "olinda.csv").write_text(
+        "organ,S\n" + "".join(f"{k},{v!r}\n" for k, v in user_s.items()))
     toml = study_dir / "study.toml"
     toml.write_text(toml.read_text() + '\n[analysis]\ns_table = "olinda.csv"\n')
     res = run_pipeline(toml, tmp_path / "r1", device="cpu")
-    rows = {r["organ"]: r for r in csv.DictReader((tmp_path / "r1" / "mird_check.csv").open())}
-    assert float(rows["kidney_left"]["user_gy"]) == pytest.approx(
-        float(rows["kidney_left"]["mird_self_gy"]), rel=1e-6)
-    assert rows["liver"]["user_s_mgy_per_mbq_s"] != "" and rows["spleen"]["user_gy"] == ""
     assert res.decisions.mird
+    rows = {r["organ"]: r for r in csv.DictReader((tmp_path / "r1" / "mird_check.csv").open())}
+    fitted = {r["name"]: float(r["tia_bq_s"])
+              for r in csv.DictReader((tmp_path / "r1" / "organ_tia.csv").open())}
+    for organ, s in user_s.items():
+        row = rows[organ]
+        tia = float(row["tia_bq_s"])
+        assert tia == pytest.approx(fitted[organ], rel=0.05), organ
+        assert float(row["user_s_mgy_per_mbq_s"]) == pytest.approx(s, rel=1e-5)
+        user_gy = float(row["user_gy"])
+        assert user_gy == pytest.approx(tia * s * 1e-9, rel=1e-5)
+        assert float(row["user_diff_percent"]) == pytest.approx(
+            100.0 * (float(row["voxel_mean_gy"]) - user_gy) / user_gy, abs=1e-3)
+        for col in ("s_self_mgy_per_mbq_s", "mird_self_gy", "voxel_mean_gy"):
+            assert float(row[col]) == pytest.approx(float(own[organ][col]), rel=1e-5), col
+    assert float(rows["kidney_left"]["user_gy"]) == pytest.approx(
+        0.6 * float(rows["kidney_left"]["mird_self_gy"]), rel=1e-4)
+    for organ in ("kidney_right", "spleen"):
+        assert rows[organ]["user_s_mgy_per_mbq_s"] == rows[organ]["user_gy"] == ""
+        assert rows[organ]["user_diff_percent"] == ""
 
 
 def test_registration_within_1mm_at_the_organs(small_results, small_study):

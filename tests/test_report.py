@@ -117,9 +117,34 @@ def test_report_has_every_section_and_is_self_contained(full_results):
     assert "3 negative voxels" in reg
     summ = _section(text, "summary")
     assert "7400" in summ and "Lu-177" in summ and "12.35" in summ
-    assert "tac_kidneys" not in text or "kidneys" in _section(text, "tac")
+    _assert_tac_figures_embedded(text, d, ("kidneys", "liver"))
     assert "(Gy)" in _section(text, "dvh") and "(mGy/(MBq·s))" in _section(text, "mird")
     assert "<pre>" in _section(text, "provenance")
+
+
+def _assert_tac_figures_embedded(text, results_dir, organs):
+    """Each tac/tac_<organ>.png is in the tac section, byte for byte, with its caption, and
+    the section does not say "not computed"."""
+    import base64
+
+    tac = _section(text, "tac")
+    assert NOT_COMPUTED not in tac
+    figs = re.findall(r'<figure><img alt="([^"]*)" src="data:image/png;base64,([^"]*)">', tac)
+    assert [alt for alt, _ in figs] == [f"time-activity curve: {o}" for o in organs]
+    for (_, data), organ in zip(figs, organs, strict=True):
+        assert base64.b64decode(data) == (results_dir / "tac" / f"tac_{organ}.png").read_bytes()
+
+
+def test_missing_tac_figures_are_reported(full_results):
+    """Without the tac/ folder the TAC table is still shown, and the section says that the
+    plots were not computed (a report that silently drops them must fail this)."""
+    import shutil
+
+    d, prov = full_results
+    shutil.rmtree(d / "tac")
+    tac = _section(write_report(d, prov).read_text(encoding="utf-8"), "tac")
+    assert "<figure>" not in tac and "kidneys" in tac          # the organ_tia.csv table
+    assert NOT_COMPUTED in tac and "tac/tac_*.png" in tac
 
 
 def test_report_escapes_strings_from_files(full_results):
