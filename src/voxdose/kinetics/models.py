@@ -60,6 +60,7 @@ STATUS = {
     2: "fit failed or not physical: trapezoid + tail fallback",
     3: "background: trapezoid + physical tail (not fitted)",
     4: "too few time points for the model: trapezoid + tail fallback",
+    5: "single time point: mono-exponential with the assumed effective half-life (not fitted)",
 }
 
 

@@ -37,10 +37,9 @@ from .models import MODEL_IDS, MODEL_NAMES, STATUS
 
 TIA_MODELS = ("auto", "trapz", "mono", "biexp", "biexp_sum", "triexp")
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".nrrd")
-#: status of every voxel of a single-time-point TIA (not one of the fitter's codes 0-4)
+#: status of every voxel of a single-time-point TIA (models.STATUS[5])
 STP_STATUS = 5
-STP_STATUS_TEXT = "single time point: mono-exponential with the assumed effective " \
-                  "half-life (not fitted)"
+STP_STATUS_TEXT = STATUS[STP_STATUS]
 
 
 @dataclass(frozen=True)
