@@ -12,36 +12,43 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .app import app, console
 from ..core.errors import InputError
-from ..io.atomic import sha256_file
+
+# NumPy, SciPy, SimpleITK and the physics modules are imported inside the commands, so
+# `voxdose dose --help` (and every other command's start-up) does not pay for them.
 
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".nrrd")
 DEVICE_HELP = "compute device: auto (GPU if a usable CUDA GPU is found, else CPU), cpu, gpu"
 
 
 def _load_inputs(tia_path: Path, nuclide: str, method: str, ct: Path | None,
-                 density_mode: str, device: str, out: Path, resample_ct: bool):
+                 density_mode: str, device: str, out: Path, resample_ct: bool,
+                 compression: str | None = None):
     """Validate everything and read the inputs (no output is touched)."""
+    import numpy as np
+
     from ..core.backend import DEVICES
     from ..dose.density import check_density_mode, density_from_ct
-    from ..io.sitk_adapter import read_image
+    from ..io.sitk_adapter import compression_level, read_image
     from ..core.nuclide import load_nuclide
 
     if not str(out).endswith(_IMAGE_SUFFIXES):
         raise InputError(f"output {out} must end with one of {', '.join(_IMAGE_SUFFIXES)}")
+    compression_level(compression)  # a bad --compression-level fails before any work
     if str(method).lower() not in ("kernel", "ldm"):
         raise InputError(f"unknown dose method '{method}'; choose kernel or ldm")
     if device not in DEVICES:
         raise InputError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
     mode = check_density_mode(density_mode)
     nuc = load_nuclide(nuclide)
-    tia = read_image(tia_path, "time-integrated activity", "Bq*s per voxel (decays)")
+    # the file's own type: the engine converts once (float32 stays float32 for a float32 FFT)
+    tia = read_image(tia_path, "time-integrated activity", "Bq*s per voxel (decays)",
+                     dtype=None)
     if float(np.min(tia.data)) < 0:
         raise InputError(f"TIA image {tia_path} has negative values (min "
                          f"{float(np.min(tia.data)):.3g}); a TIA map holds decays per voxel >= 0")
@@ -92,17 +99,26 @@ def dose(
     dpk: Path = typer.Option(None, "--dpk", help="your own radial dose point kernel for this "
                              "nuclide in water: CSV with columns r_mm,dose_Gy_per_decay (e.g. "
                              "from GATE or a published table); default: voxdose's Monte Carlo"),
+    compression_level: str = typer.Option(None, "--compression-level", help="gzip of a .nii.gz "
+                                          "output: fast (default; run-length deflate on every "
+                                          "core, about SimpleITK's size) or a zlib level 0-9 "
+                                          "(0 stored, 9 smallest); default from "
+                                          "$VOXDOSE_COMPRESSION_LEVEL. Name the output .nii "
+                                          "for no compression"),
 ):
     """Absorbed dose (Gy) from a TIA map (decays per voxel): D = TIA (*) S, or local
     deposition; optional density handling from a CT."""
+    import numpy as np
+
     from .. import __version__
     from ..core.backend import get_backend, to_numpy
     from ..dose.engine import make_engine
+    from ..io.atomic import sha256_file
     from ..io.sitk_adapter import write_image
 
     t_start = time.perf_counter()
     nuc, tia, density, mode = _load_inputs(tia_path, nuclide, method, ct, density_mode,
-                                           device, out, resample_ct)
+                                           device, out, resample_ct, compression_level)
     user_pk = None
     if dpk is not None:  # validated before any work, like every other input
         from ..kernels.point import read_dpk_csv
@@ -123,7 +139,7 @@ def dose(
         t0 = time.perf_counter()
         engine = make_engine(nuc, tia.grid.spacing_mm, method=method, density_mode=mode,
                              density=density, radius_mm=kernel_radius_mm,
-                             point_kernel=user_pk, **settings)
+                             point_kernel=user_pk, kernel_cache=True, **settings)
         prog.update(task, completed=1)
         timings["engine_s"] = time.perf_counter() - t0
         task = prog.add_task(f"dose ({backend.name})", total=1)
@@ -141,7 +157,7 @@ def dose(
                "timings_s": timings}
     if density is not None:
         sidecar["density_calibration"] = density.meta.get("calibration")
-    write_image(out, result, dtype=np.float32, sidecar=sidecar)
+    write_image(out, result, dtype=np.float32, sidecar=sidecar, compression=compression_level)
     d = result.data
     console.print(f"wrote [bold]{out}[/] ({nuc.name}, {method}, density {mode}): "
                   f"max {float(d.max()):.4g} Gy, mean {float(d.mean()):.4g} Gy; "

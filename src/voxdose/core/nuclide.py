@@ -1,8 +1,12 @@
 """Radionuclide decay data, taken from the field's databases, never typed by hand.
 
-* half-life: ``radioactivedecay`` (ICRP-107 based decay data set);
-* emissions: ``icrp107-database`` (ICRP Publication 107, 2008): beta spectrum,
-  internal-conversion (IE) and Auger electrons, gamma and X-ray lines.
+* half-life and emissions: ``icrp107-database`` (ICRP Publication 107, 2008): half-life,
+  beta spectrum, internal-conversion (IE) and Auger electrons, gamma and X-ray lines;
+* ``radioactivedecay`` (whose default data set is the same ICRP-107 table) is imported only
+  for a name that ICRP-107 does not list, to say why it cannot be used (unknown or stable).
+  Its half-lives equal ICRP-107's converted to seconds, bit for bit, for all 1252 nuclides
+  (tested); importing it costs about 2 s (SymPy, pandas, matplotlib), so it stays off the
+  path of every command.
 
 Energies in MeV, yields per decay.
 """
@@ -20,6 +24,14 @@ from .errors import NuclideError
 
 #: Nuclides the dose engine has been checked for. Others load but are flagged.
 SUPPORTED = ("Lu-177", "Y-90")
+
+#: Where :attr:`Nuclide.half_life_s` comes from.
+HALF_LIFE_SOURCE = "ICRP Publication 107 (icrp107-database)"
+
+#: Seconds per ICRP-107 time unit; the year is 365.2422 d, the year radioactivedecay uses
+#: for the same table (both give the same float for every nuclide: tests/test_startup_io.py).
+_TIME_UNIT_S = {"us": 1.0e-6, "ms": 1.0e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
+                "y": 365.2422 * 86400.0}
 
 _NAME_PATTERNS = (
     re.compile(r"^(?P<el>[A-Za-z]{1,2})-?(?P<a>\d{1,3})(?P<m>m?)$"),   # Lu-177, Lu177
@@ -106,18 +118,41 @@ def _icrp(name: str, kind: str):
         return {"energies": np.zeros(0), "weights": np.zeros(0)}
 
 
-@lru_cache(maxsize=32)
-def load_nuclide(name: str) -> Nuclide:
-    """Load decay data for ``name`` (any accepted spelling). Raises :class:`NuclideError`."""
+def icrp107_half_life_s(canon: str) -> float | None:
+    """ICRP-107 half-life of the canonical name ``canon`` in seconds; None when ICRP-107 does
+    not list the nuclide."""
+    try:
+        rec = _icrp(canon, "beta-")
+    except Exception:  # the package raises a bare Exception for a name it does not hold
+        return None
+    return float(rec["half_life"]) * _TIME_UNIT_S[rec["time_unit"]]
+
+
+def _not_in_icrp107(name: str, canon: str) -> NuclideError:
+    """The error for a name ICRP-107 does not list: unknown, stable, or radioactive without
+    ICRP-107 emissions (radioactivedecay tells which; imported only here)."""
     import radioactivedecay as rd
 
-    canon = canonical_name(name)
     try:
         half_life_s = float(rd.Nuclide(canon).half_life("s"))
     except Exception as exc:  # radioactivedecay raises several types for bad names
-        raise NuclideError(f"unknown nuclide '{name}' ({exc}); try Lu-177 or Y-90") from None
+        return NuclideError(f"unknown nuclide '{name}' ({exc}); try Lu-177 or Y-90")
     if not math.isfinite(half_life_s):
-        raise NuclideError(f"nuclide '{canon}' is stable; it cannot be used for dosimetry")
+        return NuclideError(f"nuclide '{canon}' is stable; it cannot be used for dosimetry")
+    try:
+        _icrp(canon, "beta-")
+    except Exception as exc:
+        return NuclideError(f"no ICRP-107 emission data for '{canon}' ({exc})")
+    return NuclideError(f"no ICRP-107 half-life for '{canon}'")  # pragma: no cover
+
+
+@lru_cache(maxsize=32)
+def load_nuclide(name: str) -> Nuclide:
+    """Load decay data for ``name`` (any accepted spelling). Raises :class:`NuclideError`."""
+    canon = canonical_name(name)
+    half_life_s = icrp107_half_life_s(canon)
+    if half_life_s is None:
+        raise _not_in_icrp107(name, canon) from None
     try:
         beta_lines = _icrp(canon, "beta-")
         spectrum = _icrp(canon, "b-spectra")

@@ -217,9 +217,9 @@ def estimate_bytes(data_shape, tile, padded, precision: str, backend_name: str =
     area) + the tile's input region in the working dtype.
     """
     rsize = 4 if precision == "float32" else 8
-    n_data = int(np.prod(data_shape))
-    spec = padded[0] * padded[1] * (padded[2] // 2 + 1) * 2 * rsize
-    region = int(np.prod([min(n, p) for n, p in zip(data_shape, padded)]))
+    n_data = math.prod(int(v) for v in data_shape)
+    spec = int(padded[0]) * int(padded[1]) * (int(padded[2]) // 2 + 1) * 2 * rsize
+    region = math.prod(min(int(n), int(p)) for n, p in zip(data_shape, padded))
     n_specs = 3 + (1 if backend_name == "gpu" else 0)
     return int(n_data * 8 + n_data * rsize + n_specs * spec + region * rsize)
 
@@ -234,10 +234,16 @@ def plan_blocks(data_shape, h, backend, precision: str, budget_bytes: int | None
     tiling with the smallest memory is used (and its estimate reported).
     """
     n = [int(v) for v in data_shape]
+    lengths: list[dict] = [{}, {}, {}]  # fast FFT length per axis and tile size, computed once
 
     def padded_for(t):
-        return tuple(fast_len(t[a] + h[a] if t[a] >= n[a] else t[a] + 2 * h[a], backend)
-                     for a in range(3))
+        out = []
+        for a in range(3):
+            if t[a] not in lengths[a]:
+                m = t[a] + h[a] if t[a] >= n[a] else t[a] + 2 * h[a]
+                lengths[a][t[a]] = fast_len(m, backend)
+            out.append(lengths[a][t[a]])
+        return tuple(out)
 
     def choices(a):
         ks = []
@@ -249,26 +255,28 @@ def plan_blocks(data_shape, h, backend, precision: str, budget_bytes: int | None
                 ks.append((k, t))
         return ks
 
-    best = None       # (cost, plan) among those that fit
-    smallest = None   # (bytes, plan) overall
-    for _kz, tz in choices(0):
-        for _ky, ty in choices(1):
-            for _kx, tx in choices(2):
+    best = None       # (cost, tile, padded, n_tiles, bytes) among those that fit
+    smallest = None   # (bytes, tile, padded, n_tiles) overall
+    cz, cy, cx = choices(0), choices(1), choices(2)
+    for _kz, tz in cz:
+        for _ky, ty in cy:
+            for _kx, tx in cx:
                 tile = (tz, ty, tx)
                 p = padded_for(tile)
                 n_tiles = (math.ceil(n[0] / tz) * math.ceil(n[1] / ty) * math.ceil(n[2] / tx))
                 est = estimate_bytes(n, tile, p, precision, backend.name)
-                pts = float(np.prod(p))
-                plan = BlockPlan(tile, p, n_tiles, est, budget_bytes)
+                if budget_bytes is None:
+                    return BlockPlan(tile, p, n_tiles, est, budget_bytes)  # no limit: one shot
                 if smallest is None or est < smallest[0]:
-                    smallest = (est, plan)
-                if budget_bytes is None or est <= budget_bytes:
+                    smallest = (est, tile, p, n_tiles)
+                if est <= budget_bytes:
+                    pts = float(math.prod(p))
                     cost = n_tiles * pts * math.log2(max(pts, 2.0))
                     if best is None or cost < best[0]:
-                        best = (cost, plan)
-                if budget_bytes is None:
-                    return plan  # no limit: one shot
-    return best[1] if best is not None else smallest[1]
+                        best = (cost, tile, p, n_tiles, est)
+    if best is not None:
+        return BlockPlan(best[1], best[2], best[3], best[4], budget_bytes)
+    return BlockPlan(smallest[1], smallest[2], smallest[3], smallest[0], budget_bytes)
 
 
 def available_memory_bytes(backend) -> int:

@@ -100,13 +100,17 @@ class DoseEngine:
                                  "TIA grid; give --ct or use --density-mode none")
             check_density(density, values.grid)
             rho = be.asarray(density.data, dtype=be.xp.float64)
-        data = be.asarray(values.data, dtype=be.xp.float64)
+        data = be.asarray(values.data, dtype=self._input_dtype(values.data, be))
         self._progress = progress
         out = self._deposit(data, values.grid, be, rho)
         if mode == "scale":
             out = out * (RHO_WATER_G_CM3 / rho)
         meta = {"dose_method": self.method, "density_mode": mode, **self.provenance()}
         return Image(out, values.grid, quantity, unit, meta)
+
+    def _input_dtype(self, data, backend):
+        """The type the input is computed in: float64 (exact for any input type)."""
+        return backend.xp.float64
 
     def _deposit(self, values, grid, backend, rho):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -146,7 +150,16 @@ class _Convolver:
                                 progress=progress)
         # FFT round-off leaves tiny negatives far from activity; dose is non-negative
         xp = backend.xp
-        return xp.maximum(out, 0.0).astype(xp.float64, copy=False)
+        out = xp.maximum(out, 0.0, out=out)  # ``out`` is this call's own array
+        return out.astype(xp.float64, copy=False)
+
+    def input_dtype(self, data, backend):
+        """float32 input stays float32 when the FFT runs in float32 (it would be converted
+        to float64 and back, exactly); anything else is taken in float64."""
+        xp = backend.xp
+        if self.precision == "float32" and getattr(data, "dtype", None) == xp.float32:
+            return xp.float32
+        return xp.float64
 
     def settings(self) -> dict:
         last = self._plans[-1].to_dict() if self._plans else None
@@ -180,6 +193,9 @@ class KernelConvolution(DoseEngine):
             self._conv = _Convolver(self.precision, self.memory_budget_gb, self.workers,
                                     self.strategy)
         return self._conv
+
+    def _input_dtype(self, data, backend):
+        return self._convolver().input_dtype(data, backend)
 
     def _deposit(self, tia_decays, grid, backend, rho):
         _check_spacing(self.kernel, grid)
@@ -245,6 +261,9 @@ class DensityBinnedConvolution(DoseEngine):
                         for b in bins)
         return cls(tuple(bins), kernels, **settings)
 
+    def _input_dtype(self, data, backend):
+        return self._conv.input_dtype(data, backend)
+
     def _deposit(self, tia_decays, grid, backend, rho):
         xp = backend.xp
         idx = bin_index(rho, list(self.bins), xp)
@@ -305,12 +324,15 @@ class LocalDeposition(DoseEngine):
 def make_engine(nuclide: Nuclide | str, spacing_mm_zyx, *, method: str = "kernel",
                 density_mode: str = "none", density: Image | None = None,
                 radius_mm: float = 200.0, kernel=None, point_kernel=None,
-                **settings) -> DoseEngine:
+                kernel_cache: bool = False, **settings) -> DoseEngine:
     """The engine for a method ('kernel' | 'ldm') and density mode ('none' | 'scale' | 'mvs').
 
     ``kernel``: a prebuilt water :class:`~voxdose.kernels.voxel.VoxelKernel` (else built);
     ``point_kernel``: the water point kernel to build from (e.g. a user's DPK table read with
     :func:`~voxdose.kernels.point.read_dpk_csv`; default the project's best);
+    ``kernel_cache``: keep the built water kernel on disk and reuse it
+    (:func:`~voxdose.kernels.cache.voxel_kernel_cached` with ``exact_spacing``: the same
+    kernel as building it);
     ``settings``: precision, memory_budget_gb, workers (convolution engines only).
     For 'ldm', 'mvs' means the same as 'scale' (each voxel's own mass); the engine records
     'scale'.
@@ -333,6 +355,12 @@ def make_engine(nuclide: Nuclide | str, spacing_mm_zyx, *, method: str = "kernel
         from ..kernels.voxel import voxel_kernel
 
         pk = point_kernel if point_kernel is not None else load_point_kernel(nuc)
-        kernel = voxel_kernel(pk, spacing_mm_zyx, radius_mm=radius_mm)
+        if kernel_cache:
+            from ..kernels.cache import voxel_kernel_cached
+
+            kernel = voxel_kernel_cached(pk, spacing_mm_zyx, radius_mm=radius_mm,
+                                         exact_spacing=True)
+        else:
+            kernel = voxel_kernel(pk, spacing_mm_zyx, radius_mm=radius_mm)
     return KernelConvolution(kernel, density_mode=mode, **settings)
 

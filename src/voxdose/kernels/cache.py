@@ -83,12 +83,11 @@ _BUILDER_MODULES = ("voxdose.kernels.voxel", "voxdose.kernels.far_field",
 def builder_code_digest() -> str:
     """SHA-256 (first 16 hex digits) of the source files of the kernel builder."""
     import hashlib
-    import importlib
+    import importlib.util
 
     h = hashlib.sha256()
-    for name in _BUILDER_MODULES:
-        mod = importlib.import_module(name)
-        with open(mod.__file__, "rb") as f:
+    for name in _BUILDER_MODULES:  # located, not imported (far_field would import Numba)
+        with open(importlib.util.find_spec(name).origin, "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:16]
 
@@ -138,7 +137,7 @@ def _read_cached(npz_path, json_path, key: dict):
 
 
 def voxel_kernel_cached(point_kernel: PointKernel, spacing_mm_zyx, radius_mm: float = 200.0,
-                        cache_dir=None) -> VoxelKernel:
+                        cache_dir=None, exact_spacing: bool = False) -> VoxelKernel:
     """:func:`voxel_kernel` with an on-disk cache (same arguments and result).
 
     Entries live in :func:`kernel_cache_dir` as ``<digest>.npz`` (the array) + ``<digest>.json``
@@ -146,12 +145,15 @@ def voxel_kernel_cached(point_kernel: PointKernel, spacing_mm_zyx, radius_mm: fl
     SHA-256), written atomically (npz first, the JSON last: an entry without its JSON is
     never read).  A missing, corrupt or mismatching entry is rebuilt and rewritten; a
     cache folder that cannot be written only costs the rebuild.  The kernel is built on
-    the spacing rounded to 1e-4 mm (the key's resolution).
+    the spacing rounded to 1e-4 mm (the key's resolution), or, with ``exact_spacing``, on
+    the spacing and radius exactly as given (keyed by their bits: ``voxdose dose`` then
+    gives the same dose as building the kernel for a float32 NIfTI spacing such as
+    4.800000190734863 mm).
     """
     from ..io.atomic import atomic_path, write_json
 
     try:
-        spacing = [round(float(v), 4) for v in spacing_mm_zyx]
+        spacing = [float(v) if exact_spacing else round(float(v), 4) for v in spacing_mm_zyx]
     except (TypeError, ValueError):
         raise InputError(f"spacing must be three numbers (z, y, x) in mm; "
                          f"got {spacing_mm_zyx!r}") from None
@@ -159,6 +161,9 @@ def voxel_kernel_cached(point_kernel: PointKernel, spacing_mm_zyx, radius_mm: fl
         raise InputError(f"spacing must be three numbers (z, y, x) in mm; "
                          f"got {spacing_mm_zyx!r}")
     key = voxel_kernel_cache_key(point_kernel, spacing, radius_mm)
+    if exact_spacing:
+        key["exact"] = {"spacing_mm_zyx": [v.hex() for v in spacing],
+                        "radius_mm": float(radius_mm).hex()}
     folder = kernel_cache_dir(cache_dir)
     stem = f"{point_kernel.nuclide}_{_key_digest(key)}"
     npz_path, json_path = folder / f"{stem}.npz", folder / f"{stem}.json"

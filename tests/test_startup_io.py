@@ -1,0 +1,232 @@
+"""Start-up and file I/O of the commands (issue 18): half-lives from ICRP-107 equal to
+radioactivedecay's, no heavy import on `voxdose dose --help`, the parallel gzip writer
+round-trips a NIfTI exactly, `.nii` outputs are uncompressed, the exact kernel cache gives
+the built kernel, and a float32 TIA gives the same dose without the float64 detour."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from voxdose.core.grid import Grid, Image
+from voxdose.core.nuclide import HALF_LIFE_SOURCE, icrp107_half_life_s, load_nuclide
+from voxdose.io import sitk_adapter
+from voxdose.io.sitk_adapter import COMPRESSION_LEVELS, read_image, write_image
+
+NAMES = ["Lu-177", "Y-90", "I-131", "Tc-99m", "Lu-178m", "Lu-177m", "Ga-68", "F-18", "In-111",
+         "I-123", "I-125", "Ho-166", "Sm-153", "Tb-161", "Cu-67", "Re-188", "Ac-225", "Ra-223",
+         "Pb-212", "At-211", "Sr-89", "Co-60", "Cs-137", "U-238"]
+
+
+def _icrp107_names() -> list[str]:
+    from icrp107_database import utility
+
+    return sorted(p.stem for p in (Path(utility.icrp107_source_path) / "icrp107").glob("*.json"))
+
+
+def test_half_lives_equal_radioactivedecay():
+    """ICRP-107 converted to seconds is radioactivedecay's value (the same table), bit for
+    bit: for the named nuclides through load_nuclide, and for every ICRP-107 nuclide."""
+    rd = pytest.importorskip("radioactivedecay")
+    assert "ICRP" in HALF_LIFE_SOURCE
+    for name in NAMES:
+        assert load_nuclide(name).half_life_s == rd.Nuclide(name).half_life("s"), name
+    names = _icrp107_names()
+    assert len(names) > 1000
+    for name in names:
+        assert icrp107_half_life_s(name) == rd.Nuclide(name).half_life("s"), name
+
+
+def test_names_outside_icrp107_keep_their_errors():
+    from voxdose.core.errors import NuclideError
+
+    with pytest.raises(NuclideError, match="unknown nuclide 'Xx-999'"):
+        load_nuclide("Xx-999")
+    with pytest.raises(NuclideError, match="'Fe-56' is stable"):
+        load_nuclide("Fe-56")
+    assert icrp107_half_life_s("Fe-56") is None
+
+
+_PROBE = """
+import json, sys
+from voxdose.cli.app import main
+rc = main(sys.argv[1:])
+heavy = ("radioactivedecay", "sympy", "pandas", "matplotlib")
+print(json.dumps({"rc": rc, "loaded": [m for m in heavy if m in sys.modules]}))
+"""
+
+
+def _probe(args, env=None) -> dict:
+    r = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_dose_help_and_dose_do_not_import_radioactivedecay(tmp_path):
+    res = _probe(["dose", "--help"])
+    assert res == {"rc": 0, "loaded": []}
+    g = Grid.from_spacing((8, 8, 8), (4.8, 4.8, 4.8))
+    tia = np.zeros(g.shape, dtype=np.float32)
+    tia[4, 4, 4] = 1e9
+    src = tmp_path / "tia.nii.gz"
+    write_image(src, Image(tia, g, "time-integrated activity", "Bq*s"))
+    args = ["dose", str(src), "--nuclide", "Lu-177", "--out", str(tmp_path / "d.nii.gz"),
+            "--device", "cpu", "--kernel-radius-mm", "30"]
+    res = _probe(args, env={"VOXDOSE_CACHE_DIR": str(tmp_path / "cache")})
+    assert res == {"rc": 0, "loaded": []}
+
+
+def _image(shape=(40, 70, 90), dtype=np.float32, seed=0) -> Image:
+    rng = np.random.default_rng(seed)
+    g = Grid.from_spacing(shape, (4.8, 3.3, 2.1), origin_mm_xyz=(-12.5, 3.25, 100.0))
+    data = (rng.gamma(2.0, 1e6, shape) * (rng.random(shape) > 0.3)).astype(dtype)
+    return Image(data, g, "time-integrated activity", "Bq*s")
+
+
+def _raw_nifti(image: Image, tmp_path: Path) -> bytes:
+    """What SimpleITK writes as an uncompressed .nii for this image."""
+    p = tmp_path / "reference.nii"
+    sitk.WriteImage(sitk_adapter.image_to_sitk(image.data, image.grid), str(p))
+    return p.read_bytes()
+
+
+@pytest.mark.parametrize("level", COMPRESSION_LEVELS)
+def test_gzip_writer_round_trips_values_and_header(tmp_path, level):
+    img = _image()  # 1 MB float32: more than one 1 MiB piece with the header
+    raw = _raw_nifti(img, tmp_path)
+    out = tmp_path / f"x{level}.nii.gz"
+    write_image(out, img, compression=level)
+    blob = out.read_bytes()
+    d = zlib.decompressobj(wbits=31)  # exactly one gzip member, nothing after it
+    assert d.decompress(blob) + d.flush() == raw and d.eof and d.unused_data == b""
+    assert gzip.decompress(blob) == raw
+    back = sitk.ReadImage(str(out))
+    assert np.array_equal(sitk.GetArrayFromImage(back), img.data)
+    ref = sitk.ReadImage(str(tmp_path / "reference.nii"))  # NIfTI geometry is float32
+    for get in ("GetSpacing", "GetOrigin", "GetDirection", "GetSize"):
+        assert getattr(back, get)() == getattr(ref, get)()
+    assert json.loads((tmp_path / f"x{level}.json").read_text())["unit"] == "Bq*s"
+
+
+def test_gzip_writer_same_bytes_on_any_number_of_cores(tmp_path, monkeypatch):
+    img = _image(shape=(64, 64, 96))
+    files = []
+    for n in (1, 3):
+        monkeypatch.setattr(sitk_adapter, "_workers", lambda n=n: n)
+        files.append(tmp_path / f"w{n}.nii.gz")
+        write_image(files[-1], img)
+    assert files[0].read_bytes() == files[1].read_bytes()
+
+
+def test_old_writer_files_decompress_to_the_same_nifti(tmp_path):
+    """SimpleITK's own .nii.gz (the writer before) holds the same NIfTI bytes."""
+    img = _image(shape=(12, 20, 16), dtype=np.float64)
+    p = tmp_path / "sitk.nii.gz"
+    sitk.WriteImage(sitk_adapter.image_to_sitk(img.data, img.grid), str(p), useCompression=True)
+    write_image(tmp_path / "ours.nii.gz", img, dtype=None)
+    assert gzip.decompress(p.read_bytes()) == gzip.decompress(
+        (tmp_path / "ours.nii.gz").read_bytes())
+
+
+def test_compression_level_choice(monkeypatch):
+    from voxdose.core.errors import InputError
+
+    monkeypatch.delenv(sitk_adapter.COMPRESSION_ENV, raising=False)
+    assert sitk_adapter.compression_level() == "fast"
+    assert sitk_adapter.compression_level(" 6 ") == "6"
+    monkeypatch.setenv(sitk_adapter.COMPRESSION_ENV, "9")
+    assert sitk_adapter.compression_level() == "9"
+    assert sitk_adapter.compression_level("FAST") == "fast"
+    for bad in ("10", "-1", "best"):
+        with pytest.raises(InputError, match="compression"):
+            sitk_adapter.compression_level(bad)
+
+
+def _is_uncompressed_nifti(p: Path) -> bool:
+    b = p.read_bytes()[:348]
+    return b[:2] != b"\x1f\x8b" and int.from_bytes(b[:4], "little") == 348 and b[344:347] == b"n+1"
+
+
+def test_dose_nii_output_is_uncompressed_and_equal(tmp_path, capsys):
+    from voxdose.cli.app import main
+
+    img = _image(shape=(10, 12, 11))
+    img = Image(img.data, Grid.from_spacing(img.grid.shape, (4.0, 4.0, 4.0)), img.quantity,
+                img.unit)
+    src = tmp_path / "tia.nii.gz"
+    write_image(src, img)
+    outs = {}
+    for name, extra in (("d.nii", []), ("d.nii.gz", []), ("d9.nii.gz", ["--compression-level",
+                                                                          "9"])):
+        rc = main(["dose", str(src), "--nuclide", "Lu-177", "--out", str(tmp_path / name),
+                   "--device", "cpu", "--kernel-radius-mm", "20", *extra])
+        assert rc == 0, capsys.readouterr().err
+        outs[name] = read_image(tmp_path / name).data
+    assert _is_uncompressed_nifti(tmp_path / "d.nii")
+    assert (tmp_path / "d.nii.gz").read_bytes()[:2] == b"\x1f\x8b"
+    assert np.array_equal(outs["d.nii"], outs["d.nii.gz"])
+    assert np.array_equal(outs["d.nii"], outs["d9.nii.gz"])
+    rc = main(["dose", str(src), "--nuclide", "Lu-177", "--out", str(tmp_path / "bad.nii.gz"),
+               "--compression-level", "11"])
+    assert rc == 2 and not (tmp_path / "bad.nii.gz").exists()
+    assert "--compression-level" in capsys.readouterr().err
+
+
+def test_read_image_dtype(tmp_path):
+    img = _image(shape=(6, 7, 8))
+    write_image(tmp_path / "a.nii.gz", img)
+    assert read_image(tmp_path / "a.nii.gz").data.dtype == np.float64
+    kept = read_image(tmp_path / "a.nii.gz", dtype=None).data
+    assert kept.dtype == np.float32 and kept.flags.writeable
+    assert np.array_equal(kept, img.data)
+
+
+def test_exact_kernel_cache_is_the_built_kernel(tmp_path, monkeypatch):
+    from voxdose.kernels.cache import voxel_kernel_cached
+    from voxdose.kernels.point import load_point_kernel
+    from voxdose.kernels.voxel import voxel_kernel
+
+    monkeypatch.setenv("VOXDOSE_CACHE_DIR", str(tmp_path))
+    pk = load_point_kernel("Lu-177")
+    s = (float(np.float32(4.8)), float(np.float32(4.8)), float(np.float32(3.3)))  # NIfTI
+    built = voxel_kernel(pk, s, radius_mm=25.0)
+    first = voxel_kernel_cached(pk, s, radius_mm=25.0, exact_spacing=True)
+    assert len(list((tmp_path / "kernels").glob("Lu-177_*.npz"))) == 1
+    second = voxel_kernel_cached(pk, s, radius_mm=25.0, exact_spacing=True)
+    for k in (first, second):
+        assert np.array_equal(k.data_gy_per_decay, built.data_gy_per_decay)
+        assert k.spacing_mm == tuple(s)
+        p, q = k.provenance(), built.provenance()
+        p.pop("build_seconds"), q.pop("build_seconds")
+        assert json.dumps(p, sort_keys=True) == json.dumps(q, sort_keys=True)
+    other = voxel_kernel_cached(pk, (4.8, 4.8, 3.3), radius_mm=25.0, exact_spacing=True)
+    assert not np.array_equal(other.data_gy_per_decay, built.data_gy_per_decay)
+
+
+@pytest.mark.parametrize("budget_gb", [None, 1e-5])
+def test_float32_tia_gives_the_float64_path_dose(budget_gb):
+    """A float32 TIA is convolved in float32 directly (no float64 copy): the same dose as
+    the float64 copy of it, one shot and blockwise."""
+    from voxdose.core.backend import cpu_backend
+    from voxdose.dose.engine import make_engine
+
+    img = _image(shape=(20, 24, 18))
+    img = Image(img.data, Grid.from_spacing(img.grid.shape, (4.0, 4.0, 4.0)), "TIA", "Bq*s")
+    eng = make_engine("Lu-177", img.grid.spacing_mm, radius_mm=30.0, precision="float32",
+                      memory_budget_gb=budget_gb)
+    before = img.data.copy()
+    a = eng.dose(img, cpu_backend())
+    assert np.array_equal(img.data, before)  # the caller's array is not used as scratch
+    b = eng.dose(img.with_data(img.data.astype(np.float64)), cpu_backend())
+    assert a.data.dtype == np.float64 and np.array_equal(a.data, b.data)
+    assert (a.meta["convolution"]["memory_plan"]["n_tiles"] > 1) == (budget_gb is not None)
