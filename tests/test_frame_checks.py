@@ -140,3 +140,18 @@ def test_nifti_check_reads_the_bytes(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(a), str(bad))
     with pytest.raises(InputError, match="1 voxels are NaN or infinite"):
         check_nifti(bad)
+
+
+def test_dose_command_refuses_a_nan_tia(tmp_path, capsys):
+    """`voxdose dose` reads through read_image, which checks a NIfTI's bytes too."""
+    g = Grid.from_spacing((4, 4, 4), (4.0, 4.0, 4.0))
+    tia = np.full(g.shape, 1e9, dtype=np.float32)
+    tia[2, 2, 2] = np.nan
+    p = tmp_path / "tia.nii.gz"
+    write_image(p, Image(tia, g, "time-integrated activity", "Bq*s per voxel (decays)"),
+                dtype=np.float32)
+    out = tmp_path / "dose.nii.gz"
+    rc = main(["dose", str(p), "--nuclide", "Lu-177", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "NaN" in err and "tia.nii.gz" in err
+    assert not out.exists()

@@ -77,7 +77,13 @@ def read_image(path, quantity: str = "", unit: str = "", dtype=np.float64) -> Im
     """Read a 3D image (NIfTI, MHD, NRRD, ...) into an :class:`Image` (host memory).
 
     ``dtype``: the array's type (None: the file's own); the voxels are copied out of the
-    SimpleITK image once, converted on the way."""
+    SimpleITK image once, converted on the way.  A NIfTI file is first checked on its bytes
+    (:mod:`voxdose.io.nifti_check`): ITK would zero-fill a file cut short and read NaN
+    voxels as 0."""
+    from .nifti_check import check_nifti, is_nifti
+
+    if is_nifti(path) and Path(path).is_file():
+        check_nifti(path)
     img = read_sitk(path)
     grid = grid_from_sitk(img)
     view = sitk.GetArrayViewFromImage(img)  # valid while ``img`` lives: copied right here

@@ -187,11 +187,6 @@ def validate_job(job: TiaJob):
 def _read_frames(job: TiaJob):
     from ..io.sitk_adapter import read_image
 
-    from ..io.nifti_check import check_nifti, is_nifti
-
-    for f in job.frame_paths:  # SimpleITK reads NaN and missing slices as 0
-        if is_nifti(f):
-            check_nifti(f)
     images = [read_image(f, "activity concentration", "Bq/mL") for f in job.frame_paths]
     ref, first = images[0], job.frame_paths[0]
     for f, img in zip(job.frame_paths, images):

@@ -6,22 +6,14 @@ from __future__ import annotations
 from ..core.errors import StudyError
 from ..core.grid import Image, LabelMap
 from ..io.names import check_labels_named
-from ..io.nifti_check import check_nifti, is_nifti
 from ..io.sitk_adapter import read_image, read_labels
 from .load import Study, TimePoint
-
-
-def _check_file(path) -> None:
-    """Refuse a truncated NIfTI or one with NaN voxels (SimpleITK would read zeros)."""
-    if is_nifti(path):
-        check_nifti(path)
 
 
 def read_timepoint_spect(tp: TimePoint) -> Image:
     """A time point's SPECT as stored (image file) or in Bq/mL as recorded (DICOM; the
     vendor's decay correction not yet undone)."""
     if tp.spect_dicom is None:
-        _check_file(tp.spect)
         return read_image(tp.spect, "activity concentration", "Bq/mL")
     from ..io.dicom_read import read_spect_values
 
@@ -33,7 +25,6 @@ def read_timepoint_spect(tp: TimePoint) -> Image:
 def read_timepoint_ct(tp: TimePoint) -> Image:
     """A time point's CT in HU (image file or DICOM series)."""
     if tp.ct_dicom is None:
-        _check_file(tp.ct)
         return read_image(tp.ct, "CT", "HU")
     from ..io.dicom_read import read_ct_series
 
