@@ -119,8 +119,7 @@ def test_malformed_user_dpk_table(study_copy, tmp_path, capsys):
 
 
 def test_ctrl_c_exits_130_and_keeps_earlier_results(study_copy, tmp_path, capsys, monkeypatch):
-    """Ctrl-C while results are being written: exit 130, one line, the folder of an earlier
-    run untouched, no staging folder left."""
+    """Ctrl-C during the run: exit 130, one line, the folder of an earlier run untouched."""
     import voxdose.pipeline.stages as stages
 
     out = tmp_path / "results"
@@ -130,7 +129,7 @@ def test_ctrl_c_exits_130_and_keeps_earlier_results(study_copy, tmp_path, capsys
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(stages, "plot_dose_slices", interrupted)
+    monkeypatch.setattr(stages, "assemble_series", interrupted)
     rc = main(["run", str(study_copy), "--out", str(out), "--device", "cpu"])
     err = capsys.readouterr().err.strip()
     assert rc == 130
@@ -138,4 +137,21 @@ def test_ctrl_c_exits_130_and_keeps_earlier_results(study_copy, tmp_path, capsys
     assert "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == ["dvh.csv"]
     assert (out / "dvh.csv").read_text() == "earlier run\n"
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".results")]
+
+
+def test_interrupt_while_writing_leaves_no_partial_results(tmp_path):
+    """Ctrl-C inside the staged results folder (while files are written): the staging
+    folder is removed and an earlier results folder is left exactly as it was."""
+    import pytest
+
+    from voxdose.io.atomic import staged_directory
+
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "dvh.csv").write_text("earlier run\n")
+    with pytest.raises(KeyboardInterrupt), staged_directory(out) as stage:
+        (stage / "dvh.csv").write_text("half of a new run\n")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in out.iterdir()) == ["dvh.csv"]
+    assert (out / "dvh.csv").read_text() == "earlier run\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
