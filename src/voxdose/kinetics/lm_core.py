@@ -188,6 +188,19 @@ def tia_from_and_grad(model, p, t0, T, g, want_g):
 
 
 @_jit
+def fmax(a, b):
+    """max(a, b) of two floats, exactly as Python's builtin (Numba's CUDA target rejects the
+    builtin on two floats)."""
+    return b if b > a else a
+
+
+@_jit
+def fmin(a, b):
+    """min(a, b) of two floats, exactly as Python's builtin (see :func:`fmax`)."""
+    return b if b < a else a
+
+
+@_jit
 def clip(x, lo, hi):
     return lo if x < lo else (hi if x > hi else x)
 
@@ -212,8 +225,8 @@ def project(model, p, lam_lo, lam_hi):
         at = at or q != p[2]
         p[2] = q
     elif model == 3:
-        p[0] = max(p[0], 0.0)
-        p[2] = max(p[2], 0.0)
+        p[0] = fmax(p[0], 0.0)
+        p[2] = fmax(p[2], 0.0)
         q = clip(p[1], lam_lo, lam_hi)
         at = at or q != p[1] or q == lam_lo
         p[1] = q
@@ -221,15 +234,15 @@ def project(model, p, lam_lo, lam_hi):
         at = at or q != p[3] or q == lam_lo
         p[3] = q
     else:
-        p[0] = max(p[0], 0.0)
-        p[2] = max(p[2], 0.0)
+        p[0] = fmax(p[0], 0.0)
+        p[2] = fmax(p[2], 0.0)
         q = clip(p[1], lam_lo, lam_hi / sep)
         at = at or q != p[1] or q == lam_lo
         p[1] = q
         q = clip(p[3], lam_lo, lam_hi / sep)
         at = at or q != p[3] or q == lam_lo
         p[3] = q
-        q = clip(p[4], max(p[1], p[3]) * sep, lam_hi)
+        q = clip(p[4], fmax(p[1], p[3]) * sep, lam_hi)
         at = at or q != p[4]
         p[4] = q
     return 1 if at else 0
@@ -283,7 +296,7 @@ def init_params(model, t, y, n, kpeak, lam_lo, lam_hi, p):
             lam_t = clip(-slope, lam_lo, lam_hi * 0.1)
             amp_t = math.exp((sy + lam_t * st) / sw)
     tpk = t[kpeak]
-    lam_up = clip(max(3.0 * lam_t, math.log(2.0) / max(0.5 * tpk, 0.05)), lam_t * 2.0,
+    lam_up = clip(fmax(3.0 * lam_t, math.log(2.0) / fmax(0.5 * tpk, 0.05)), lam_t * 2.0,
                   lam_hi * 0.5)
     if model == 1:
         p[0] = amp_t
@@ -296,16 +309,16 @@ def init_params(model, t, y, n, kpeak, lam_lo, lam_hi, p):
     elif model == 3:
         p[0] = amp_t
         p[1] = lam_t
-        p[3] = clip(max(10.0 * lam_t, math.log(2.0) / max(t[0], 0.1)), lam_t * 2.0,
+        p[3] = clip(fmax(10.0 * lam_t, math.log(2.0) / fmax(t[0], 0.1)), lam_t * 2.0,
                     lam_hi * 0.5)
         resid = y[0] - amp_t * math.exp(-lam_t * t[0])
-        p[2] = clip(max(resid, 0.05) * math.exp(p[3] * t[0]), 0.0, 1e3)
+        p[2] = clip(fmax(resid, 0.05) * math.exp(p[3] * t[0]), 0.0, 1e3)
     else:
         p[0] = 0.8 * amp_t
         p[1] = lam_t
         p[2] = 0.2 * amp_t
         p[3] = clip(5.0 * lam_t + 0.02, lam_t * 1.5, lam_hi * 0.2)
-        p[4] = clip(max(lam_up, 3.0 * p[3]), p[3] * 2.0, lam_hi * 0.5)
+        p[4] = clip(fmax(lam_up, 3.0 * p[3]), p[3] * 2.0, lam_hi * 0.5)
 
 @_jit
 def bound_bits(model, p, k, lam_lo, lam_hi):
@@ -321,7 +334,7 @@ def bound_bits(model, p, k, lam_lo, lam_hi):
             bits |= 1 << j
     if model == 2 and p[2] <= p[1] * (1.0 + 1e-6) * (1.0 + tol):
         bits |= 1 << 2
-    if model == 4 and p[4] <= max(p[1], p[3]) * (1.0 + 1e-6) * (1.0 + tol):
+    if model == 4 and p[4] <= fmax(p[1], p[3]) * (1.0 + 1e-6) * (1.0 + tol):
         bits |= 1 << 4
     return bits
 
@@ -411,7 +424,7 @@ def lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn, T):
                     dec = c - cn
                     c = cn
                     model_eval(model, p, t, n, f, J, True, T)
-                    mu = max(mu * 0.1, 1e-12)
+                    mu = fmax(mu * 0.1, 1e-12)
                     accepted = True
                     if dec <= 1e-10 * c or step < 1e-8 or c < 1e-28:
                         converged = 1
@@ -521,7 +534,7 @@ def fit_one_model(model, t, y, w, n, kpeak, lam_lo, lam_hi, p, f, f2, J, A, L, g
     nt = model_terms(model, p, T, False)[0]
     lam_term = T[0, TL]  # terminal decay constant: the slowest term's
     for q in range(1, nt):
-        lam_term = min(lam_term, T[q, TL])
+        lam_term = fmin(lam_term, T[q, TL])
     out[OUT_LAM] = lam_term
     out[OUT_MODEL] = model
     out[OUT_STATUS] = 1.0 if at_bound else 0.0
@@ -557,7 +570,7 @@ def fit_curve(t, Y, v, n, model, lam_phys, lift_bound, poisson, background, nois
         return
     for i in range(n):
         y[i] = y[i] / ymax
-        w[i] = 1.0 / max(y[i], 1e-3) if poisson else 1.0
+        w[i] = 1.0 / fmax(y[i], 1e-3) if poisson else 1.0
     lam_lo = 1e-9 if lift_bound else lam_phys
     lam_hi = 50.0
     # model: -1 trapezoid, 0 auto, 1..4 one model
