@@ -50,6 +50,12 @@ def test_study_totals_equal_administered_activity_times_kinetics(small_study):
     # the true TIA map integrates to the sum of the structures' analytic TIAs
     tia = read_image(small_study.parent / "truth" / "tia_true_bq_s.nii.gz")
     assert tia.data.sum() == pytest.approx(sum(truth["tia_bq_s"].values()), rel=1e-5)
+    # ... and so does the truth on the CT grid, structure by structure (float32 storage)
+    tia_ct = read_image(small_study.parent / "truth" / "tia_true_ct_bq_s.nii.gz")
+    assert tia_ct.grid.same_as(ct_grid)
+    for s in STRUCTURES:
+        got = tia_ct.data[labels.data == s.label].sum(dtype=np.float64)
+        assert got == pytest.approx(truth["tia_bq_s"][s.name], rel=1e-5)
 
 
 def test_reference_frame_activity_close_to_truth(small_study):

@@ -176,6 +176,13 @@ def build_study(out_dir, cfg: PhantomConfig | None = None, progress=None) -> Pat
         write_image(stage / "truth" / "tia_true_blurred_bq_s.nii.gz",
                     tia_img.with_data(tia_blurred),
                     sidecar={"note": f"true TIA blurred by the {cfg.psf_fwhm_mm} mm FWHM PSF"})
+        # ... and at the structures' own resolution (the CT / label grid): the patient's TIA,
+        # against which a partial-volume correction is judged (docs/validation.md).
+        write_image(stage / "truth" / "tia_true_ct_bq_s.nii.gz",
+                    Image((tia_ct * ct_grid.voxel_volume_ml).astype(np.float32), ct_grid,
+                          "time-integrated activity", "Bq*s per voxel"), dtype=np.float32,
+                    sidecar={"note": "true TIA on the CT / label grid (unblurred, reference "
+                                     "pose); labels.nii.gz are its structures"})
         write_labels(stage / "truth" / "labels_spect.nii.gz",
                      LabelMap(majority_labels(ref_labels, f), spect_grid, names))
         truth = {
