@@ -50,6 +50,8 @@ def test_unknown_nuclide(study_copy, tmp_path, capsys):
 
 def test_non_increasing_times(study_copy, tmp_path, capsys):
     _edit(study_copy, "time_h = 48.0", "time_h = 20.0")
+    # the frame's JSON sidecar says 48 h too (else: a contradiction, study/sidecars.py)
+    _edit(study_copy.parent / "spect_048h.json", '"time_h": 48.0', '"time_h": 20.0')
     _run_expect_error(study_copy, tmp_path, capsys, r"strictly increasing")
 
 

@@ -166,7 +166,7 @@ def test_rt_dose_scaling_and_geometry(tmp_path, oblique):
     ds = pydicom.dcmread(p)
     ct0 = pydicom.dcmread(ct_files[0])
     assert ds.Modality == "RTDOSE" and ds.DoseUnits == "GY" and ds.DoseType == "PHYSICAL"
-    assert ds.DoseSummationType == "PLAN"
+    assert ds.DoseSummationType == "ADMINISTRATION" and "ReferencedRTPlanSequence" not in ds
     assert ds.FrameOfReferenceUID == ct0.FrameOfReferenceUID
     assert ds.StudyInstanceUID == ct0.StudyInstanceUID and ds.PatientID == "P7"
     assert ds.BitsAllocated == 32 and len(str(ds.DoseGridScaling)) <= 16

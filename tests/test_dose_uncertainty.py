@@ -63,3 +63,132 @@ def test_empty_structure_has_zero_sigma():
     sigma, w = _case()
     res = mean_dose_sigma(sigma, _kernel(), np.zeros_like(w), cpu_backend())
     assert res.independent_gy == 0.0 and res.fully_correlated_gy == 0.0
+
+
+# -- every engine: the terms of D(u) = sum_b m_b(u) (K_b (*) A)(u), against noise realisations
+#    of the dose computed by the engine itself (D(A + sigma eps) - D(A): the engine is the
+#    reference for what the dose is; the sigma formula never enters the realisations)
+
+class _FakeKernel:
+    """Just what the engines read from a VoxelKernel."""
+
+    def __init__(self, data, spacing):
+        self.data_gy_per_decay = data
+        self.spacing_mm = spacing
+        self.neglected_energy_fraction = 0.0
+
+    def provenance(self):
+        return {}
+
+
+def _engine(kind):
+    from voxdose.core.nuclide import load_nuclide
+    from voxdose.dose.density import DensityBin
+    from voxdose.dose.engine import DensityBinnedConvolution, KernelConvolution, LocalDeposition
+
+    sp = (4.0, 4.0, 4.0)
+    if kind in ("none", "scale"):
+        return KernelConvolution(_FakeKernel(_kernel(), sp), density_mode=kind)
+    if kind == "mvs":  # a narrow kernel for the dense bin, a wide one for the light bin
+        wide = _kernel()
+        narrow = np.zeros_like(wide)
+        narrow[2:5, 2:5, 2:5] = wide[2:5, 2:5, 2:5] ** 2
+        bins = (DensityBin(0.1, 1.05, 0.9, 0), DensityBin(1.05, np.inf, 1.4, 0))
+        return DensityBinnedConvolution(bins, (_FakeKernel(wide, sp), _FakeKernel(narrow, sp)))
+    return LocalDeposition(load_nuclide("Lu-177"), density_mode=kind.split("_")[1])
+
+
+@pytest.mark.parametrize("kind", ["scale", "mvs", "ldm_none", "ldm_scale"])
+def test_engine_sigma_and_mean_sigma_match_realisations_through_the_engine(kind):
+    from voxdose.core.grid import Grid, Image
+    from voxdose.dose.uncertainty import dose_sigma_image, engine_terms, mean_sigma_from_terms
+
+    sigma, w = _case()
+    grid = Grid.from_spacing(sigma.shape, (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
+    rho = np.full(sigma.shape, 0.95)
+    rho[:, :, 8:] = 1.3  # two density bins; 'scale' sees 0.95 and 1.3
+    dens = Image(rho, grid, "density", "g/cm3")
+    eng, be = _engine(kind), cpu_backend()
+    tia = np.full(sigma.shape, 50.0)  # far above the noise: the engine's clip at 0 never acts
+    base = np.asarray(eng.dose(Image(tia, grid, "tia", "Bq*s"), be, dens).data)
+    rng = np.random.default_rng(21)
+    n = 500
+    sims = np.stack([np.asarray(eng.dose(Image(tia + sigma * rng.standard_normal(sigma.shape),
+                                               grid, "tia", "Bq*s"), be, dens).data) - base
+                     for _ in range(n)])
+    pred = np.asarray(dose_sigma_image(eng, Image(sigma, grid, "s", "Bq*s"), be, dens).data)
+    rel = sims.std(axis=0) / pred - 1.0
+    assert abs(rel.mean()) < 0.01
+    assert np.quantile(np.abs(rel), 0.99) < 4 / np.sqrt(2 * n)
+    terms, _ = engine_terms(eng, grid, be, dens)
+    res = mean_sigma_from_terms(sigma, terms, w, be)
+    emp = float(np.std((sims * w).sum(axis=(1, 2, 3)) / w.sum()))
+    assert emp == pytest.approx(res.independent_gy, rel=4 / np.sqrt(2 * n))
+    # fully correlated (one common deviate): exactly the engine's dose of sigma
+    corr = float((w * (np.asarray(eng.dose(Image(tia + sigma, grid, "t", "Bq*s"), be,
+                                                dens).data) - base)).sum() / w.sum())
+    assert res.fully_correlated_gy == pytest.approx(corr, rel=1e-9)
+
+
+def test_mvs_terms_use_each_bins_kernel():
+    """A mutation check: swapping the bins' kernels changes sigma_D by far more than noise."""
+    from voxdose.core.grid import Grid, Image
+    from voxdose.dose.uncertainty import dose_sigma_image
+
+    sigma, _ = _case()
+    grid = Grid.from_spacing(sigma.shape, (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
+    rho = np.full(sigma.shape, 0.95)
+    rho[:, :, 8:] = 1.3
+    dens, eng = Image(rho, grid, "density", "g/cm3"), _engine("mvs")
+    s = np.asarray(dose_sigma_image(eng, Image(sigma, grid, "s", "Bq*s"), cpu_backend(),
+                                    dens).data)
+    light = np.asarray(dose_sigma_map(sigma, eng.kernels[0].data_gy_per_decay, cpu_backend()))
+    dense = np.asarray(dose_sigma_map(sigma, eng.kernels[1].data_gy_per_decay, cpu_backend()))
+    assert np.allclose(s[:, :, :8], light[:, :, :8]) and np.allclose(s[:, :, 8:], dense[:, :, 8:])
+    assert np.median(light[:, :, 8:] / dense[:, :, 8:]) > 2
+
+
+def test_bounded_tia_sigma_caps_diverged_fits_and_reports_them():
+    from voxdose.core.grid import Grid, Image
+    from voxdose.dose.uncertainty import bounded_tia_sigma
+
+    grid = Grid.from_spacing((2, 2, 2), (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
+    tia = Image(np.array([10.0, 20, 30, 40, 0, 1, 2, 3]).reshape(2, 2, 2), grid, "t", "Bq*s")
+    sig = tia.with_data(np.array([1.0, 2, 3, 1e21, 5, 0.5, 0.5, 0.5]).reshape(2, 2, 2))
+    out, info = bounded_tia_sigma(tia, sig)
+    assert out.data.ravel().tolist() == [1.0, 2, 3, 40, 0, 0.5, 0.5, 0.5]
+    assert info["n_voxels"] == 2 and info["tia_fraction"] == pytest.approx(40 / 106)
+    assert info["sigma_squared_fraction"] == pytest.approx(1.0)
+    assert out.meta["capped"] == info
+
+
+def test_mean_sigma_with_fit_grid_parents_matches_shared_errors():
+    """TIA errors fitted on a coarse grid and copied onto a 2x finer one (as after a
+    partial-volume correction): fine voxels sharing a coarse voxel share its error.
+    Realisations: coarse errors, repeated 2x2x2, scaled by a per-voxel factor, convolved
+    directly (scipy.ndimage)."""
+    from voxdose.core.grid import Grid
+    from voxdose.dose.uncertainty import LinearTerm, fit_voxel_parents, mean_sigma_from_terms
+
+    coarse = Grid.from_spacing((8, 8, 8), (8.0, 8.0, 8.0), (2.0, 2.0, 2.0))
+    fine = Grid.from_spacing((16, 16, 16), (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
+    parents = fit_voxel_parents(fine, coarse)
+    up = np.arange(8 ** 3).reshape(8, 8, 8).repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    assert np.array_equal(parents, up)
+    rng = np.random.default_rng(8)
+    s_coarse = rng.uniform(0.5, 2.0, (8, 8, 8))
+    factor = rng.uniform(1.0, 2.0, (16, 16, 16))
+    s_fine = s_coarse.repeat(2, 0).repeat(2, 1).repeat(2, 2) * factor
+    _, w = _case()
+    k = _kernel()
+    res = mean_sigma_from_terms(s_fine, [LinearTerm(k)], w, cpu_backend(), parents=parents)
+    n = 400
+    means = []
+    for _ in range(n):
+        e = rng.standard_normal((8, 8, 8)).repeat(2, 0).repeat(2, 1).repeat(2, 2)
+        d = ndimage.convolve(s_fine * e, k, mode="constant")
+        means.append((w * d).sum() / w.sum())
+    assert float(np.std(means)) == pytest.approx(res.independent_gy, rel=4 / np.sqrt(2 * n))
+    alone = mean_sigma_from_terms(s_fine, [LinearTerm(k)], w, cpu_backend())
+    assert res.independent_gy > 2 * alone.independent_gy  # shared errors add up
+    assert res.fully_correlated_gy == pytest.approx(alone.fully_correlated_gy)

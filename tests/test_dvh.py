@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from voxdose.analysis.dvh import (CSV_COLUMNS, DVH, compute_dvhs, dvh_csv, dvh_from_mask,
-                                  dvh_json, names_from_labels, read_names_json)
+from voxdose.analysis.dvh import (CSV_COLUMNS, DVH, compute_dvhs, coverage_warnings, dvh_csv,
+                                  dvh_from_mask, dvh_json, names_from_labels, read_names_json)
 from voxdose.core.errors import InputError
 from voxdose.core.grid import Grid, Image, LabelMap
 
@@ -99,12 +99,19 @@ def test_zero_volume_structure_gives_a_blank_row_not_crash():
     json.dumps(doc)
 
 
-def test_grid_mismatch_is_a_clear_error():
-    g = Grid.from_spacing((3, 3, 3), (2.0, 2.0, 2.0))
+def test_labels_on_another_grid_count_by_their_overlap():
+    """Labels on a shifted grid: each dose voxel counts with the fraction the structure
+    fills (no error, no vote); the part outside the dose grid is warned about."""
+    g = Grid.from_spacing((3, 3, 3), (2.0, 2.0, 2.0))                 # x edges -1 .. 5 mm
     g2 = Grid.from_spacing((3, 3, 3), (2.0, 2.0, 2.0), origin_mm_xyz=(5.0, 0.0, 0.0))
-    with pytest.raises(InputError, match="differ; resample the labels"):
-        compute_dvhs(Image(np.ones(g.shape), g),
-                     LabelMap(np.ones(g.shape, np.int32), g2, {1: "a"}))
+    (h,) = compute_dvhs(Image(np.ones(g.shape), g),
+                        LabelMap(np.ones(g.shape, np.int32), g2, {1: "a"}))
+    # label x extent 4 .. 10 mm overlaps the dose grid in [4, 5): 1 of its 6 mm
+    assert h.volume_ml == pytest.approx(h.label_grid_volume_ml / 6, rel=1e-6)
+    assert h.n_voxels == 9 and h.n_voxels_partial == 9
+    assert h.method.startswith("fractional occupancy")
+    (w,) = coverage_warnings([h])
+    assert "83.3 % outside the dose grid" in w
 
 
 def test_csv_contract_columns_and_json():

@@ -13,7 +13,6 @@ from voxdose.analysis.mird import sphere_geometric_factor
 from voxdose.cli.app import main
 from voxdose.montecarlo.dpk import write_dpk_csv
 from voxdose.kernels.point import (
-    PointKernel,
     TabulatedPointKernel,
     kernels_dir,
     load_point_kernel,
@@ -77,13 +76,17 @@ def test_range_scaling_conserves_energy():
         load_point_kernel("Y-90", "plutonium")
 
 
-def test_fallback_to_analytic_model(monkeypatch):
+def test_no_silent_fallback_to_the_analytic_model(monkeypatch, tmp_path):
+    """Without a shipped table the loader builds a Monte Carlo table (or, with
+    build=False, refuses); never the analytic model (tests/test_nuclide_kernels.py)."""
     import voxdose.kernels.point as pkmod
+    from voxdose.core.errors import NuclideError
 
     monkeypatch.setattr(pkmod, "shipped_table_path", lambda *a, **k: None)
     pkmod._load_point_kernel_cached.cache_clear()  # load_point_kernel caches per nuclide
     try:
-        assert isinstance(pkmod.load_point_kernel("Lu-177"), PointKernel)
+        with pytest.raises(NuclideError, match="none is shipped"):
+            pkmod.load_point_kernel("Lu-177", build=False, cache_dir=tmp_path)
     finally:
         pkmod._load_point_kernel_cached.cache_clear()
 

@@ -15,15 +15,19 @@ from voxdose.core.units import MEV_PER_G_TO_GY
 from voxdose.kernels.point import load_point_kernel
 from voxdose.io.sitk_adapter import read_image, read_labels
 from voxdose.core.nuclide import load_nuclide
+from voxdose.imaging.occupancy import fractional_occupancy
 from voxdose.phantom.study import PhantomConfig, build_study
 from voxdose.pipeline.run import run_pipeline
 
 EXPECTED_FILES = {"tia_bq_s.nii.gz", "tia_sigma_bq_s.nii.gz", "fit_status.nii.gz",
                   "fit_model.nii.gz", "dose_lu177_kernel_gy.nii.gz", "dose_lu177_ldm_gy.nii.gz",
+                  "dose_lu177_kernel_sigma_gy.nii.gz", "dose_lu177_ldm_sigma_gy.nii.gz",
                   "dvh.csv", "dvh.json", "dvh_ldm.csv", "dvh.png", "dose_slice.png",
                   "registration.png", "organ_tia.csv", "mird_check.csv", "marrow.json",
                   "plan.json", "dose_y90_kernel_gy.nii.gz", "dvh_y90.csv", "dvh_compare.png",
                   "dpk.png", "compare.json", "report.html", "provenance.json"}
+PVC_FILES = {"pvc.json", "dvh_nopvc.csv", "dose_lu177_kernel_nopvc_gy.nii.gz",
+             "tia_nopvc_bq_s.nii.gz"}
 REPORT_SECTIONS = ("summary", "registration", "tac", "dose", "dvh", "mird", "marrow", "plan",
                    "compare", "provenance")
 
@@ -43,7 +47,8 @@ def _reference_mean_doses(study_dir: str, n: int = 3_000_000, seed: int = 177):
     study = Path(study_dir)
     truth = study / "truth"
     raw = json.loads((study / "structure_names.json").read_text())
-    labels = read_labels(truth / "labels_spect.nii.gz", {int(k): v for k, v in raw.items()})
+    names = {int(k): v for k, v in raw.items()}
+    ct_labels = read_labels(study / "labels.nii.gz", names)
     pk = load_point_kernel(load_nuclide("Lu-177"))
     out = {}
     for which in ("tia_true_bq_s.nii.gz", "tia_true_blurred_bq_s.nii.gz"):
@@ -62,13 +67,17 @@ def _reference_mean_doses(study_dir: str, n: int = 3_000_000, seed: int = 177):
         x = np.stack(np.unravel_index(src, tuple(shape)), axis=1) + rng.random((n, 3)) - 0.5
         tgt = np.floor(x + r[:, None] * v / s + 0.5).astype(np.int64)
         ok = np.all((tgt >= 0) & (tgt < shape), axis=1)
-        hit_label = labels.data[tuple(tgt[ok].T)]
+        hits = np.bincount(np.ravel_multi_index(tuple(tgt[ok].T), tuple(shape)),
+                           minlength=a.size)
         mev_per_packet = a.sum() * cum[-1] / n
         m_voxel_g = pk.density_g_cm3 / 1000.0 * float(np.prod(s))
-        for value, name in labels.names.items():
-            n_vox = int(np.count_nonzero(labels.data == value))
-            e_mev = np.count_nonzero(hit_label == value) * mev_per_packet
-            out.setdefault(name, []).append(e_mev / (n_vox * m_voxel_g) * MEV_PER_G_TO_GY)
+        dose_gy = hits * mev_per_packet / m_voxel_g * MEV_PER_G_TO_GY
+        # structure means weighted by each SPECT voxel's fraction of the CT-grid structure,
+        # as the pipeline's DVHs are: sum f d / sum f
+        occ = fractional_occupancy(ct_labels.data, ct_labels.grid, tia.grid, names)
+        for value, name in names.items():
+            f = occ.fractions[value].ravel().astype(float)
+            out.setdefault(name, []).append(float(f @ dose_gy / f.sum()))
     return {k: tuple(v) for k, v in out.items()}
 
 
@@ -87,9 +96,28 @@ def test_demo_small_cli_writes_every_file_and_prints_table(tmp_path, capsys):
                                     "d50_gy", "d98_gy"]
     prov = json.loads((tmp_path / "demo" / "results" / "provenance.json").read_text())
     assert prov["device"] == "cpu" and prov["study"]["nuclide"] == "Lu-177"
-    assert len(prov["inputs_sha256"]) == 1 + 2 * 5 + 1
+    # study.toml; 5 x (SPECT, its JSON sidecar, CT); labels and the structure-names JSON
+    names = sorted(Path(p).name for p in prov["inputs_sha256"])
+    assert len(names) == 1 + 3 * 5 + 2, names
+    assert "structure_names.json" in names and "study.toml" in names
     # no staging folders left behind
     assert not [p for p in (tmp_path / "demo").iterdir() if p.name.startswith(".")]
+    # the demo corrects partial volume (rbv, its known FWHM): the corrected results on the
+    # label (CT) grid are the primary ones, the uncorrected ones beside them (issue 16)
+    res = tmp_path / "demo" / "results"
+    assert PVC_FILES <= {p.name for p in res.iterdir()}
+    pvc = json.loads((res / "pvc.json").read_text())
+    assert (pvc["method"], pvc["complete"], pvc["fwhm_mm_xyz"]) == ("rbv", True, [10.0] * 3)
+    assert prov["pvc"]["method"] == "rbv" and pvc["grid"].startswith("label grid")
+    ct = read_image(tmp_path / "demo" / "study" / "ct_001h.nii.gz").grid
+    assert read_image(res / "dose_lu177_kernel_gy.nii.gz").grid.same_as(ct, tol_mm=1e-3)
+    spect = read_image(tmp_path / "demo" / "study" / "spect_001h.nii.gz").grid
+    assert read_image(res / "dose_lu177_kernel_nopvc_gy.nii.gz").grid.same_as(spect, 1e-3)
+    before = {r["name"]: float(r["mean_gy"]) for r in csv.DictReader(
+        (res / "dvh_nopvc.csv").open())}
+    after = {r["name"]: float(r["mean_gy"]) for r in rows}
+    assert after["kidney_left"] > 1.1 * before["kidney_left"]  # spill-out recovered
+    assert "without PVC" in out and "red marrow (EANM, L2-L4)" in out
 
 
 def test_kidney_dose_agrees_with_true_tia_small_demo(small_study, small_results):
@@ -98,7 +126,7 @@ def test_kidney_dose_agrees_with_true_tia_small_demo(small_study, small_results)
     Reference: the true TIA blurred by the camera's 10 mm FWHM PSF (what any SPECT-based
     method can at best recover), its dose by the kernel-free Monte Carlo of
     ``_reference_mean_doses`` (no voxel kernel, no convolution; measured: reported /
-    reference = 0.92). Tolerance 10 %: at 9.6 mm SPECT voxels the linear interpolation of
+    reference = 0.93). Tolerance 10 %: at 9.6 mm SPECT voxels the linear interpolation of
     misaligned frames adds blur (up to half a voxel, ~3-6 % more spill-out of a 5 cm
     kidney), Poisson noise adds ~1 % and the trapezoid + mono-exponential model differs
     from the bi-exponential truth by ~1-2 %. Against the unblurred truth the result must be
@@ -113,8 +141,8 @@ def test_kidney_dose_agrees_with_true_tia_small_demo(small_study, small_results)
 def test_noiseless_aligned_study_reproduces_blurred_truth(tmp_path):
     """Without noise and motion, only the TIA model separates pipeline and truth.  Against
     the kernel-free Monte Carlo reference (``_reference_mean_doses``; a kernel or
-    convolution error does not cancel): measured -0.03 % (kidney_left), -0.18 % (liver),
-    +0.04 % (spleen), reference standard error 0.1-0.2 %; tolerance 1 %."""
+    convolution error does not cancel): measured +0.04 % (kidney_left), -0.21 % (liver),
+    +0.01 % (spleen), reference standard error 0.1-0.2 %; tolerance 1 %."""
     cfg = PhantomConfig.small(noise=False, max_translation_mm=0.0, max_rotation_deg=0.0)
     study = build_study(tmp_path / "study", cfg)
     res = run_pipeline(study, tmp_path / "results", device="cpu")
@@ -172,6 +200,25 @@ def test_demo_decisions(small_results):
     assert 2.0 < ratio < 7.0
 
 
+def test_dvh_volumes_on_the_spect_grid_are_the_ct_grid_volumes(small_study, small_results):
+    """Issue 13: dvh.json volumes on the SPECT grid equal the label (CT) grid volumes within
+    1 % (fractional occupancy); the majority vote inflates some by more (test can fail)."""
+    st = small_study.parent
+    names = json.loads((st / "structure_names.json").read_text())
+    ct = read_labels(st / "labels.nii.gz", {int(k): v for k, v in names.items()})
+    vote = read_labels(st / "truth" / "labels_spect.nii.gz", {})
+    doc = json.loads((small_results.out_dir / "dvh.json").read_text())
+    assert doc["voxel_weights"][0].startswith("fractional occupancy from the label grid")
+    worst_vote = 0.0
+    for s in doc["structures"]:
+        value = next(int(k) for k, v in names.items() if v == s["name"])
+        v_ct = float(np.count_nonzero(ct.data == value)) * ct.grid.voxel_volume_ml
+        assert s["volume_ml"] == pytest.approx(v_ct, rel=0.01), s["name"]
+        v_vote = float(np.count_nonzero(vote.data == value)) * vote.grid.voxel_volume_ml
+        worst_vote = max(worst_vote, abs(v_vote / v_ct - 1))
+    assert worst_vote > 0.05
+
+
 def test_demo_report_has_every_section(small_results):
     from voxdose.report.html import NOT_COMPUTED, SECTIONS
 
@@ -216,8 +263,8 @@ def test_user_s_value_table_is_compared(small_study, small_results, tmp_path):
     (1 mGy/(MBq s) = 1e-9 Gy per decay), user_diff_percent = (voxel - user) / user, organs
     not in the table stay blank, and the MIRD columns are those of the run without the
     table.  The organ TIA those use is checked against the organ-level fit of the organ's
-    time-activity curve (organ_tia.csv, a different method): measured 1.9 % (kidney_left)
-    and 0.6 % (liver) apart; tolerance 5 %."""
+    time-activity curve (organ_tia.csv, a different method): measured 1.8 % (kidney_left)
+    and 0.7 % (liver) apart; tolerance 5 %."""
     import shutil
 
     own = {r["organ"]: r for r in csv.DictReader((small_results.out_dir / "mird_check.csv")
@@ -274,7 +321,7 @@ def test_registration_within_1mm_at_the_organs(small_results, small_study):
             assert np.linalg.norm(got - (T[:3, :3] @ c + T[:3, 3])) < 1.0, (i, c)
 
 
-@pytest.mark.parametrize(("kind", "tol_mm"), [("affine", 1.5), ("bspline", 6.0)])
+@pytest.mark.parametrize(("kind", "tol_mm"), [("affine", 1.5), ("bspline", 2.5)])
 def test_optional_affine_and_bspline_registration(small_study, kind, tol_mm):
     """The optional refinements run and stay close to the (rigid) truth. A B-spline has
     little image structure to hold it inside uniform organs, so points there may drift by a

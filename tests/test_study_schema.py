@@ -138,7 +138,9 @@ def test_demo_study_loads_as_before(small_study):
     assert len(st.names) == 13 and st.names[3] == "liver" and st.names[13] == "lesion_lung"
     tp = st.timepoints[0]
     assert (tp.spect, tp.ct) == (folder / "spect_001h.nii.gz", folder / "ct_001h.nii.gz")
-    assert tp.spect_dicom is None and tp.to_bq_ml is None and tp.decay_undo is None
+    assert tp.spect_dicom is None and tp.to_bq_ml == 1.0 and tp.decay_undo == 1.0
+    assert tp.info["sidecar"] == str(folder / "spect_001h.json")  # agrees with study.toml
+    assert st.single_time_point is None and st.allow_large_motion is False
 
 
 def test_demo_study_with_every_optional_table(small_study, tmp_path):

@@ -17,6 +17,7 @@ from .marrow import (MarrowResult, image_cross_dose_gy, l2_l4_labels, marrow_dos
                               marrow_reference, vois_from_labels)
 from .mird import OrganCheck, organ_check
 from .plan import DoseLimit, ExponentialKinetics, PlanResult, plan_activity
+from ..core.backend import backend_of
 from ..core.errors import StudyError
 from ..core.grid import Image, LabelMap
 from ..kinetics.models import MODEL_IDS
@@ -69,35 +70,49 @@ def _combine(kins: list[ExponentialKinetics]) -> ExponentialKinetics:
                                tuple(r for k in kins for r in k.rates_per_s))
 
 
-def decide(tia: Image, dose: Image, labels: LabelMap, dvhs: list[DVH], engine, point_kernel,
-           organ_fits: list[OrganFit], administered_activity_mbq: float,
-           physical_half_life_h: float, sex: str = "male", limits_gy: dict | None = None,
-           after_h: dict | None = None, density: Image | None = None,
-           user_s: dict | None = None) -> Decisions:
-    """MIRD check, marrow, planning. ``dvhs`` are the kernel-dose DVHs on ``labels``.
+def organ_tia_and_mass(tia: Image, labels: LabelMap, by_name: dict[str, DVH]
+                       ) -> dict[str, tuple[float, float]]:
+    """Organ -> (TIA Bq s, mass g) for the MIRD check, every named structure with a volume.
 
-    A limit on the dose after t0 uses the fraction of the organ's fitted time-integrated
-    activity that decays after t0 (self-dose dominated organs); without a fit, physical
-    decay."""
-    out = Decisions()
-    by_name = {h.name: h for h in dvhs}
-    tia_np = np.asarray(tia.data)
-    # organ-level MIRD check: organ TIA from the voxel map (same decays as the voxel dose)
+    TIA_k = sum_v f_k(v) A~(v) over the voxel TIA map (the same decays as the voxel dose),
+    f_k the structure's volume fraction of voxel v (``LabelMap.fraction``); the mass
+    sum_v f_k(v) rho(v) V_vox is the DVH's (same fractions). Summed on the TIA's device."""
+    be = backend_of(tia.data)
+    a = be.asarray(tia.data, dtype=be.xp.float64).ravel()
     organs = {}
     for value, name in labels.names.items():
         h = by_name.get(name)
         if h is None or h.n_voxels == 0:
             continue
-        organs[name] = (float(tia_np[labels.data == value].sum()), h.mass_g)
-    out.mird = organ_check(point_kernel, organs, {n: by_name[n].mean_gy for n in organs},
-                           user_s=user_s)
+        f = be.asarray(labels.fraction(value).ravel(), dtype=be.xp.float64)
+        organs[name] = (float(be.xp.dot(f, a)), h.mass_g)
+    return organs
+
+
+def decide(tia: Image, dose: Image, labels: LabelMap, dvhs: list[DVH], engine, point_kernel,
+           organ_fits: list[OrganFit], administered_activity_mbq: float,
+           physical_half_life_h: float, sex: str = "male", limits_gy: dict | None = None,
+           after_h: dict | None = None, density: Image | None = None,
+           user_s: dict | None = None, backend=None) -> Decisions:
+    """MIRD check, marrow, planning. ``dvhs`` are the kernel-dose DVHs on ``labels``.
+
+    A limit on the dose after t0 uses the fraction of the organ's fitted time-integrated
+    activity that decays after t0 (self-dose dominated organs); without a fit, physical
+    decay. ``backend``: where the sums, distance maps and the marrow's cross-dose run
+    (default: the TIA's device); the TIA is moved there once."""
+    if backend is not None:
+        tia = tia.with_data(backend.asarray(tia.data))
+    out = Decisions()
+    by_name = {h.name: h for h in dvhs}
+    out.mird = organ_check(point_kernel, organ_tia_and_mass(tia, labels, by_name),
+                           {n: h.mean_gy for n, h in by_name.items()}, user_s=user_s)
 
     # EANM red marrow from L2-L4
     found = l2_l4_labels(labels.names)
     if len(found) == 3:
-        vois = vois_from_labels(labels)
-        mask = np.isin(labels.data, list(found.values()))
-        cross = image_cross_dose_gy(tia, _WithDensity(engine, density), mask, vois)
+        vois = vois_from_labels(labels, backend=backend_of(tia.data))
+        marrow = sum(np.asarray(labels.fraction(v), dtype=np.float64) for v in found.values())
+        cross = image_cross_dose_gy(tia, _WithDensity(engine, density), marrow, vois)
         out.marrow = marrow_dose(tia, vois, point_kernel, marrow_reference(sex),
                                  cross_dose_gy=cross,
                                  cross_dose_source="voxel dose in the VOIs from activity "

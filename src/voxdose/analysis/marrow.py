@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..core.backend import to_numpy
+from ..core.backend import backend_of, cpu_backend, to_numpy
 from ..kernels.point import PointKernel
 from ..core.errors import InputError
 from ..core.grid import Grid, Image, LabelMap
@@ -126,10 +126,8 @@ class SphereVOI:
         return self.n_voxels_equivalent * grid.voxel_volume_ml
 
     def mean(self, data: np.ndarray) -> float:
-        """Weighted mean of ``data`` (on the VOI's grid) over the sphere."""
-        vals = np.asarray(to_numpy(data), dtype=np.float64)[tuple(self.index.T)]
-        w = self.weight
-        return float(np.dot(w, vals) / w.sum()) if w.sum() > 0 else 0.0
+        """Weighted mean of ``data`` (on the VOI's grid) over the sphere, on its device."""
+        return _pooled_mean([self], data)
 
 
 def sphere_voi(grid: Grid, centre_mm_xyz, radius_mm: float, name: str = "voi",
@@ -179,16 +177,29 @@ def l2_l4_labels(names: dict[int, str]) -> dict[str, int]:
     return found
 
 
+def _inside(labels: LabelMap, value: int) -> np.ndarray:
+    """Voxels inside a structure for placing a VOI: f > 1/2 with an occupancy (the hard
+    label where no voxel is more than half filled), else the hard label."""
+    hard = np.asarray(labels.data) == value
+    if labels.occupancy is None:
+        return hard
+    inside = np.asarray(labels.fraction(value)) > 0.5
+    return inside if inside.any() else hard
+
+
 def vois_from_labels(labels: LabelMap, max_radius_mm: float | None = 10.0,
-                     radius_mm: float | None = None) -> list[SphereVOI]:
+                     radius_mm: float | None = None, backend=None) -> list[SphereVOI]:
     """One sphere per L2, L3, L4 marrow label at its deepest point.
 
     Radius: ``radius_mm`` if given (must fit), else the largest inscribed sphere (distance
     to the nearest voxel centre outside the label minus half a voxel) capped at
-    ``max_radius_mm``.
+    ``max_radius_mm``. With an occupancy on the labels, "inside" is f > 1/2 (the voxels the
+    vertebra fills to more than half: the boundary then lies within half a voxel of the
+    first outside voxel centre, so the sphere stays inside); else the hard label. The
+    distance maps run on ``backend`` (default the CPU).
     """
-    from scipy import ndimage
-
+    be = backend or cpu_backend()
+    xp = be.xp
     found = l2_l4_labels(labels.names)
     missing = [k for k in ("L2", "L3", "L4") if k not in found]
     if missing:
@@ -198,14 +209,15 @@ def vois_from_labels(labels: LabelMap, max_radius_mm: float | None = 10.0,
     out = []
     sp = labels.grid.spacing_mm
     for key in ("L2", "L3", "L4"):
-        mask = np.asarray(labels.data) == found[key]
-        if not mask.any():
+        mask = be.asarray(_inside(labels, found[key]))
+        if not bool(mask.any()):
             raise InputError(f"label '{labels.names[found[key]]}' ({key}) has no voxel on "
                              "this grid; give VOI centres instead")
-        edt = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=sp)[1:-1, 1:-1, 1:-1]
-        best = edt.max()
-        cand = np.argwhere(edt >= best - 1e-9)
-        centroid = np.argwhere(mask).mean(axis=0)
+        edt = be.ndimage.distance_transform_edt(
+            xp.pad(mask, 1), sampling=tuple(float(v) for v in sp))[1:-1, 1:-1, 1:-1]
+        best = float(edt.max())
+        cand = to_numpy(xp.argwhere(edt >= best - 1e-9))
+        centroid = to_numpy(xp.argwhere(mask).mean(axis=0))
         pick = cand[np.argmin(np.sum(((cand - centroid) * sp) ** 2, axis=1))]
         fit = max(float(best) - 0.5 * float(sp.min()), 0.5 * float(sp.min()))
         if radius_mm is not None:
@@ -220,15 +232,23 @@ def vois_from_labels(labels: LabelMap, max_radius_mm: float | None = 10.0,
 def image_cross_dose_gy(tia: Image, engine, exclude_mask: np.ndarray,
                         vois: list[SphereVOI]) -> float:
     """Mean dose (Gy) in the VOIs from the activity *outside* ``exclude_mask`` (the marrow
-    labels): ``engine.dose(tia x (1 - mask))`` averaged over the VOIs' weights."""
-    data = np.asarray(to_numpy(tia.data), dtype=np.float64) * ~np.asarray(exclude_mask, bool)
-    dose = to_numpy(engine.dose(tia.with_data(data)).data)
-    return _pooled_mean(vois, dose)
+    labels): ``engine.dose(tia x (1 - f))`` averaged over the VOIs' weights, f the mask
+    (bool) or the marrow's volume fraction of each voxel (float, 0..1). On the TIA's
+    device."""
+    be = backend_of(tia.data)
+    xp = be.xp
+    f = be.asarray(exclude_mask)
+    keep = ~f if f.dtype == bool else xp.clip(1.0 - f.astype(xp.float64), 0.0, 1.0)
+    data = be.asarray(tia.data, dtype=xp.float64) * keep
+    return _pooled_mean(vois, engine.dose(tia.with_data(data)).data)
 
 
-def _pooled_mean(vois: list[SphereVOI], data: np.ndarray) -> float:
-    arr = np.asarray(to_numpy(data), dtype=np.float64)
-    num = sum(float(np.dot(v.weight, arr[tuple(v.index.T)])) for v in vois)
+def _pooled_mean(vois: list[SphereVOI], data) -> float:
+    """The VOIs' pooled weighted mean of ``data``, gathered on its device."""
+    be = backend_of(data)
+    arr = be.asarray(data, dtype=be.xp.float64)
+    num = sum(float(be.xp.dot(be.asarray(v.weight), arr[tuple(be.asarray(v.index.T))]))
+              for v in vois)
     den = sum(float(v.weight.sum()) for v in vois)
     return num / den if den > 0 else 0.0
 
@@ -297,7 +317,7 @@ def marrow_dose(tia: Image, vois: list[SphereVOI], point_kernel: PointKernel,
     ref = reference or marrow_reference("male")
     if not vois:
         raise InputError("no marrow VOI given; place spheres in L2-L4 or give centres")
-    data = np.asarray(to_numpy(tia.data), dtype=np.float64)
+    data = tia.data  # on its device: only the VOIs' voxels are gathered
     vv = tia.grid.voxel_volume_ml
     conc = _pooled_mean(vois, data) / vv
     m_rm, f, rho = ref.red_marrow_mass_g, ref.l2_l4_fraction, ref.red_marrow_density_g_cm3

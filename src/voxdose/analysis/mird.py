@@ -29,8 +29,9 @@ Absorbed fractions for a uniform sphere of the organ's mass (our own kernels)
       from the kernel (``electrons="kernel"``) for small structures;
     * photons: phi from the kernel as above.
 
-Mass scaling: S is computed for the actual mass of each organ (from the label volume and
-the density map or water), so no reference-phantom mass rescaling is needed; a user
+Mass scaling: S is computed for the actual mass of each organ, m_k = sum_v f_k(v) rho(v)
+V_vox (f_k the organ's volume fraction of each dose voxel, from the label grid; rho from the
+density map or water), so no reference-phantom mass rescaling is needed; a user
 S-value table (OLINDA/EXM, IDAC-Dose, mGy/(MBq s)) can be compared beside it.
 """
 
@@ -41,6 +42,7 @@ import io
 import itertools
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -94,9 +96,19 @@ def _kernel_part(pk: PointKernel, part: str) -> PointKernel:
     raise ValueError(part)
 
 
+@lru_cache(maxsize=4)
+def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights on [-1, 1], computed once (read-only): the
+    eigenvalue problem behind them took seconds per organ on a 2-core runner."""
+    x, w = np.polynomial.legendre.leggauss(n)
+    x.flags.writeable = False
+    w.flags.writeable = False
+    return x, w
+
+
 def _absorbed_in_sphere_mev(pk: PointKernel, radius_mm: float) -> float:
     """int_0^2R E_abs(r) (3/(4R)) (1 - r^2/(4R^2)) dr, MeV per decay (no local term)."""
-    x, w = np.polynomial.legendre.leggauss(_GL_NODES)
+    x, w = _gauss_legendre(_GL_NODES)
     top = 2.0 * radius_mm
     cuts = [0.0]
     if pk.electron_ranges_mm.size and pk.max_electron_range_mm < top:

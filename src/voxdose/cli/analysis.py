@@ -17,10 +17,32 @@ from .app import app, console
 from ..core.errors import InputError
 
 
+def _check_dvh_paths(dose, labels, names, density, out, json_out, plot) -> list[Path]:
+    """The inputs of ``voxdose dvh`` exist and its outputs can be written (before any
+    work); returns the output paths."""
+    from ..io.sitk_adapter import sidecar_path
+    from .checks import distinct_outputs, input_file, output_file
+
+    input_file(dose, "DOSE", "dose image")
+    input_file(labels, "LABELS", "label image")
+    for opt, p, what in (("--names", names, "names file"),
+                         ("--density", density, "density image")):
+        if p is not None:
+            input_file(p, opt, what)
+    outs = {"--out": out, "--json": json_out, "--plot": plot}
+    for opt, p in outs.items():
+        if p is not None:
+            output_file(p, opt)
+    distinct_outputs(outs, [dose, sidecar_path(dose), labels, names, density])
+    return [p for p in outs.values() if p is not None]
+
+
 @app.command()
 def dvh(
     dose: Path = typer.Argument(..., help="absorbed-dose image (Gy), NIfTI/MHD/NRRD"),
-    labels: Path = typer.Argument(..., help="integer label image on the dose grid"),
+    labels: Path = typer.Argument(..., help="integer label image, on the dose grid or on "
+                                  "another (e.g. the CT) grid: then each dose voxel counts "
+                                  "with the fraction of it each structure fills"),
     names: Path = typer.Option(None, "--names", help='JSON {"1": "liver", ...} (default: '
                                "label_<value> for every non-zero label)"),
     out: Path = typer.Option(..., "--out", help="DVH CSV: name,volume_ml,mean_gy,min_gy,"
@@ -32,15 +54,19 @@ def dvh(
                                  "grid for masses (default: water, 1 g/cm^3)"),
     bins: int = typer.Option(200, "--bins", min=1, help="dose bins of the JSON DVH curves"),
 ):
-    """Dose-volume histograms per structure (float64, voxel-exact D_x and V_x)."""
-    from ..analysis.dvh import (compute_dvhs, dvh_csv, dvh_json, empty_structure_warnings,
-                                names_from_labels)
+    """Dose-volume histograms per structure (float64, voxel-exact D_x and V_x, weighted by
+    the fraction of each voxel a structure fills when the labels are on another grid)."""
+    from ..analysis.dvh import (compute_dvhs, coverage_warnings, dvh_csv, dvh_json,
+                                empty_structure_warnings, names_from_labels)
     from ..io.names import check_labels_named, read_names_json
     from ..io.atomic import write_json, write_text
-    from ..io.sitk_adapter import read_image, read_labels
+    from ..io.sitk_adapter import DOSE_UNITS, check_sidecar_unit, read_image, read_labels
 
+    outs = _check_dvh_paths(dose, labels, names, density, out, json_out, plot)
     name_map = read_names_json(names) if names is not None else None
     dose_img = read_image(dose, "absorbed dose", "Gy")
+    check_sidecar_unit(dose_img, dose, DOSE_UNITS, "a DVH needs an absorbed-dose image in "
+                       "Gy (e.g. from voxdose dose)")
     lab = read_labels(labels, name_map or {})
     if name_map is None:
         lab = type(lab)(lab.data, lab.grid, names_from_labels(lab.data))
@@ -49,16 +75,20 @@ def dvh(
     check_labels_named(lab.data, lab.names, labels)
     rho = read_image(density, "density", "g/cm^3") if density is not None else None
     hs = compute_dvhs(dose_img, lab, rho)
-    for w in empty_structure_warnings(hs):
+    warns = empty_structure_warnings(hs) + coverage_warnings(hs)
+    for w in warns:
         console.print(f"voxdose: warning: {w}", style="yellow", markup=False, highlight=False)
-    if plot is not None:
-        from ..report.plots import plot_dvhs
+    from ..io.atomic import staged_files
 
-        plot_dvhs(plot, hs, f"cumulative DVH: {dose.name}")
-    if json_out is not None:
-        write_json(json_out, dvh_json(hs, n_bins=bins, meta={"dose": str(dose),
-                                                             "labels": str(labels)}))
-    write_text(out, dvh_csv(hs))
+    with staged_files(outs) as stage:  # CSV, JSON and PNG: all of them or none
+        if plot is not None:
+            from ..report.plots import plot_dvhs
+
+            plot_dvhs(stage(plot), hs, f"cumulative DVH: {dose.name}")
+        if json_out is not None:
+            write_json(stage(json_out), dvh_json(hs, n_bins=bins, meta={
+                "dose": str(dose), "labels": str(labels), "warnings": warns}))
+        write_text(stage(out), dvh_csv(hs))
     t = Table(title=f"DVH of {dose.name}", caption="doses in Gy, volumes in mL")
     t.add_column("structure", no_wrap=True)
     for col in ("mL", "mass g", "mean", "min", "max", "D2", "D50", "D98"):
@@ -90,8 +120,11 @@ def plan(
 ):
     """Largest administered activity (GBq) keeping every organ within its dose limit."""
     from ..analysis.plan import limits_from_options, parse_pairs, plan_activity
-    from ..io.atomic import write_json
+    from ..io.atomic import staged_files, write_json
+    from .checks import output_file
 
+    if out is not None:
+        output_file(out, "--out")
     a = parse_pairs(gy_per_gbq, "--gy-per-gbq")
     if not a:
         raise InputError("no --gy-per-gbq ORGAN=X given; give each organ's Gy/GBq")
@@ -100,7 +133,8 @@ def plan(
     result = plan_activity(a, lims)
     doc = result.to_dict()
     if out is not None:
-        write_json(out, doc)
+        with staged_files([out]) as stage:
+            write_json(stage(out), doc)
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
@@ -118,6 +152,41 @@ def plan(
                   f"[bold]{result.limiting_organ}[/]")
 
 
+def _check_compare_options(tia, labels, names, out, nuclides: str, shells_mm: str,
+                           kernel_radius_mm) -> tuple[list[str], list[float]]:
+    """The inputs, output folder and options of ``voxdose compare``, before any work;
+    returns the nuclides and the shell distances (mm)."""
+    from ..core.nuclide import canonical_name
+    from .checks import input_file, number_list, output_folder, positive
+
+    input_file(tia, "TIA", "TIA image")
+    for opt, p, what in (("--labels", labels, "label image"), ("--names", names, "names file")):
+        if p is not None:
+            input_file(p, opt, what)
+    output_folder(out, "--out")
+    nucs = [canonical_name(n) for n in nuclides.split(",") if n.strip()]
+    if not nucs:
+        raise InputError("--nuclides: give at least one nuclide, e.g. Lu-177,Y-90")
+    shells = number_list(shells_mm, "--shells-mm", "mm", above=0.0)
+    if kernel_radius_mm is not None:
+        positive(kernel_radius_mm, "--kernel-radius-mm", "mm")
+    return nucs, shells
+
+
+def _check_compare_kernels(nucs, tia_img, radius_mm, tia_path) -> None:
+    """Each nuclide's kernel on the TIA's voxels, checked before any is built (voxel size,
+    near-field work, memory: voxdose.kernels.extent)."""
+    from ..kernels.extent import check_kernel_build, check_voxel_size, kernel_extent
+    from ..kernels.point import load_point_kernel
+
+    where = f"the voxels of {tia_path}"
+    check_voxel_size(tia_img.grid.spacing_mm, where)
+    for n in nucs:
+        pk = load_point_kernel(n)
+        ext = kernel_extent(pk, tia_img.grid.spacing_mm, tia_img.grid.shape, radius_mm)
+        check_kernel_build(pk, tia_img.grid.spacing_mm, ext.radius_mm, where=where)
+
+
 @app.command()
 def compare(
     tia: Path = typer.Argument(..., help="TIA map, decays per voxel (Bq*s), NIfTI/MHD/NRRD"),
@@ -128,28 +197,40 @@ def compare(
     out: Path = typer.Option(..., "--out", help="results folder (written atomically)"),
     shells_mm: str = typer.Option("1,2,5", "--shells-mm", help="shell outer distances "
                                   "outside lesions/marrow, mm"),
-    kernel_radius_mm: float = typer.Option(200.0, "--kernel-radius-mm", min=1.0,
-                                           help="voxel kernel radius, mm"),
+    kernel_radius_mm: float = typer.Option(None, "--kernel-radius-mm", min=1.0,
+                                           help="voxel kernel radius, mm; default: all but "
+                                           "0.1 % of the energy per decay, at most the "
+                                           "grid's extent (docs/defaults.md)"),
 ):
     """Dose for several nuclides from the same TIA: DVHs, cross-fire, shells, DPK figure."""
     from ..analysis.compare import compare_nuclides
     from ..report.compare_plots import plot_dpks, plot_dvh_overlay
     from ..analysis.dvh import dvh_csv, names_from_labels, read_names_json
     from ..io.atomic import staged_directory, write_json
-    from ..io.sitk_adapter import read_image, read_labels, write_image
-    from ..core.nuclide import canonical_name
+    from ..io.sitk_adapter import (TIA_UNITS, check_sidecar_unit, read_image, read_labels,
+                                   write_image)
 
-    nucs = [canonical_name(n) for n in nuclides.split(",") if n.strip()]
-    try:
-        shells = [float(s) for s in shells_mm.split(",") if s.strip()]
-    except ValueError:
-        raise InputError(f"--shells-mm expects numbers like 1,2,5; got '{shells_mm}'") from None
+    nucs, shells = _check_compare_options(tia, labels, names, out, nuclides, shells_mm,
+                                          kernel_radius_mm)
     tia_img = read_image(tia, "time-integrated activity", "Bq*s per voxel")
+    check_sidecar_unit(tia_img, tia, TIA_UNITS, "voxdose compare needs a TIA map in decays "
+                       "per voxel (Bq*s), e.g. from voxdose tia")
+    _check_compare_kernels(nucs, tia_img, kernel_radius_mm, tia)
     lab = None
     if labels is not None:
         lab = read_labels(labels, read_names_json(names) if names is not None else {})
         if names is None:
             lab = type(lab)(lab.data, lab.grid, names_from_labels(lab.data))
+        from ..io.names import check_labels_named
+
+        check_labels_named(lab.data, lab.names, labels)  # as dvh: none unnamed or negative
+        if not lab.grid.same_as(tia_img.grid, tol_mm=1e-2):  # as compare_nuclides
+            def where(g) -> str:
+                return f"{g.describe()}, origin {[round(float(v), 3) for v in g.origin_mm]} mm"
+
+            raise InputError(f"--labels {labels}: its grid ({where(lab.grid)}) is not the "
+                             f"grid of the TIA {tia} ({where(tia_img.grid)}); resample the "
+                             "labels onto the TIA grid")
     elif names is not None:
         raise InputError("--names given without --labels")
     results = compare_nuclides(tia_img, nucs, lab, shells_mm=shells,
@@ -160,6 +241,7 @@ def compare(
             tag = r.nuclide.replace("-", "").lower()
             write_image(stage / f"dose_{tag}_gy.nii.gz", r.dose,
                         sidecar={"nuclide": r.nuclide, "tia": str(tia),
+                                 "tia_basis": r.tia_basis,
                                  "note": "same decays (TIA) for every compared nuclide"})
             files.append(f"dose_{tag}_gy.nii.gz")
             if lab is not None:
@@ -171,7 +253,8 @@ def compare(
         plot_dpks(stage / "dpk.png", nucs)
         files.append("dpk.png")
         write_json(stage / "compare.json", {
-            "tia": str(tia), "assumption": "the same TIA (number of decays) for every nuclide; "
+            "tia": str(tia), "tia_basis": results[0].tia_basis,
+            "assumption": "the same TIA (number of decays) for every nuclide; "
             "a nuclide's own physical half-life would change the TIA",
             "shells_mm": shells, "nuclides": [r.to_dict() for r in results]})
         files.append("compare.json")

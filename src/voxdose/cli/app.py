@@ -27,6 +27,9 @@ console = Console() if sys.stdout.isatty() else Console(width=110)
 err_console = Console(stderr=True)
 
 DEVICE_HELP = "compute device: auto (GPU if a usable CUDA GPU is found, else CPU), cpu, gpu"
+#: The demo's partial-volume correction (its study file declares the phantom's FWHM):
+#: region-based voxel-wise, on the TIA map (docs/validation.md, docs/pvc.md).
+DEMO_PVC, DEMO_PVC_METHODS = "rbv", ("none", "gtm", "rbv", "iy")
 
 
 class RichReporter:
@@ -89,6 +92,34 @@ def _print_decisions(result) -> None:
                           "(compare.json)", highlight=False)
 
 
+def _print_pvc(result) -> None:
+    """With a partial-volume correction: the kidney and marrow lines of both tables (the
+    uncorrected results are in dvh_nopvc.csv, the comparison in pvc.json)."""
+    pvc = result.pvc
+    if not pvc:
+        return
+    xyz = pvc.get("fwhm_mm_xyz") or []
+    fwhm = f"{xyz[0]:g}" if len(set(xyz)) == 1 else ", ".join(f"{v:g}" for v in xyz) or "-"
+    t = Table(title=f"partial-volume correction ({pvc['method']}, FWHM {fwhm} mm, dose on the "
+              "label grid)", title_style="bold",
+              caption="mean dose in Gy; without: dvh_nopvc.csv; see pvc.json")
+    for col in ("structure", "without PVC", "with PVC", "change"):
+        t.add_column(col, justify="left" if col == "structure" else "right", no_wrap=True)
+    rows = [(n, v["nopvc"], v["pvc"]) for n, v in pvc.get("mean_dose_gy", {}).items()
+            if n.startswith(("kidney", "marrow"))]
+    m = pvc.get("marrow_gy") or {}
+    if m.get("pvc") is not None:
+        rows.append(("red marrow (EANM, L2-L4)", m.get("nopvc"), m["pvc"]))
+    for name, a, b in rows:
+        change = f"{100 * (b / a - 1):+.1f} %" if a else "-"
+        t.add_row(name, "-" if a is None else f"{a:.3g}", f"{b:.3g}", change)
+    console.print(t)
+    if not pvc.get("complete", True):
+        console.print("voxdose: warning: partial-volume correction incomplete: structures "
+                      f"missing from the label map: {', '.join(pvc['missing_structures'])}",
+                      style="yellow", markup=False, highlight=False)
+
+
 def _run(study_path: Path, out: Path, device: str, t_start: float,
          density_mode: str = "none") -> None:
     from ..core.backend import DEVICES
@@ -98,6 +129,12 @@ def _run(study_path: Path, out: Path, device: str, t_start: float,
 
     if device not in DEVICES:
         raise InputError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
+    from ..dose.density import check_density_mode
+    from .checks import input_file, output_folder
+
+    check_density_mode(density_mode)
+    input_file(study_path, what="study file")
+    output_folder(out, "--out")  # before any work: a bad location fails in a second
     study = load_study(study_path)  # fail on bad input before any progress bar is drawn
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
@@ -112,6 +149,7 @@ def _run(study_path: Path, out: Path, device: str, t_start: float,
     nuc = result.provenance["study"]["nuclide"]
     _print_table(result, f"{nuc} absorbed dose per structure (kernel convolution, water)")
     _print_decisions(result)
+    _print_pvc(result)
     console.print(f"results in [bold]{out}[/]: {', '.join(result.files)}")
     console.print(f"total time {time.perf_counter() - t_start:.1f} s "
                   f"(device: {result.provenance['device']})")
@@ -123,24 +161,53 @@ def demo(
     device: str = typer.Option("auto", help=DEVICE_HELP),
     small: bool = typer.Option(False, "--small", help="coarse grid (4.8 mm CT, 9.6 mm SPECT): "
                                "the whole demo in seconds"),
-    activity_mbq: float = typer.Option(7400.0, "--activity-mbq", min=1e-3,
-                                       help="administered activity, MBq (default 7.4 GBq)"),
+    activity_mbq: float = typer.Option(7400.0, "--activity-mbq",
+                                       help="administered activity, MBq, > 0 (default 7.4 "
+                                       "GBq)"),
     seed: int = typer.Option(20161, help="random seed of the phantom's noise and misalignment"),
     density_mode: str = typer.Option("none", help="none (water), scale (dose x 1/rho) or mvs "
                                      "(density-binned kernels); density from the CT (g/cm^3)"),
+    pvc: str = typer.Option(DEMO_PVC, "--pvc", help="partial-volume correction of the demo "
+                            "study (its FWHM is known): none, gtm, rbv or iy (docs/pvc.md)"),
 ):
     """Build the synthetic patient study (Lu-177 CXCR4 ligand, SPECT/CT at 1-168 h) in
     OUT_DIR/study, run the whole pipeline into OUT_DIR/results, print a dose table."""
     from ..phantom.study import PhantomConfig, build_study
 
+    _check_demo(out_dir, device, activity_mbq, seed, density_mode)
+    if pvc not in DEMO_PVC_METHODS:
+        from ..core.errors import InputError
+
+        raise InputError(f"--pvc {pvc!r}: choose one of {', '.join(DEMO_PVC_METHODS)} (rc "
+                         "needs a measured recovery table: use it with `voxdose run`)")
     t0 = time.perf_counter()
     cfg = (PhantomConfig.small if small else PhantomConfig)(
         administered_activity_mbq=activity_mbq, seed=seed)
     with _progress() as prog:
         task = prog.add_task("synthetic study", total=len(cfg.times_h))
         study = build_study(out_dir / "study", cfg,
-                            progress=lambda d, t: prog.update(task, completed=d, total=t))
+                            progress=lambda d, t: prog.update(task, completed=d, total=t),
+                            pvc_method=pvc)
     _run(study, out_dir / "results", device, t0, density_mode)
+
+
+def _check_demo(out_dir: Path, device: str, activity_mbq: float, seed: int,
+                density_mode: str) -> None:
+    """Every option of ``voxdose demo`` and its output folders, before the study is built."""
+    from ..core.backend import DEVICES
+    from ..core.errors import InputError
+    from ..dose.density import check_density_mode
+    from .checks import output_folder, positive
+
+    if device not in DEVICES:
+        raise InputError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
+    check_density_mode(density_mode)
+    positive(activity_mbq, "--activity-mbq", "MBq")
+    if seed < 0:
+        raise InputError(f"--seed must be an integer >= 0; got {seed}")
+    output_folder(out_dir, "OUT_DIR")
+    for sub in ("study", "results"):
+        output_folder(out_dir / sub, "OUT_DIR")
 
 
 @app.command()
@@ -161,7 +228,7 @@ def run(
 # Commands of later stages live in their own modules (cli/<group>.py) and register on ``app``
 # when imported here; each keeps its options, help text and units next to its code.
 def _register_commands() -> None:
-    from . import analysis, dicom, dose, kernels, tia  # noqa: F401
+    from . import analysis, cohort, dicom, dose, kernels, pvc, tia  # noqa: F401
 
 
 _register_commands()
@@ -178,6 +245,39 @@ def _interrupted() -> int:
     return EXIT_INTERRUPTED
 
 
+def _error(text: str) -> int:
+    """``voxdose: error: TEXT`` as one line on stderr; the exit code of bad input (2)."""
+    err_console.print(f"voxdose: error: {text}", highlight=False, soft_wrap=True,
+                      markup=False)
+    return 2
+
+
+def _os_error_text(exc: OSError) -> str:
+    """An OSError in words: what the system said, about which path, and that nothing was
+    written (every command stages its outputs)."""
+    import re
+
+    what = exc.strerror or type(exc).__name__
+    # a staged file by the name it was to have (the staging folder left out)
+    paths = " -> ".join(re.sub(r"[/\\]\.[^/\\]*-staging-[^/\\]*", "", str(f))
+                        for f in (exc.filename, exc.filename2) if f)
+    return (f"{paths}: {what.lower()}" if paths else what.lower()) + \
+        "; nothing was written: check the path, its permissions and the free space"
+
+
+def _usage_error(exc) -> int:
+    """A usage error of Typer's Click (bad option value, missing argument) as one line
+    naming the command and where to find its help."""
+    ctx = getattr(exc, "ctx", None)
+    cmd = "voxdose"
+    if ctx is not None and ctx.parent is not None and ctx.info_name:
+        cmd += f" {ctx.info_name}"
+    text = " ".join(str(exc.format_message()).split())
+    err_console.print(f"voxdose: error: {cmd}: {text} (see '{cmd} --help')",
+                      highlight=False, soft_wrap=True, markup=False)
+    return int(exc.exit_code) or 2
+
+
 def main(argv=None) -> int:
     """Run the command line; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
     try:
@@ -188,15 +288,23 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return _interrupted()
     except VoxdoseError as exc:
-        err_console.print(f"voxdose: error: {exc}", highlight=False, soft_wrap=True,
-                          markup=False)
-        return 2
+        return _error(str(exc))
+    except OSError as exc:  # the file system refused (a path checks could not foresee)
+        return _error(_os_error_text(exc))
+    except MemoryError:
+        return _error("not enough memory for this computation; nothing was written: use "
+                      "coarser voxels, a smaller kernel (--kernel-radius-mm, --half-width) "
+                      "or --memory-budget-gb")
     except (typer.Exit, SystemExit) as exc:  # --help, click usage errors handled below
         return int(getattr(exc, "exit_code", getattr(exc, "code", 0)) or 0)
-    except Exception as exc:  # usage errors of Typer's (vendored) Click: show and exit
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
-            exc.show()
+    except Exception as exc:  # usage errors of Typer's (vendored) Click: one line, exit 2
+        if type(exc).__name__ == "NoArgsIsHelpError" and hasattr(exc, "show"):
+            exc.show()  # `voxdose` alone: the help text
             return int(exc.exit_code)
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            return _usage_error(exc)
+        if isinstance(exc, RuntimeError) and "Symlink loop" in str(exc):  # Path.resolve
+            return _error(f"{exc}; give the file itself")
         if type(exc).__name__ == "Abort":  # Click turns Ctrl-C into Abort
             if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
                 return _interrupted()

@@ -37,8 +37,14 @@ def _load_inputs(tia_path: Path, nuclide: str, method: str, ct: Path | None,
     from ..io.sitk_adapter import compression_level, read_image
     from ..core.nuclide import load_nuclide
 
-    if not str(out).endswith(_IMAGE_SUFFIXES):
-        raise InputError(f"output {out} must end with one of {', '.join(_IMAGE_SUFFIXES)}")
+    from ..io.sitk_adapter import sidecar_path
+    from .checks import distinct_outputs, input_file, output_file
+
+    input_file(tia_path, "TIA", "TIA image")
+    if ct is not None:
+        input_file(ct, "--ct", "CT image")
+    output_file(out, "--out", _IMAGE_SUFFIXES)  # before any work: a bad location fails now
+    distinct_outputs({"--out": out}, [tia_path, sidecar_path(tia_path), ct], sidecars=True)
     compression_level(compression)  # a bad --compression-level fails before any work
     if str(method).lower() not in ("kernel", "ldm"):
         raise InputError(f"unknown dose method '{method}'; choose kernel or ldm")
@@ -73,6 +79,34 @@ def _load_inputs(tia_path: Path, nuclide: str, method: str, ct: Path | None,
     return nuc, tia, density, mode
 
 
+def _user_kernel(dpk, nuc):
+    """The user's DPK table (--dpk), read and checked; None without one."""
+    if dpk is None:
+        return None
+    from ..kernels.point import read_dpk_csv
+    from .checks import input_file
+
+    return read_dpk_csv(input_file(dpk, "--dpk", "DPK table"), nuclide=nuc.name)
+
+
+def _check_kernel(nuc, user_pk, tia, radius_mm, precision, tia_path) -> None:
+    """The kernel ``voxdose dose`` will build, checked before any work: precision,
+    radius, voxel size, near-field work and memory (voxdose.kernels.extent)."""
+    from ..dose.convolution import PRECISIONS
+    from ..kernels.extent import check_kernel_build, kernel_extent
+    from ..kernels.point import load_point_kernel
+    from .checks import positive
+
+    if precision is not None and precision not in PRECISIONS:
+        raise InputError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    if radius_mm is not None:
+        positive(radius_mm, "--kernel-radius-mm", "mm")
+    pk = user_pk if user_pk is not None else load_point_kernel(nuc)
+    ext = kernel_extent(pk, tia.grid.spacing_mm, tia.grid.shape, radius_mm)
+    check_kernel_build(pk, tia.grid.spacing_mm, ext.radius_mm,
+                       where=f"the voxels of {tia_path}")
+
+
 @app.command()
 def dose(
     tia_path: Path = typer.Argument(..., metavar="TIA", help="time-integrated activity image: "
@@ -89,13 +123,16 @@ def dose(
     resample_ct: bool = typer.Option(False, "--resample-ct", help="resample a CT that is not "
                                      "on the TIA grid onto it (linear, same world frame)"),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    precision: str = typer.Option("float32", "--precision", help="FFT precision: float32 "
-                                  "(error ~5e-7 of the maximum dose) or float64"),
+    precision: str = typer.Option(None, "--precision", help="FFT precision: float64 "
+                                  "(default, as everywhere: docs/defaults.md) or float32 "
+                                  "(2x faster, error ~5e-7 of the maximum dose)"),
     memory_budget_gb: float = typer.Option(None, "--memory-budget-gb", min=0.01, help="memory "
                                            "for the convolution, GB (default: 60 % of free "
                                            "RAM, 80 % of free GPU memory); blockwise beyond"),
-    kernel_radius_mm: float = typer.Option(200.0, "--kernel-radius-mm", min=1.0,
-                                           help="extent of the dose kernel, mm"),
+    kernel_radius_mm: float = typer.Option(None, "--kernel-radius-mm", min=1.0,
+                                           help="extent of the dose kernel, mm; default: "
+                                           "all but 0.1 % of the energy per decay, at most "
+                                           "the grid's extent (docs/defaults.md)"),
     dpk: Path = typer.Option(None, "--dpk", help="your own radial dose point kernel for this "
                              "nuclide in water: CSV with columns r_mm,dose_Gy_per_decay (e.g. "
                              "from GATE or a published table); default: voxdose's Monte Carlo"),
@@ -110,26 +147,25 @@ def dose(
     deposition; optional density handling from a CT."""
     import numpy as np
 
-    from .. import __version__
     from ..core.backend import get_backend, to_numpy
     from ..dose.engine import make_engine
-    from ..io.atomic import sha256_file
-    from ..io.sitk_adapter import write_image
+    from ..io.atomic import staged_files
+    from ..io.sitk_adapter import check_finite_output, write_image
 
     t_start = time.perf_counter()
     nuc, tia, density, mode = _load_inputs(tia_path, nuclide, method, ct, density_mode,
                                            device, out, resample_ct, compression_level)
-    user_pk = None
-    if dpk is not None:  # validated before any work, like every other input
-        from ..kernels.point import read_dpk_csv
-
-        user_pk = read_dpk_csv(dpk, nuclide=nuc.name)
+    user_pk = _user_kernel(dpk, nuc)  # validated before any work, like every other input
+    if method == "kernel":
+        _check_kernel(nuc, user_pk, tia, kernel_radius_mm, precision, tia_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         backend = get_backend(device)
     for w in caught:
         console.print(str(w.message), style="yellow", markup=False)
-    settings = {} if method == "ldm" else {"precision": precision,
+    from ..dose.convolution import DEFAULT_PRECISION
+
+    settings = {} if method == "ldm" else {"precision": precision or DEFAULT_PRECISION,
                                            "memory_budget_gb": memory_budget_gb}
     timings = {}
     with Progress(TextColumn("{task.description:<28}"), BarColumn(),
@@ -139,6 +175,7 @@ def dose(
         t0 = time.perf_counter()
         engine = make_engine(nuc, tia.grid.spacing_mm, method=method, density_mode=mode,
                              density=density, radius_mm=kernel_radius_mm,
+                             grid_shape=tia.grid.shape,
                              point_kernel=user_pk, kernel_cache=True, **settings)
         prog.update(task, completed=1)
         timings["engine_s"] = time.perf_counter() - t0
@@ -149,19 +186,57 @@ def dose(
         result = result.with_data(to_numpy(result.data))
         prog.update(task, completed=prog.tasks[task].total)
         timings["dose_s"] = time.perf_counter() - t0
-    sidecar = {"nuclide": nuc.name, "voxdose_version": __version__, "device": backend.name,
-               "density_mode": mode,
-               "inputs": {"tia": str(tia_path), "tia_sha256": sha256_file(tia_path),
-                          "ct": None if ct is None else str(ct),
-                          "ct_sha256": None if ct is None else sha256_file(ct)},
-               "timings_s": timings}
-    if density is not None:
-        sidecar["density_calibration"] = density.meta.get("calibration")
-    write_image(out, result, dtype=np.float32, sidecar=sidecar, compression=compression_level)
+    sidecar = _sidecar(nuc, backend, mode, {"tia": tia_path, "ct": ct, "dpk": dpk}, timings,
+                       density)
+    check_finite_output(out, result, np.float32)  # an overflowing dose is never written
+    with staged_files([out]) as stage:  # the image and its sidecar, both or neither
+        write_image(stage(out), result, dtype=np.float32, sidecar=sidecar,
+                    compression=compression_level)
     d = result.data
     console.print(f"wrote [bold]{out}[/] ({nuc.name}, {method}, density {mode}): "
                   f"max {float(d.max()):.4g} Gy, mean {float(d.mean()):.4g} Gy; "
-                  f"{time.perf_counter() - t_start:.1f} s on {backend.name}")
+                  f"{_left_out(result.meta)}{time.perf_counter() - t_start:.1f} s on "
+                  f"{backend.name}")
+
+
+def _sidecar(nuc, backend, mode: str, inputs: dict, timings: dict, density) -> dict:
+    """The dose image's sidecar entries besides the engine's meta: every input hashed."""
+    from .. import __version__
+    from ..io.atomic import sha256_file
+
+    files = {}
+    for key, path in inputs.items():
+        files[key] = None if path is None else str(path)
+        files[f"{key}_sha256"] = None if path is None else sha256_file(path)
+    out = {"nuclide": nuc.name, "voxdose_version": __version__, "device": backend.name,
+           "density_mode": mode, "inputs": files, "timings_s": timings}
+    if density is not None:
+        out["density_calibration"] = density.meta.get("calibration")
+    return out
+
+
+def _left_out(meta: dict) -> str:
+    """The energy per decay the engine leaves out, in words, for the summary line."""
+    lost = meta.get("neglected_energy_fraction")
+    if lost is None:
+        return ""
+    if (meta.get("kernel_extent") or {}).get("limited_by") == "grid extent":
+        return (f"the kernel reaches every voxel ({lost:.2%} of the energy per decay lands "
+                "outside the image); ")
+    return f"energy per decay left out {lost:.2%}; "
+
+
+def _int_list(text: str, option: str, lo: int, hi: int, allow_zero: bool = False) -> list[int]:
+    """Integers separated by commas, each in [lo, hi] (or 0 alone when ``allow_zero``)."""
+    try:
+        ns = [int(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"{option} must be integers separated by commas; got '{text}'") from None
+    if allow_zero and ns == [0]:
+        return []
+    if not ns or min(ns) < lo or max(ns) > hi:
+        raise InputError(f"{option} must be between {lo} and {hi}; got '{text}'")
+    return ns
 
 
 @app.command()
@@ -169,61 +244,111 @@ def bench(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " (the CPU is always "
                                "timed; the GPU too when used)"),
     sizes: str = typer.Option("64,128,256", "--sizes", help="TIA grid edge lengths n (n^3 "
-                              "voxels), comma separated"),
+                              "voxels) of the convolution, comma separated (0: skip)"),
     repeats: int = typer.Option(3, "--repeats", min=1, help="timed runs per case (minimum "
                                 "reported, after one warm-up)"),
-    as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
-    tia_size: int = typer.Option(128, "--tia-size", min=0, help="also time the bi-exponential "
-                                 "TIA fit of n^3 voxels x 5 time points against a curve_fit "
-                                 "loop (0: skip)"),
+    as_json: bool = typer.Option(False, "--json", help="print the results as JSON (with the "
+                                 "machine, device, versions and copy bandwidth)"),
+    tia_size: str = typer.Option("128", "--tia-size", help="also time the bi-exponential TIA "
+                                 "fit of n^3 voxels x 5 time points against a curve_fit loop; "
+                                 "comma separated sizes (0: skip)"),
+    cpu_max_size: int = typer.Option(256, "--cpu-max-size", min=0, help="with a GPU, larger "
+                                     "convolution sizes are timed on the GPU only"),
+    mc_histories: int = typer.Option(0, "--mc-histories", min=0, help="also time the Monte "
+                                     "Carlo (Lu-177 DPK in water) with this many electrons and "
+                                     "as many photons, histories/s (0: skip)"),
 ):
-    """Time voxdose's dose convolution against scipy.signal.fftconvolve (float64, same
-    Lu-177 kernel at 4.8 mm, 85^3 voxels) and its per-voxel TIA fit against a
-    scipy.optimize.curve_fit loop, in the same run."""
-    from ..core.backend import DEVICES
-    from .bench import machine_info, run_bench
+    """Time voxdose's dose convolution against scipy.signal.fftconvolve (float64, the same
+    Lu-177 kernel at 4.8 mm, radius by the rule of every command, cropped to the grid), its
+    per-voxel TIA fit against a scipy.optimize.curve_fit loop and, on request, the Monte
+    Carlo, in the same run; with a GPU the same cases on the device (CUDA-event timing,
+    transfers apart, against the device's copy bandwidth)."""
+    from ..core.backend import DEVICES, get_backend, resolve_device
+    from .bench import copy_bandwidth, device_info, machine_info, run_bench
 
     if device not in DEVICES:
         raise InputError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
-    try:
-        ns = [int(s) for s in sizes.split(",") if s.strip()]
-    except ValueError:
-        raise InputError(f"--sizes must be integers separated by commas; got '{sizes}'") from None
-    if not ns or min(ns) < 4 or max(ns) > 1024:
-        raise InputError(f"--sizes must be between 4 and 1024; got '{sizes}'")
+    ns = _int_list(sizes, "--sizes", 4, 1024, allow_zero=True)
+    tia_ns = _int_list(tia_size, "--tia-size", 1, 512, allow_zero=True)
+    gpu = resolve_device(device) == "gpu"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        rows = run_bench(ns, device, repeats)
-        tia_rows = []
-        if tia_size:
-            from ..core.backend import gpu_available
-            from .bench import run_tia_bench
-
-            tia_rows = run_tia_bench(tia_size, device="cpu")
-            if device in ("auto", "gpu") and gpu_available():
-                tia_rows += run_tia_bench(tia_size, device="gpu")[1:]
+        info = device_info(device)
+        bw = copy_bandwidth(get_backend("gpu")) if gpu else None
+        rows = (run_bench(ns, device, repeats, cpu_max_size=cpu_max_size or None,
+                          bandwidth=bw) if ns else [])
+        tia_rows = _tia_rows(tia_ns, gpu)
+        mc_rows, skipped = _mc_rows(mc_histories, gpu)
     if as_json:
-        print(json.dumps({"machine": machine_info(), "rows": [r.to_dict() for r in rows],
-                          "tia_rows": [r.to_dict() for r in tia_rows]}, indent=2))
+        print(json.dumps({"machine": machine_info(), "device": info, "bandwidth": bw,
+                          "rows": [r.to_dict() for r in rows],
+                          "tia_rows": [r.to_dict() for r in tia_rows],
+                          "mc_rows": [r.to_dict() for r in mc_rows], "skipped": skipped},
+                         indent=2))
         return
+    _print_bench(rows, tia_rows, mc_rows, skipped, machine_info(), info, bw)
+
+
+def _tia_rows(sizes: list[int], gpu: bool) -> list:
+    """The TIA-fit rows of every size: curve_fit and voxdose on the CPU, and on the GPU."""
+    from .bench import run_tia_bench
+
+    out = []
+    for n in sizes:
+        out += run_tia_bench(n, device="cpu")
+        if gpu:
+            out += run_tia_bench(n, device="gpu")
+    return out
+
+
+def _mc_rows(histories: int, gpu: bool) -> tuple[list, list[str]]:
+    """Monte Carlo rows (CPU, and GPU when used); what could not run, and why."""
+    from .bench import run_mc_bench
+
+    rows, skipped = [], []
+    if not histories:
+        return rows, skipped
+    for dev in ("cpu", "gpu") if gpu else ("cpu",):
+        try:
+            rows.append(run_mc_bench(histories, dev))
+        except ImportError as exc:  # xraydb (element data of the media) not installed
+            skipped.append(f"Monte Carlo on the {dev}: {exc}")
+    return rows, skipped
+
+
+def _print_bench(rows, tia_rows, mc_rows, skipped, machine, info, bw) -> None:
+    dev = info.get("name", info["device"])
+    cap = (f"{machine['cpu']}, {machine['cores']} cores; {dev}; times are minima; GPU "
+           "times: CUDA events, data on the device (transfers apart)")
+    if bw:
+        cap += f"; device copy {bw['d2d_gb_s']:.0f} GB/s"
     t = Table(title="dose convolution: voxdose vs scipy.signal.fftconvolve (same run)",
-              caption=f"{machine_info()['cpu']}, {machine_info()['cores']} cores; times are "
-                      "minima; GPU times exclude host<->device transfers")
+              caption=cap)
     for col in ("n^3", "method", "device", "precision", "ms", "speed-up", "max rel diff",
-                "transfer ms"):
+                "h2d ms", "d2h ms", "copy floor ms"):
         t.add_column(col, justify="right" if col not in ("method",) else "left")
+
+    def f(v, fmt):
+        return "" if v is None else format(v, fmt)
+
     for r in rows:
         t.add_row(str(r.size), r.method, r.device, r.precision, f"{r.time_ms:.1f}",
-                  "" if r.speedup_vs_scipy is None else f"{r.speedup_vs_scipy:.2f}x",
-                  "" if r.max_rel_diff_vs_scipy is None else f"{r.max_rel_diff_vs_scipy:.1e}",
-                  "" if r.transfer_ms is None else f"{r.transfer_ms:.1f}")
+                  f(r.speedup_vs_scipy, ".2f"), f(r.max_rel_diff_vs_scipy, ".1e"),
+                  f(r.h2d_ms, ".1f"), f(r.d2h_ms, ".1f"), f(r.copy_floor_ms, ".2f"))
     console.print(t)
     if tia_rows:
-        t2 = Table(title=f"bi-exponential TIA fit, 5 time points (voxdose: {tia_size}^3 voxels)",
+        t2 = Table(title="bi-exponential TIA fit, 5 time points",
                    caption="curve_fit timed on a sample of voxels; throughput = voxels / s")
-        for col in ("method", "device", "voxels", "s", "voxels/s", "speed-up"):
+        for col in ("method", "device", "voxels", "s", "voxels/s", "speed-up", "h2d s",
+                    "d2h s"):
             t2.add_column(col, justify="left" if col == "method" else "right")
         for r in tia_rows:
             t2.add_row(r.method, r.device, str(r.voxels), f"{r.time_s:.3f}",
-                       f"{r.voxels_per_s:.3g}", f"{r.speedup_vs_curve_fit:.0f}x")
+                       f"{r.voxels_per_s:.3g}", f(r.speedup_vs_curve_fit, ".0f"),
+                       f(r.h2d_s, ".3f"), f(r.d2h_s, ".3f"))
         console.print(t2)
+    for r in mc_rows:
+        console.print(f"Monte Carlo {r.nuclide} ({r.device}): {r.electrons} e- + {r.photons} "
+                      f"photons in {r.seconds:.2f} s = {r.histories_per_s:,.0f} histories/s")
+    for line in skipped:
+        console.print(f"skipped: {line}")

@@ -51,7 +51,8 @@ def tia(
                                     "slower than physical decay (off: lambda >= lambda_phys)"),
     frame_noise: float = typer.Option(0.05, help="relative standard uncertainty of a frame "
                                       "(trapezoid uncertainty only)"),
-    device: str = typer.Option("auto", help="auto, cpu or gpu (numba.cuda)"),
+    device: str = typer.Option("auto", help="auto (GPU if a usable CUDA GPU is found, the "
+                               "same probe as every command), cpu or gpu (numba.cuda)"),
     sigma_out: Path = typer.Option(None, "--sigma-out", help="standard uncertainty of the TIA, "
                                    "decays per voxel"),
     model_out: Path = typer.Option(None, "--model-out", help="model index per voxel (0 trapz, "
@@ -70,7 +71,16 @@ def tia(
     """Fit every voxel's time-activity curve and integrate it to infinity: TIA in decays per
     voxel (Bq*s), with its uncertainty (delta method)."""
     from ..kinetics.tia_job import TiaJob, run_tia_job
+    from .checks import input_file, output_file
 
+    for f in frames:
+        input_file(f, "", "frame image")
+    for opt, p in (("--out", out), ("--sigma-out", sigma_out), ("--model-out", model_out),
+                   ("--status-out", status_out)):
+        if p is not None:  # the locations, before any work (names: validate_job)
+            output_file(p, opt)
+    if device == "auto":  # the one probe of every command (core/backend.py)
+        device = _resolve_auto()
     job = TiaJob(
         frame_paths=tuple(frames), times_h=tuple(_parse_times(times_h)), nuclide=nuclide,
         out_path=out, model=model, weighting=weighting,
@@ -79,6 +89,22 @@ def tia(
         model_out_path=model_out, status_out_path=status_out, after_h=after_h,
         stp_half_life_h=stp_half_life_h)
     _print_summary(run_tia_job(job), out)
+
+
+def _resolve_auto() -> str:
+    """'cpu' or 'gpu' by :func:`voxdose.core.backend.resolve_device` (its fallback
+    warning printed as one line)."""
+    import warnings
+
+    from ..core.backend import resolve_device
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        device = resolve_device("auto")
+    for w in caught:
+        console.print(f"voxdose: warning: {w.message}", style="yellow", markup=False,
+                      highlight=False)
+    return device
 
 
 def _print_summary(res, out: Path) -> None:

@@ -1,11 +1,15 @@
 """One code path for CPU and GPU: a tiny backend bundle (xp, fft, ndimage).
 
-Functions take the backend from their input arrays (:func:`backend_of`); only the
-pipeline entry takes ``device=`` ("auto" | "cpu" | "gpu") and calls :func:`get_backend`.
-No global mutable device, nothing printed at import.
+Functions take the backend from their input arrays (:func:`backend_of`) or, in the
+pipeline, from its context (moved there once after assembly, the data stay on the device
+until the writers call :func:`to_numpy`); the entry points take ``device=`` ("auto" |
+"cpu" | "gpu": the one vocabulary) and resolve it with :func:`resolve_device` (through
+:func:`get_backend` for array work).  No global mutable device, nothing printed at import.
 
-"auto" uses the GPU only when CuPy imports **and** a real allocation on a GPU succeeds
-(importing CuPy without a driver works; allocating fails).
+One probe (:func:`gpu_available`) decides "auto" for every command (``run``, ``dose``,
+``tia``, ``bench``): the GPU is used only when CuPy imports, a real allocation on the GPU
+succeeds (importing CuPy without a driver works; allocating fails) **and** Numba's CUDA
+target sees it (the TIA fit runs there), so a run never does half its work on each device.
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ class Backend:
     ndimage: ModuleType
 
     def asarray(self, a, dtype=None):
-        """Move ``a`` onto this backend (no copy when it is already there)."""
+        """Move ``a`` onto this backend from wherever it is (no copy when it is already
+        there with that dtype; a device array given to the CPU backend is copied back)."""
+        if self.name == "cpu" and is_device_array(a):
+            a = to_numpy(a)
         return self.xp.asarray(a, dtype=dtype)
 
     def to_numpy(self, a) -> np.ndarray:
@@ -62,6 +69,14 @@ def _gpu_probe() -> tuple[bool, str]:
         float((x * 2).sum())
     except Exception as exc:
         return False, f"no usable CUDA GPU ({type(exc).__name__}: {str(exc)[:80]})"
+    try:
+        from numba import cuda
+
+        numba_ok = bool(cuda.is_available())
+    except Exception:  # a broken Numba CUDA install
+        numba_ok = False
+    if not numba_ok:
+        return False, "CuPy finds a GPU but Numba's CUDA target does not (the TIA fit runs there)"
     return True, "CUDA GPU available"
 
 
@@ -81,20 +96,25 @@ def gpu_backend() -> Backend:
     return Backend("gpu", cupy, cupyx.scipy.fft, cupyx.scipy.ndimage)
 
 
-def get_backend(device: str = "auto") -> Backend:
-    """Backend for ``device``: 'cpu', 'gpu' (error if none) or 'auto' (GPU if usable)."""
+def resolve_device(device: str = "auto") -> str:
+    """'cpu' or 'gpu' for ``device``: 'cpu' and 'gpu' as given (a 'gpu' that is not there
+    fails where it is used), 'auto' by the one probe (:func:`gpu_available`; warns once
+    when it falls back to the CPU)."""
     device = str(device).lower()
     if device not in DEVICES:
         raise InputError(f"unknown device '{device}'; choose one of {', '.join(DEVICES)}")
-    if device == "cpu":
-        return cpu_backend()
-    if device == "gpu":
-        return gpu_backend()
+    if device != "auto":
+        return device
     ok, why = _gpu_probe()
     if ok:
-        return gpu_backend()
+        return "gpu"
     _warn_fallback_once(why)
-    return cpu_backend()
+    return "cpu"
+
+
+def get_backend(device: str = "auto") -> Backend:
+    """Backend for ``device``: 'cpu', 'gpu' (error if none) or 'auto' (GPU if usable)."""
+    return gpu_backend() if resolve_device(device) == "gpu" else cpu_backend()
 
 
 @lru_cache(maxsize=1)
@@ -102,15 +122,29 @@ def _warn_fallback_once(why: str) -> None:
     warnings.warn(f"device 'auto': {why}; running on the CPU", RuntimeWarning, stacklevel=3)
 
 
+def is_device_array(a) -> bool:
+    """True for an array in device memory: a CuPy array, or an array that names its own
+    backend (``__voxdose_backend__``; the recording test backend's, tests/recording_backend.py)."""
+    return type(a).__module__.startswith("cupy") or hasattr(type(a), "__voxdose_backend__")
+
+
 def backend_of(*arrays) -> Backend:
-    """The backend that owns these arrays (GPU if any is a CuPy array)."""
+    """The backend that owns these arrays (GPU if any is a device array)."""
     for a in arrays:
-        if type(a).__module__.startswith("cupy"):
-            return gpu_backend()
+        if is_device_array(a):
+            return getattr(a, "__voxdose_backend__", None) or gpu_backend()
     return cpu_backend()
 
 
 def to_numpy(a) -> np.ndarray:
-    if type(a).__module__.startswith("cupy"):
+    """``a`` in host memory: a device array is copied back (the one device->host transfer
+    of a result, at the writers); a host array is returned as it is."""
+    if is_device_array(a):
         return a.get()
     return np.asarray(a)
+
+
+def synchronize(backend: Backend) -> None:
+    """Wait for the work queued on ``backend``'s device (timing; a no-op on the CPU)."""
+    if backend.name == "gpu":
+        backend.xp.cuda.Stream.null.synchronize()

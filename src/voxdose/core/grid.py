@@ -139,11 +139,18 @@ class Image:
 
 @dataclass(frozen=True, eq=False)
 class LabelMap:
-    """Integer structure labels on a grid; ``names``: label value -> structure name (0 = none)."""
+    """Integer structure labels on a grid; ``names``: label value -> structure name (0 = none).
+
+    ``occupancy`` (optional, a :class:`voxdose.imaging.occupancy.Occupancy` on ``grid``): the
+    fraction of every voxel each structure fills, computed from a finer label grid. When it
+    is set, ``data`` is only the hard (majority-vote) label for figures and contours, and
+    volumes, masses and dose statistics come from :meth:`fraction`.
+    """
 
     data: np.ndarray
     grid: Grid
     names: dict[int, str]
+    occupancy: Any = None
 
     def __post_init__(self):
         if tuple(self.data.shape) != self.grid.shape:
@@ -152,6 +159,16 @@ class LabelMap:
                 f"{self.grid.shape}")
         if not np.issubdtype(np.asarray(self.data).dtype, np.integer):
             raise InputError("label image must hold integers (one value per structure)")
+        occ = self.occupancy
+        if occ is not None and not occ.grid.same_as(self.grid, tol_mm=1e-2):
+            raise InputError("label occupancy is not on the labels' grid")
+
+    def fraction(self, value: int) -> np.ndarray:
+        """Volume fraction f (0..1) of every voxel filled by label ``value``: the occupancy's
+        fractions when set, else the 0/1 mask ``data == value`` (float32)."""
+        if self.occupancy is not None and value in self.occupancy.fractions:
+            return self.occupancy.fractions[value]
+        return (np.asarray(self.data) == value).astype(np.float32)
 
     def mask(self, name: str) -> np.ndarray:
         """Boolean mask of one structure by name."""
@@ -162,4 +179,7 @@ class LabelMap:
             f"structure '{name}' not found; known: {sorted(self.names.values())}")
 
     def volume_ml(self, name: str) -> float:
-        return float(self.mask(name).sum()) * self.grid.voxel_volume_ml
+        """Volume of a structure, mL: sum_v f(v) V_vox (whole voxels without occupancy)."""
+        self.mask(name)  # InputError for an unknown name
+        value = next(v for v, n in self.names.items() if n == name)
+        return float(self.fraction(value).sum(dtype=np.float64)) * self.grid.voxel_volume_ml

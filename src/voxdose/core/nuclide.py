@@ -187,3 +187,30 @@ def load_nuclide(name: str) -> Nuclide:
         photon_lines_mev=np.concatenate([gam["energies"], xr["energies"]]).astype(float),
         photon_yields=np.concatenate([gam["weights"], xr["weights"]]).astype(float),
     )
+
+
+#: ICRP-107 emission kinds that voxdose's kernels do not model (their energy would be
+#: missing from a dose): alphas and their recoils, positrons and annihilation photons,
+#: spontaneous-fission neutrons and fragments.
+UNMODELLED_KINDS = ("alpha", "alpha recoil", "beta+", "annihilation", "neutron", "fission",
+                    "betaD")
+
+
+@lru_cache(maxsize=64)
+def _unmodelled_cached(canon: str) -> tuple:
+    out = []
+    for kind in UNMODELLED_KINDS:
+        rec = _icrp(canon, kind)
+        w = np.asarray(rec["weights"], dtype=np.float64)
+        if w.size and float(w.sum()) > 0:
+            e = np.asarray(rec["energies"], dtype=np.float64)
+            out.append((kind, float(w.sum()), float(np.sum(e * w))))
+    return tuple(out)
+
+
+def unmodelled_emissions(nuclide: Nuclide | str) -> dict:
+    """The ICRP-107 emissions of ``nuclide`` that :class:`Nuclide` leaves out (alphas,
+    positrons, annihilation photons, fission): ``{kind: (yield per decay, MeV per
+    decay)}``; empty for a pure beta-minus / electron-capture / isomeric emitter."""
+    canon = nuclide.name if isinstance(nuclide, Nuclide) else canonical_name(nuclide)
+    return {k: (y, e) for k, y, e in _unmodelled_cached(canon)}

@@ -29,6 +29,10 @@ Precision
     ~5e-7 of the *maximum* dose on 128^3-256^3 grids (measured; see docs/benchmarks.md):
     voxels whose dose is below ~1e-5 of the maximum (far from all activity) carry a relative
     error above 1e-2.  Sums over organs are unaffected (rounding is zero-mean).
+    Default of every entry point (:data:`DEFAULT_PRECISION`, docs/defaults.md): float64
+    arithmetic, results stored as float32 images.  Measured on a 128^3 Lu-177 map (4.8 mm,
+    CPU): float32 FFTs differ from float64 by 3.4e-7 of the maximum, ten times the 3.3e-8 of
+    storing the float64 result as float32, for 0.22 s instead of 0.44 s.
 
 Blockwise (overlap-save)
     When the one-shot problem does not fit ``memory_budget_bytes``, the output is tiled;
@@ -48,6 +52,8 @@ from dataclasses import dataclass
 import numpy as np
 
 PRECISIONS = ("float32", "float64")
+#: The FFT precision of every entry point (``voxdose run``, ``dose``, the engines).
+DEFAULT_PRECISION = "float64"
 STRATEGIES = ("pruned", "full")
 
 
@@ -308,7 +314,7 @@ def default_budget_bytes(backend) -> int:
 # the convolution
 # ------------------------------------------------------------------------------------------
 def fft_convolve_same(data, kernel, backend, kernel_spectrum_cache=None, *,
-                      precision: str = "float64", workers: int | None = None,
+                      precision: str = DEFAULT_PRECISION, workers: int | None = None,
                       strategy: str | None = None, memory_budget_bytes: int | None = None,
                       plan: BlockPlan | None = None, progress=None):
     """Linear convolution of 3D ``data`` with an odd-shaped, centred ``kernel``, cropped to

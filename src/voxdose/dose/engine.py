@@ -17,7 +17,10 @@ S(x <- y) the voxel S-value (Gy per decay). Every engine shares one driver
   energy of each decay is absorbed in its own voxel.
 
 The driver also applies the density mode ``scale`` (D * rho_water / rho(x)) for any engine,
-and records the method, density mode, precision and memory plan in the image's ``meta``.
+and records the method, density mode, precision, memory plan and the energy per decay the
+engine leaves out (``neglected_energy_fraction``) in the image's ``meta`` (so in every dose
+sidecar).  Defaults (kernel radius, precision, local cut) are the project's one set,
+docs/defaults.md.
 
 Every engine is linear in A~ (tested); fed an activity map A(t) in Bq per voxel instead of
 A~, the same engines give the dose *rate* in Gy/s (:mod:`voxdose.dose.rate`).
@@ -35,7 +38,9 @@ from ..core.errors import InputError
 from ..core.grid import Image
 from ..core.nuclide import Nuclide, load_nuclide
 from ..core.units import MEV_PER_G_TO_GY
+from ..kernels.point import LOCAL_CUTOFF_MEV
 from .convolution import (
+    DEFAULT_PRECISION,
     PRECISIONS,
     SpectrumCache,
     crop_kernel,
@@ -105,8 +110,14 @@ class DoseEngine:
         out = self._deposit(data, values.grid, be, rho)
         if mode == "scale":
             out = out * (RHO_WATER_G_CM3 / rho)
-        meta = {"dose_method": self.method, "density_mode": mode, **self.provenance()}
+        meta = {"dose_method": self.method, "density_mode": mode,
+                "neglected_energy_fraction": self.neglected_energy_fraction(),
+                **self.provenance()}
         return Image(out, values.grid, quantity, unit, meta)
+
+    def neglected_energy_fraction(self) -> float | None:
+        """The share of the energy emitted per decay this engine deposits nowhere."""
+        return None
 
     def _input_dtype(self, data, backend):
         """The type the input is computed in: float64 (exact for any input type)."""
@@ -130,7 +141,7 @@ def _check_spacing(kernel, grid) -> None:
 class _Convolver:
     """Convolution settings and the kernel-spectrum cache of one kernel."""
 
-    precision: str = "float64"
+    precision: str = DEFAULT_PRECISION
     memory_budget_gb: float | None = None
     workers: int | None = None
     strategy: str | None = None
@@ -172,19 +183,22 @@ class KernelConvolution(DoseEngine):
     """D = A~ (*) S: convolution with a voxel S-value kernel (Gy per decay) in water.
 
     The kernel's voxel size must equal the TIA grid's (checked to 1 um).  ``precision``
-    'float64' (default) or 'float32'; ``memory_budget_gb`` (None: 60 % of the available host
-    memory, 80 % of a GPU's free memory) switches to blockwise convolution when the one-shot
-    problem would not fit; ``workers``: scipy.fft threads (None: all cores).
-    ``density_mode`` 'none' or 'scale'.
+    'float64' (default, :data:`~voxdose.dose.convolution.DEFAULT_PRECISION`) or 'float32';
+    ``memory_budget_gb`` (None: 60 % of the available host memory, 80 % of a GPU's free
+    memory) switches to blockwise convolution when the one-shot problem would not fit;
+    ``workers``: scipy.fft threads (None: all cores).  ``density_mode`` 'none' or 'scale'.
+    ``extent``: how the kernel's radius was chosen
+    (:meth:`~voxdose.kernels.extent.KernelExtent.to_dict`), recorded in provenance.
     """
 
     kernel: object  # voxdose.kernels.voxel.VoxelKernel
-    precision: str = "float64"
+    precision: str = DEFAULT_PRECISION
     memory_budget_gb: float | None = None
     workers: int | None = None
     density_mode: str = "none"
     strategy: str | None = None
     method: str = "kernel"
+    extent: dict | None = None
     _spectra: SpectrumCache = field(default_factory=SpectrumCache, repr=False)
     _conv: _Convolver | None = field(default=None, repr=False)
 
@@ -202,8 +216,13 @@ class KernelConvolution(DoseEngine):
         return self._convolver().convolve(tia_decays, self.kernel.data_gy_per_decay, backend,
                                           self._spectra, getattr(self, "_progress", None))
 
+    def neglected_energy_fraction(self) -> float | None:
+        value = getattr(self.kernel, "neglected_energy_fraction", None)
+        return None if value is None else float(value)
+
     def provenance(self) -> dict:
-        return {"kernel": self.kernel.provenance(), "convolution": self._convolver().settings()}
+        return {"kernel": self.kernel.provenance(), "kernel_extent": self.extent,
+                "convolution": self._convolver().settings()}
 
 
 @dataclass(eq=False)
@@ -218,12 +237,14 @@ class DensityBinnedConvolution(DoseEngine):
 
     bins: tuple  # of DensityBin
     kernels: tuple  # of VoxelKernel, one per bin
-    precision: str = "float64"
+    precision: str = DEFAULT_PRECISION
     memory_budget_gb: float | None = None
     workers: int | None = None
     strategy: str | None = None
     method: str = "kernel"
     density_mode: str = "mvs"
+    extents: tuple | None = None  # KernelExtent.to_dict() per bin
+    kernel_source: str = "tissue tables"
     supported_density_modes = ("mvs",)
     _spectra: list = field(default_factory=list, repr=False)
     _conv: _Convolver | None = field(default=None, repr=False)
@@ -237,16 +258,18 @@ class DensityBinnedConvolution(DoseEngine):
 
     @classmethod
     def for_density(cls, nuclide: Nuclide | str, spacing_mm_zyx, density, *,
-                    edges=DEFAULT_MVS_EDGES, radius_mm: float = 200.0, point_kernel=None,
-                    **settings):
+                    edges=DEFAULT_MVS_EDGES, radius_mm: float | None = None,
+                    point_kernel=None, kernel_cache: bool = False, **settings):
         """Build bins from a density map (Image or array, g/cm^3) and one kernel per bin:
         the kernel of a homogeneous medium of the bin's density.  By default that is the
         Monte Carlo table of the tissue the density stands for (lung < 0.6 g/cm^3, soft
         tissue < 1.15, cortical bone above: composition included), range-scaled from the
-        table's density to the bin's; with ``point_kernel`` (a water kernel) it is that
-        kernel range-scaled."""
+        table's density to the bin's; with ``point_kernel`` (a water kernel, e.g. the
+        study's DPK table) it is that kernel range-scaled.  ``radius_mm`` None: each bin's
+        kernel takes the one radius rule (:func:`voxdose.kernels.extent.kernel_extent`, on
+        the density map's grid); ``kernel_cache``: keep the bin kernels on disk."""
+        from ..kernels.extent import kernel_extent
         from ..kernels.point import point_kernel_for_tissue_density
-        from ..kernels.voxel import voxel_kernel
 
         nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
         rho = density.data if isinstance(density, Image) else density
@@ -257,9 +280,15 @@ class DensityBinnedConvolution(DoseEngine):
                 return point_kernel_for_tissue_density(nuc, r)
             return point_kernel if r == 1.0 else point_kernel.range_scaled(r)
 
-        kernels = tuple(voxel_kernel(at(b.density_g_cm3), spacing_mm_zyx, radius_mm=radius_mm)
-                        for b in bins)
-        return cls(tuple(bins), kernels, **settings)
+        kernels, extents = [], []
+        for b in bins:
+            pk = at(b.density_g_cm3)
+            ext = kernel_extent(pk, spacing_mm_zyx, tuple(rho.shape), radius_mm)
+            kernels.append(_build_kernel(pk, spacing_mm_zyx, ext.radius_mm, kernel_cache))
+            extents.append(ext.to_dict())
+        source = "tissue tables" if point_kernel is None else "the given point kernel"
+        return cls(tuple(bins), tuple(kernels), extents=tuple(extents), kernel_source=source,
+                   **settings)
 
     def _input_dtype(self, data, backend):
         return self._conv.input_dtype(data, backend)
@@ -278,13 +307,20 @@ class DensityBinnedConvolution(DoseEngine):
             del d
         return out
 
+    def neglected_energy_fraction(self) -> float | None:
+        """The largest of the bins' kernels (each of its own medium)."""
+        values = [getattr(k, "neglected_energy_fraction", None) for k in self.kernels]
+        return None if None in values else float(max(values))
+
     def provenance(self) -> dict:
+        kernel = ("the tissue table (lung/soft tissue/bone)" if self.kernel_source ==
+                  "tissue tables" else "the given (water) point kernel")
         return {"mvs_bins": [b.to_dict() for b in self.bins],
                 "mvs_bin_rule": "target voxel takes the kernel of its own density bin; bin "
                                 "density = mean of its voxels denser than 0.1 g/cm3; "
-                                "kernel = the tissue table (lung/soft tissue/bone) "
-                                "range-scaled to the bin density",
+                                f"kernel = {kernel} range-scaled to the bin density",
                 "kernels": [k.provenance() for k in self.kernels],
+                "kernel_extents": None if self.extents is None else list(self.extents),
                 "convolution": self._conv.settings()}
 
 
@@ -293,14 +329,16 @@ class LocalDeposition(DoseEngine):
     """Local energy deposition: D(x) = A~(x) * E_local / (rho * V_voxel).
 
     E_local = all electron energy per decay (beta, conversion and Auger electrons, ICRP-107)
-    plus photons below 10 keV; penetrating photons are ignored (their energy leaves the voxel).
+    plus photons below ``photon_cut_mev`` (default the one local-deposition cut,
+    :data:`voxdose.kernels.point.LOCAL_CUTOFF_MEV` = 10 keV); the other photons are ignored
+    (their energy leaves the voxel: ``neglected_energy_fraction``).
     Density is water (1 g/cm^3) unless given: a scalar ``density_g_cm3``, or per voxel with
     ``density_mode='scale'`` and a density image (then rho = rho(x)).
     """
 
     nuclide: Nuclide
     density_g_cm3: float = 1.0
-    photon_cut_mev: float = 0.010
+    photon_cut_mev: float = LOCAL_CUTOFF_MEV
     density_mode: str = "none"
     method: str = "ldm"
 
@@ -315,22 +353,46 @@ class LocalDeposition(DoseEngine):
         mass_g = self.density_g_cm3 * grid.voxel_volume_ml
         return tia_decays * (self.local_energy_mev * MEV_PER_G_TO_GY / mass_g)
 
+    def neglected_energy_fraction(self) -> float:
+        n = self.nuclide
+        total = n.electron_energy_per_decay_mev + n.photon_energy_per_decay_mev
+        return float(1.0 - self.local_energy_mev / total) if total > 0 else 0.0
+
     def provenance(self) -> dict:
         return {"nuclide": self.nuclide.name, "local_energy_mev_per_decay": self.local_energy_mev,
                 "density_g_cm3": self.density_g_cm3,
                 "photon_cut_mev": self.photon_cut_mev}
 
 
+def _build_kernel(pk, spacing_mm_zyx, radius_mm: float, cached: bool):
+    """The voxel kernel of ``pk``: from the on-disk cache (``exact_spacing``: the same kernel
+    as building it) or built."""
+    if cached:
+        from ..kernels.cache import voxel_kernel_cached
+
+        return voxel_kernel_cached(pk, spacing_mm_zyx, radius_mm=radius_mm, exact_spacing=True)
+    from ..kernels.voxel import voxel_kernel
+
+    return voxel_kernel(pk, spacing_mm_zyx, radius_mm=radius_mm)
+
+
 def make_engine(nuclide: Nuclide | str, spacing_mm_zyx, *, method: str = "kernel",
                 density_mode: str = "none", density: Image | None = None,
-                radius_mm: float = 200.0, kernel=None, point_kernel=None,
-                kernel_cache: bool = False, **settings) -> DoseEngine:
+                radius_mm: float | None = None, grid_shape=None, kernel=None,
+                extent: dict | None = None, point_kernel=None, kernel_cache: bool = False,
+                **settings) -> DoseEngine:
     """The engine for a method ('kernel' | 'ldm') and density mode ('none' | 'scale' | 'mvs').
 
-    ``kernel``: a prebuilt water :class:`~voxdose.kernels.voxel.VoxelKernel` (else built);
+    ``radius_mm``: the kernel radius; None: the one rule of every entry point
+    (:func:`voxdose.kernels.extent.kernel_extent`, capped on ``grid_shape``, the TIA grid's
+    shape, when given; in 'mvs' on the density image's);
+    ``kernel``: a prebuilt water :class:`~voxdose.kernels.voxel.VoxelKernel` (else built;
+    not for 'mvs', which builds one kernel per density bin from ``point_kernel``), with
+    ``extent``, how its radius was chosen (recorded in provenance);
     ``point_kernel``: the water point kernel to build from (e.g. a user's DPK table read with
-    :func:`~voxdose.kernels.point.read_dpk_csv`; default the project's best);
-    ``kernel_cache``: keep the built water kernel on disk and reuse it
+    :func:`~voxdose.kernels.point.read_dpk_csv`; default the project's best: the water table,
+    or in 'mvs' each bin's tissue table);
+    ``kernel_cache``: keep the built kernels on disk and reuse them
     (:func:`~voxdose.kernels.cache.voxel_kernel_cached` with ``exact_spacing``: the same
     kernel as building it);
     ``settings``: precision, memory_budget_gb, workers (convolution engines only).
@@ -347,20 +409,18 @@ def make_engine(nuclide: Nuclide | str, spacing_mm_zyx, *, method: str = "kernel
     if mode == "mvs":
         if density is None:
             raise InputError("density mode 'mvs' needs a density (CT) image on the TIA grid")
-        return DensityBinnedConvolution.for_density(nuc, spacing_mm_zyx, density,
-                                                    radius_mm=radius_mm,
-                                                    point_kernel=point_kernel, **settings)
+        if kernel is not None:
+            raise InputError("density mode 'mvs' builds one kernel per density bin: give the "
+                             "point kernel (point_kernel=), not a water voxel kernel")
+        return DensityBinnedConvolution.for_density(
+            nuc, spacing_mm_zyx, density, radius_mm=radius_mm, point_kernel=point_kernel,
+            kernel_cache=kernel_cache, **settings)
     if kernel is None:
+        from ..kernels.extent import kernel_extent
         from ..kernels.point import load_point_kernel
-        from ..kernels.voxel import voxel_kernel
 
         pk = point_kernel if point_kernel is not None else load_point_kernel(nuc)
-        if kernel_cache:
-            from ..kernels.cache import voxel_kernel_cached
-
-            kernel = voxel_kernel_cached(pk, spacing_mm_zyx, radius_mm=radius_mm,
-                                         exact_spacing=True)
-        else:
-            kernel = voxel_kernel(pk, spacing_mm_zyx, radius_mm=radius_mm)
-    return KernelConvolution(kernel, density_mode=mode, **settings)
-
+        ext = kernel_extent(pk, spacing_mm_zyx, grid_shape, radius_mm)
+        extent = ext.to_dict()
+        kernel = _build_kernel(pk, spacing_mm_zyx, ext.radius_mm, kernel_cache)
+    return KernelConvolution(kernel, density_mode=mode, extent=extent, **settings)

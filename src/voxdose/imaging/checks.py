@@ -19,6 +19,19 @@ file and what to do. Thresholds (documented in docs/io.md):
 * **resampling loss**: a frame whose activity on the dose grid is below
   (1 - ``RESAMPLE_LOSS_MAX``) of its activity before resampling lies largely outside the
   grid (a SPECT 1 m from its CT became 0): an error.
+* **acquisition span** (:func:`check_acquisition_span`): the last time point t_last,
+  n = t_last / T_phys physical half-lives after the administration. The activity left,
+  2^-n, below ``SPAN_MIN_REMAINING`` (1e-6, n > 19.9) is an error (the frames would hold
+  noise: Lu-178m's 23 min against data to 168 h gave 56 % failed fits); n >
+  ``SPAN_WARN_HALF_LIVES`` (10, less than 1/1024 left) is a warning.
+* **registration** (:func:`check_registration`, measured by
+  :func:`voxdose.imaging.registration.plausibility` against the scanner coordinates):
+  a translation of the fixed image's centre above ``REG_TRANSLATION_MAX_MM`` (50 mm), a
+  rotation above ``REG_ROTATION_MAX_DEG`` (15 degrees), an affine scaling outside
+  1 +/- ``REG_SCALE_MAX`` (10 %), or a final Mattes MI worse (higher) than at the scanner
+  coordinates by more than ``REG_METRIC_WORSE_TOL`` (2 % of its magnitude) is implausible
+  (a truncated CT registered 120 mm off): an error, or with ``[registration]
+  allow_large_motion = true`` a warning.
 """
 
 from __future__ import annotations
@@ -37,6 +50,17 @@ FOV_EXCESS_MAX = 1.5
 FOV_LOW_WARN = 0.01
 #: Largest activity lost by resampling a frame onto the dose grid (fraction).
 RESAMPLE_LOSS_MAX = 0.05
+#: Last time point more than this many physical half-lives after administration: warning.
+SPAN_WARN_HALF_LIVES = 10.0
+#: Activity left at the last time point (fraction of the administered) below this: error.
+SPAN_MIN_REMAINING = 1e-6
+#: Registration: largest plausible translation (mm) and rotation (degrees) from the
+#: scanner coordinates, affine scaling (|s - 1|), and how much worse (relative to |MI|) the
+#: final metric may be than the scanner coordinates' before the result is implausible.
+REG_TRANSLATION_MAX_MM = 50.0
+REG_ROTATION_MAX_DEG = 15.0
+REG_SCALE_MAX = 0.10
+REG_METRIC_WORSE_TOL = 0.02
 
 
 def check_finite(data: np.ndarray, source) -> None:
@@ -96,6 +120,59 @@ def check_resampling_loss(before_bq: float, after_bq: float, source) -> None:
                          f"{_pct(after_bq / before_bq)} of the frame's activity (the frame "
                          "lies largely outside the grid); check the registration and that "
                          "SPECT and CT cover the same patient region")
+
+
+def check_acquisition_span(times_h, half_life_h: float, nuclide: str, source) -> str | None:
+    """The last time point against the physical half-life (see the module): returns a
+    warning text or None; raises when less than SPAN_MIN_REMAINING of the administered
+    activity is left at the last time point."""
+    t_last = float(max(times_h))
+    n = t_last / half_life_h
+    left = 2.0 ** -n
+    what = (f"the last time point, {t_last:g} h, is {n:.3g} {nuclide} half-lives "
+            f"({half_life_h:.4g} h) after the administration")
+    if left < SPAN_MIN_REMAINING:
+        raise InputError(f"{source}: {what}: {left:.2g} of the administered activity is left "
+                         f"(less than {SPAN_MIN_REMAINING:g}), so the frames would hold noise; "
+                         "check study.nuclide and the time points")
+    if n > SPAN_WARN_HALF_LIVES:
+        return (f"{source}: {what} (more than {SPAN_WARN_HALF_LIVES:g}; {left:.2g} of the "
+                "activity left): the late frames carry little signal")
+    return None
+
+
+def registration_problems(p: dict) -> list[str]:
+    """What is implausible about a registration (:func:`plausibility`'s record)."""
+    out = []
+    if p["translation_mm"] > REG_TRANSLATION_MAX_MM:
+        out.append(f"moved the image {p['translation_mm']:.0f} mm from the scanner "
+                   f"coordinates (more than {REG_TRANSLATION_MAX_MM:g} mm)")
+    if p["rotation_deg"] > REG_ROTATION_MAX_DEG:
+        out.append(f"rotated it {p['rotation_deg']:.1f} degrees (more than "
+                   f"{REG_ROTATION_MAX_DEG:g})")
+    lo, hi = p.get("scale_extremes", (1.0, 1.0))
+    if lo < 1.0 - REG_SCALE_MAX or hi > 1.0 + REG_SCALE_MAX:
+        out.append(f"scaled it by {lo:.3g} to {hi:.3g} (beyond 1 +/- {REG_SCALE_MAX:g})")
+    m0, m1 = p.get("metric_initial"), p.get("metric_final")
+    if m0 is not None and m1 is not None and m1 > m0 + REG_METRIC_WORSE_TOL * abs(m0):
+        out.append(f"matches worse than the scanner coordinates (Mattes MI {m1:.4g} "
+                   f"against {m0:.4g}, lower is better)")
+    return out
+
+
+def check_registration(p: dict, allow_large_motion: bool, source) -> str | None:
+    """Refuse an implausible registration (see the module), or with ``allow_large_motion``
+    return it as a warning text; None when plausible."""
+    problems = registration_problems(p)
+    if not problems:
+        return None
+    what = f"{source}: the registration to the reference is implausible: it " + \
+        "; it ".join(problems)
+    if allow_large_motion:
+        return what + " (accepted: [registration] allow_large_motion = true)"
+    raise InputError(f"{what}; check that the images cover the same region (a truncated or "
+                     "wrong CT?) and the time point's files; if the patient really moved that "
+                     "much, set [registration] allow_large_motion = true in the study file")
 
 
 def _pct(x: float) -> str:

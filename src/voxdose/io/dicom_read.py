@@ -19,9 +19,23 @@ What is read (tags named as in PS3.3):
   date/time, RadionuclideTotalDose, RadionuclideCodeSequence (nuclide), frame duration
   (ActualFrameDuration (0018,1242), or per-projection duration x NumberOfFramesInRotation).
 
+What is refused, named for what it is (:func:`spect_series_problem`, before any geometry is
+read): SPECT projections (ImageType TOMO / GATED TOMO, or an AngularViewVector, or frame
+counts that are windows x detectors x views, without a RECON ImageType); planar NM images
+(ImageType STATIC / WHOLE BODY / DYNAMIC / GATED); Secondary Capture pictures with Modality
+NM or PT; a single image (one file, one frame); several energy windows, detectors, phases,
+rotations or time slots in one object (a frame-index vector with more than one value);
+for CT a localizer, a Secondary Capture or a single image (:func:`ct_series_problem`).
+Among several series in a folder the refused ones are left out before one is chosen.
+
 Nothing is guessed: a tag that is needed and missing is a :class:`StudyError` naming the
 tag, the file, and the study-file key that can supply the value instead.
-Date/times are read as naive local times (a UTC offset suffix is dropped).
+Date/times are read as naive local times (a UTC offset suffix is dropped); DA values in the
+legacy ACR-NEMA form ``yyyy.mm.dd`` (PS3.5 6.2) and TM values with colons are read. A date
+that cannot be parsed is kept as a problem of the header (``SpectHeader.date_problems``)
+and is an error only where the value is needed (``study/dicom_keys.py``): an acquisition
+time never when ``time_h`` is given, a start time never when
+``study.administration_datetime`` is.
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -66,14 +81,21 @@ class SeriesFiles:
     description: str
     files: tuple[Path, ...]
     headers: tuple = field(repr=False)
+    #: file-level problems found while scanning leniently (``scan_folder(problems=[])``)
+    problems: tuple[str, ...] = ()
 
     def label(self) -> str:
         d = f" '{self.description}'" if self.description else ""
         return f"{self.modality}{d} ({len(self.files)} file(s), SeriesInstanceUID {self.uid})"
 
 
-def scan_folder(folder) -> list[SeriesFiles]:
-    """Every DICOM series under ``folder`` (recursively), grouped by SeriesInstanceUID."""
+def scan_folder(folder, problems: list | None = None) -> list[SeriesFiles]:
+    """Every DICOM series under ``folder`` (recursively), grouped by SeriesInstanceUID.
+
+    By default a DICOM file that cannot be parsed, has no SeriesInstanceUID or is truncated
+    is an error. With a list ``problems`` (``voxdose dicom-info``) the scan goes on: an
+    unparseable file or one without a series is appended to it as (path, message) and left
+    out; a truncated file stays in its series, whose ``problems`` name it."""
     pydicom = _dicom()
     from pydicom.errors import InvalidDicomError
 
@@ -81,6 +103,7 @@ def scan_folder(folder) -> list[SeriesFiles]:
     paths = [folder] if folder.is_file() else sorted(
         Path(root) / f for root, _, files in os.walk(folder) for f in files)
     groups: dict[str, list] = {}
+    series_problems: dict[str, list[str]] = {}
     for p in paths:
         if p.name.upper() == "DICOMDIR" or p.name.startswith("."):
             continue
@@ -89,20 +112,34 @@ def scan_folder(folder) -> list[SeriesFiles]:
         except InvalidDicomError:
             continue  # not DICOM (a sidecar, a README, ...)
         except Exception as exc:  # truncated or corrupt
-            raise StudyError(f"{p}: cannot read this DICOM file ({type(exc).__name__}: "
-                             f"{str(exc)[:100]}); is it truncated? remove or replace it") from None
+            msg = (f"{p}: cannot read this DICOM file ({type(exc).__name__}: "
+                   f"{str(exc)[:100]}); is it truncated? remove or replace it")
+            if problems is None:
+                raise StudyError(msg) from None
+            problems.append((p, msg))
+            continue
         uid = str(ds.get("SeriesInstanceUID", ""))
         if not uid:
-            raise StudyError(f"{p}: SeriesInstanceUID (0020,000E) is missing; every DICOM "
-                             "file must belong to a series")
-        _check_pixel_bytes(p, ds)
+            msg = (f"{p}: SeriesInstanceUID (0020,000E) is missing; every DICOM file must "
+                   "belong to a series")
+            if problems is None:
+                raise StudyError(msg)
+            problems.append((p, msg))
+            continue
+        try:
+            _check_pixel_bytes(p, ds)
+        except StudyError as exc:
+            if problems is None:
+                raise
+            series_problems.setdefault(uid, []).append(str(exc))
         groups.setdefault(uid, []).append((p, ds))
     out = []
     for uid, items in groups.items():
         ds0 = items[0][1]
         out.append(SeriesFiles(uid, str(ds0.get("Modality", "")),
                                str(ds0.get("SeriesDescription", "")),
-                               tuple(p for p, _ in items), tuple(d for _, d in items)))
+                               tuple(p for p, _ in items), tuple(d for _, d in items),
+                               tuple(series_problems.get(uid, ()))))
     return out
 
 
@@ -133,7 +170,9 @@ def _check_pixel_bytes(p: Path, ds) -> None:
 
 def select_series(folder, modalities: tuple[str, ...], uid: str | None, key: str,
                   study_path=None) -> SeriesFiles:
-    """The one series of ``modalities`` in ``folder`` (or the one with ``uid``)."""
+    """The one series of ``modalities`` in ``folder`` (or the one with ``uid``). Among
+    several, those :func:`series_problem` refuses (projections, planar images, localizers,
+    ...) are left out, then reconstructions (ImageType RECON, or PT) are preferred."""
     where = f"{study_path}: " if study_path else ""
     series = [s for s in scan_folder(folder) if s.modality in modalities]
     if uid:
@@ -141,9 +180,17 @@ def select_series(folder, modalities: tuple[str, ...], uid: str | None, key: str
         if not series:
             raise StudyError(f"{where}'{key}' = {folder}: no {'/'.join(modalities)} series "
                              f"with SeriesInstanceUID {uid}")
-    if len(series) > 1 and "NM" in modalities:  # prefer reconstructions over projections
+    if len(series) > 1:
+        usable = [s for s in series if series_problem(s) is None]
+        if not usable:
+            listing = "; ".join(f"{s.label()}: {_first_clause(series_problem(s))}"
+                                for s in series)
+            raise StudyError(f"{where}'{key}' = {folder} holds {len(series)} "
+                             f"{'/'.join(modalities)} series and none can be read: {listing}")
+        series = usable
+    if len(series) > 1 and "NM" in modalities:  # prefer reconstructions
         recon = [s for s in series if s.modality == "PT" or
-                 "RECON" in " ".join(str(v) for v in s.headers[0].get("ImageType", []))]
+                 "RECON" in " ".join(_image_type(s.headers[0]))]
         series = recon or series
     if not series:
         raise StudyError(f"{where}'{key}' = {folder}: no DICOM {'/'.join(modalities)} series "
@@ -154,18 +201,193 @@ def select_series(folder, modalities: tuple[str, ...], uid: str | None, key: str
                          f"{'/'.join(modalities)} series: {listing}; choose one with "
                          f"'{key}_series_uid = \"...\"'")
     s = series[0]
+    _check_one_patient(s, f"{where}'{key}' = {folder}")
+    return s
+
+
+def _check_one_patient(s: SeriesFiles, where: str) -> None:
     pids = {str(d.get("PatientID", "")) for d in s.headers}
     if len(pids) > 1:
-        raise StudyError(f"{where}'{key}' = {folder}: series {s.uid} mixes patients "
+        raise StudyError(f"{where}: series {s.uid} mixes patients "
                          f"{sorted(pids)} (PatientID (0010,0020)); split the folder")
-    return s
+
+
+def _first_clause(msg: str | None) -> str:
+    """The start of a problem message, up to its first ';'."""
+    return (msg or "").split(";")[0]
+
+
+# --------------------------------------------------------------------------- what a series is
+#: Secondary Capture SOP classes (1.2.840.10008.5.1.4.1.1.7 and the multi-frame .7.1-.7.4):
+#: pictures, not quantitative volumes
+_SECONDARY_CAPTURE = re.compile(r"1\.2\.840\.10008\.5\.1\.4\.1\.1\.7(\.\d+)?")
+#: NM ImageType (0008,0008) value 3 (PS3.3 C.8.4.7.1.1)
+_NM_PROJECTIONS = {"TOMO", "GATED TOMO"}
+_NM_PLANAR = {"STATIC", "DYNAMIC", "GATED", "WHOLE BODY"}
+#: NM frame-index vectors besides SliceVector (PS3.3 C.8.4.8): more than one distinct value
+#: means the frames are several images (windows, heads, ...), not the slices of one volume
+_NM_VECTORS = (
+    ("EnergyWindowVector", "(0054,0010)", "energy windows", "energy window"),
+    ("DetectorVector", "(0054,0020)", "detectors", "detector"),
+    ("PhaseVector", "(0054,0030)", "phases", "phase"),
+    ("RotationVector", "(0054,0050)", "rotations", "rotation"),
+    ("RRIntervalVector", "(0054,0060)", "R-R intervals", "R-R interval"),
+    ("TimeSlotVector", "(0054,0070)", "time slots", "time slot"),
+    ("TimeSliceVector", "(0054,0100)", "time slices", "time slice"),
+)
+
+
+def _image_type(ds) -> list[str]:
+    it = ds.get("ImageType")
+    if it is None or it == "":
+        return []
+    vals = [it] if isinstance(it, str) else list(it)
+    return [str(v).strip().upper() for v in vals]
+
+
+def _distinct(ds, keyword: str) -> int:
+    """How many different values a frame-index vector holds (0: absent)."""
+    v = ds.get(keyword)
+    if v is None or v == "":
+        return 0
+    vals = [v] if isinstance(v, (int, float, str)) else list(v)
+    try:
+        return len({int(x) for x in vals})
+    except (TypeError, ValueError):
+        return len({str(x) for x in vals})
+
+
+def _int_tag(ds, keyword: str) -> int:
+    try:
+        return int(ds.get(keyword) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _n_frames(ds) -> int:
+    return max(_int_tag(ds, "NumberOfFrames"), 1)
+
+
+def _projection_counts(ds) -> tuple[list[str], int]:
+    """(['6 energy windows', '2 detectors', '30 views per rotation'], their product) from
+    NumberOfEnergyWindows, NumberOfDetectors, NumberOfRotations and the rotation's
+    NumberOfFramesInRotation (or the distinct AngularViewVector values)."""
+    parts, prod = [], 1
+    for kw, what in (("NumberOfEnergyWindows", "energy windows"),
+                     ("NumberOfDetectors", "detectors"), ("NumberOfRotations", "rotations")):
+        n = _int_tag(ds, kw)
+        if n > 1:
+            parts.append(f"{n} {what}")
+        prod *= max(n, 1)
+    rot = ds.get("RotationInformationSequence")
+    views = _int_tag(rot[0], "NumberOfFramesInRotation") if rot else 0
+    views = views or _distinct(ds, "AngularViewVector")
+    if views:
+        parts.append(f"{views} views per rotation")
+    return parts, prod * views if views else 0
+
+
+def series_problem(s: SeriesFiles) -> str | None:
+    """Why series ``s`` cannot be a voxdose input, named for what it is: for NM/PT
+    :func:`spect_series_problem`, for CT :func:`ct_series_problem`; None otherwise."""
+    if s.modality in SPECT_MODALITIES:
+        return spect_series_problem(s)
+    if s.modality == "CT":
+        return ct_series_problem(s)
+    return None
+
+
+def spect_series_problem(s: SeriesFiles) -> str | None:
+    """Why NM/PT series ``s`` is not a tomographic reconstruction (projections, a planar
+    image, a Secondary Capture, a single image, several energy windows or other images in
+    one object), or None. Only tags are looked at, before any geometry; the message starts
+    with what the series is."""
+    ds0 = s.headers[0]
+    sop = str(ds0.get("SOPClassUID", "") or
+              (getattr(ds0, "file_meta", None) or {}).get("MediaStorageSOPClassUID", ""))
+    if _SECONDARY_CAPTURE.fullmatch(sop):
+        return (f"a Secondary Capture image (SOP Class UID {sop}) with Modality "
+                f"{s.modality}: a planar picture (e.g. a whole-body scan or a screen "
+                "capture), not a tomographic reconstruction; export the reconstructed "
+                f"{'SPECT' if s.modality == 'NM' else 'PET'} volume")
+    if s.modality == "NM":
+        problem = _nm_problem(s, ds0)
+        if problem:
+            return problem
+    if sum(_n_frames(d) for d in s.headers) == 1:
+        kind = "a planar image or a single slice" if s.modality == "NM" else "a single slice"
+        return (f"a single image (1 file, 1 frame): {kind}, not a tomographic volume; export "
+                "the whole reconstructed volume")
+    return None
+
+
+def _nm_problem(s: SeriesFiles, ds0) -> str | None:
+    it = _image_type(ds0)
+    v3 = it[2] if len(it) > 2 else ""
+    recon = any("RECON" in v for v in it)
+    nf = _n_frames(ds0)
+    parts, prod = _projection_counts(ds0)
+    counts = f"; {nf} frames: {', '.join(parts)}" if parts else ""
+    why = None
+    if v3 in _NM_PROJECTIONS:
+        why = f"ImageType (0008,0008) value 3 '{v3}'"
+        if "SliceVector" in ds0 and not _distinct(ds0, "AngularViewVector"):
+            why += (", although the frames are indexed by SliceVector (0054,0080): if this "
+                    "is a reconstruction, its ImageType value 3 must be RECON TOMO")
+    elif not recon and _distinct(ds0, "AngularViewVector") > 1:
+        why = (f"AngularViewVector (0054,0090) holds {_distinct(ds0, 'AngularViewVector')} "
+               "views and ImageType does not say RECON")
+    elif not recon and nf > 1 and "SliceVector" not in ds0 and prod == nf and \
+            ds0.get("RotationInformationSequence"):
+        why = ("the frame count is energy windows x detectors x rotations x views, no "
+               "SliceVector (0054,0080) and ImageType does not say RECON")
+    if why:
+        windows = _distinct(ds0, "EnergyWindowVector")
+        extra = (f"; {windows} energy windows in one object are not read either"
+                 if windows > 1 else "")
+        return (f"SPECT projections, not a reconstruction: reconstruct first ({why}"
+                f"{counts}){extra}")
+    if v3 in _NM_PLANAR:
+        return (f"a planar NM image (ImageType (0008,0008) value 3 '{v3}'), not a "
+                "tomographic reconstruction; voxdose needs a reconstructed SPECT volume "
+                "(ImageType RECON TOMO)")
+    for kw, tag, many, one in _NM_VECTORS:
+        n = _distinct(ds0, kw)
+        if n > 1:
+            return (f"several {many} in one object ({kw} {tag} holds {n} values over {nf} "
+                    f"frames), not one volume; export one reconstructed volume per {one}")
+    return None
+
+
+def ct_series_problem(s: SeriesFiles) -> str | None:
+    """Why CT series ``s`` is not a tomographic volume (a localizer, a Secondary Capture, a
+    single image), or None."""
+    ds0 = s.headers[0]
+    sop = str(ds0.get("SOPClassUID", ""))
+    if _SECONDARY_CAPTURE.fullmatch(sop):
+        return (f"a Secondary Capture image (SOP Class UID {sop}) with Modality CT: a "
+                "picture, not a CT volume; export the CT series")
+    if "LOCALIZER" in _image_type(ds0):
+        return ("a CT localizer (scout view, ImageType (0008,0008) LOCALIZER), not a "
+                "tomographic series; give the CT series")
+    if sum(_n_frames(d) for d in s.headers) == 1:
+        return "a single CT image (1 file, 1 frame), not a 3D volume; give the whole series"
+    return None
 
 
 # --------------------------------------------------------------------------- date / time
 def parse_da_tm(da, tm) -> datetime | None:
+    """DICOM DA + TM -> naive datetime; DA also in the legacy form 'yyyy.mm.dd' and TM
+    with colons ('hh:mm:ss.frac'), both accepted by PS3.5 6.2 for older files."""
     if not da or not tm:
         return None
-    return parse_dt(str(da).strip() + str(tm).strip().replace(":", ""))
+    return parse_dt(_da(da) + str(tm).strip().replace(":", ""))
+
+
+def _da(da) -> str:
+    s = str(da).strip()
+    m = re.fullmatch(r"(\d{4})\.(\d{2})\.(\d{2})", s)  # ACR-NEMA 2.0 'yyyy.mm.dd'
+    return "".join(m.groups()) if m else s
 
 
 def parse_dt(dt) -> datetime | None:
@@ -181,12 +403,15 @@ def parse_dt(dt) -> datetime | None:
     return out + timedelta(seconds=float(frac or 0.0))
 
 
-def _dt_or_error(fn, what: str, path: Path, fix: str):
+def _dt_or_problem(fn, what: str) -> tuple[datetime | None, str | None]:
+    """(value, None), or (None, 'WHAT is not a valid DICOM date/time (...)') when the tags
+    cannot be parsed; pydicom's own warnings about such values are silenced."""
     try:
-        return fn()
-    except ValueError as exc:
-        raise StudyError(f"{path}: {what} is not a valid DICOM date/time ({exc}); {fix}") \
-            from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn(), None
+    except (ValueError, TypeError, OverflowError) as exc:
+        return None, f"{what} is not a valid DICOM date/time ({exc})"
 
 
 # --------------------------------------------------------------------------- geometry
@@ -271,6 +496,9 @@ class SpectHeader:
     frame_of_reference_uid: str
     # per output slice: (file index, frame index or None, slope, intercept)
     slices: tuple = field(repr=False)
+    #: dates that could not be parsed: 'acquisition' | 'administration' | 'decay_reference'
+    #: -> message; an error only where the value is needed (study/dicom_keys.py)
+    date_problems: dict = field(default_factory=dict, repr=False)
 
     @property
     def first_file(self) -> Path:
@@ -499,69 +727,88 @@ def _check_same_in_series(s: SeriesFiles, folder) -> None:
                              f"{sorted(vals)}")
 
 
-def _administration(ds0, p0: Path) -> tuple[datetime | None, bool, float | None]:
-    """(start date/time, only a start time given, total dose in Bq) of the first
-    RadiopharmaceuticalInformationSequence item."""
+def _administration(ds0) -> tuple[datetime | None, bool, float | None, str | None]:
+    """(start date/time, only a start time given, total dose in Bq, date problem) of the
+    first RadiopharmaceuticalInformationSequence item."""
     rp = ds0.get("RadiopharmaceuticalInformationSequence")
     if not rp:
-        return None, False, None
+        return None, False, None, None
     item = rp[0]
-    fix = "set study.administration_datetime = \"YYYY-MM-DDTHH:MM:SS\" in the study file"
-    admin = _dt_or_error(lambda: parse_dt(item.get("RadiopharmaceuticalStartDateTime")),
-                         "RadiopharmaceuticalStartDateTime (0018,1078)", p0, fix)
-    time_only = admin is None and bool(item.get("RadiopharmaceuticalStartTime"))
+    admin, problem = _dt_or_problem(
+        lambda: parse_dt(item.get("RadiopharmaceuticalStartDateTime")),
+        "RadiopharmaceuticalStartDateTime (0018,1078)")
+    time_only = admin is None and problem is None and \
+        bool(item.get("RadiopharmaceuticalStartTime"))
     total = None
     if item.get("RadionuclideTotalDose") not in (None, ""):
         total = float(item.RadionuclideTotalDose)
-    return admin, time_only, total
+    return admin, time_only, total, problem
 
 
-def _decay_reference(ds0, p0: Path, dc: str | None, admin: datetime | None):
-    """The time the values are decay-corrected to: DecayCorrectionDateTime, else the series
-    start (START) or the administration (ADMIN); None for NONE."""
+def _decay_reference(ds0, dc: str | None, admin: datetime | None):
+    """(the time the values are decay-corrected to, date problem): DecayCorrectionDateTime,
+    else the series start (START) or the administration (ADMIN); None for NONE."""
     if ds0.get("DecayCorrectionDateTime"):
-        return _dt_or_error(lambda: parse_dt(ds0.DecayCorrectionDateTime),
-                            "DecayCorrectionDateTime (0018,9701)", p0,
-                            "fix the file or set spect.decay_corrected in the study file")
+        return _dt_or_problem(lambda: parse_dt(ds0.DecayCorrectionDateTime),
+                              "DecayCorrectionDateTime (0018,9701)")
     if dc == "START":
-        return _dt_or_error(lambda: parse_da_tm(ds0.get("SeriesDate"), ds0.get("SeriesTime")),
-                            "SeriesDate/SeriesTime (0008,0021/0031)", p0, "fix the file")
+        return _dt_or_problem(lambda: parse_da_tm(ds0.get("SeriesDate"),
+                                                  ds0.get("SeriesTime")),
+                              "SeriesDate/SeriesTime (0008,0021/0031)")
     if dc == "ADMIN":
-        return admin
-    return None
+        return admin, None
+    return None, None
 
 
 def read_spect_header(folder, series_uid: str | None = None, key: str = "spect",
                       study_path=None) -> SpectHeader:
     """Validate and summarise one NM/PT series in ``folder`` (headers only)."""
-    s = select_series(folder, SPECT_MODALITIES, series_uid, key, study_path)
+    return spect_header_of(select_series(folder, SPECT_MODALITIES, series_uid, key,
+                                         study_path), folder)
+
+
+def spect_header_of(s: SeriesFiles, folder) -> SpectHeader:
+    """Validate and summarise NM/PT series ``s`` (found in ``folder``; headers only)."""
     ds0, p0 = s.headers[0], s.files[0]
+    if s.problems:
+        raise StudyError(s.problems[0])
+    problem = spect_series_problem(s)
+    if problem:
+        raise StudyError(f"{p0}: {problem}")
+    _check_one_patient(s, str(Path(folder)))
     layout = SPECT_LAYOUT_READERS[spect_layout(ds0)](s, folder)
     _check_same_in_series(s, folder)
     dc = str(ds0.get("DecayCorrection", "")).strip().upper() or None
-    acq = _acquisition_time(s.headers, s.files)
-    admin, time_only, total = _administration(ds0, p0)
+    acq, acq_problem = _acquisition_time(s.headers, s.files)
+    admin, time_only, total, admin_problem = _administration(ds0)
+    ref, ref_problem = _decay_reference(ds0, dc, admin)
+    date_problems = {k: v for k, v in (("acquisition", acq_problem),
+                                       ("administration", admin_problem),
+                                       ("decay_reference", ref_problem)) if v}
     return SpectHeader(
         series=s, grid=layout.grid, units=layout.units, value_mapping=layout.value_mapping,
-        decay_correction=dc, decay_reference=_decay_reference(ds0, p0, dc, admin),
+        decay_correction=dc, decay_reference=ref,
         acquisition=acq, administration=admin, administration_time_only=time_only,
         nuclide=nuclide_from_dataset(ds0), total_dose_bq=total,
         frame_duration_s=_frame_duration_s(ds0), patient_id=str(ds0.get("PatientID", "")),
         frame_of_reference_uid=str(ds0.get("FrameOfReferenceUID", "")),
-        slices=layout.slices)
+        slices=layout.slices, date_problems=date_problems)
 
 
-def _acquisition_time(headers, files) -> datetime | None:
-    """Earliest acquisition start of the series (AcquisitionDateTime, else Date + Time)."""
+def _acquisition_time(headers, files) -> tuple[datetime | None, str | None]:
+    """(earliest acquisition start of the series (AcquisitionDateTime, else Date + Time),
+    the first date problem naming its file)."""
     times = []
     for ds, p in zip(headers, files):
-        fix = "give timepoints[i].time_h in the study file instead"
-        t = _dt_or_error(lambda ds=ds: parse_dt(ds.get("AcquisitionDateTime")) or parse_da_tm(
-            ds.get("AcquisitionDate"), ds.get("AcquisitionTime")),
-            "AcquisitionDateTime (0008,002A) / AcquisitionDate+Time (0008,0022/0032)", p, fix)
+        t, bad = _dt_or_problem(
+            lambda ds=ds: parse_dt(ds.get("AcquisitionDateTime")) or parse_da_tm(
+                ds.get("AcquisitionDate"), ds.get("AcquisitionTime")),
+            "AcquisitionDateTime (0008,002A) / AcquisitionDate+Time (0008,0022/0032)")
+        if bad:
+            return None, f"{p}: {bad}"  # one unreadable file: the series' start is unknown
         if t is not None:
             times.append(t)
-    return min(times) if times else None
+    return (min(times) if times else None), None
 
 
 def read_spect_values(h: SpectHeader) -> np.ndarray:
@@ -603,8 +850,18 @@ class CTHeader:
 
 def read_ct_header(folder, series_uid: str | None = None, key: str = "ct",
                    study_path=None) -> CTHeader:
-    s = select_series(folder, ("CT",), series_uid, key, study_path)
+    return ct_header_of(select_series(folder, ("CT",), series_uid, key, study_path))
+
+
+def ct_header_of(s: SeriesFiles) -> CTHeader:
+    """Validate CT series ``s`` and build its grid (headers only)."""
     ds0, p0 = s.headers[0], s.files[0]
+    if s.problems:
+        raise StudyError(s.problems[0])
+    problem = ct_series_problem(s)
+    if problem:
+        raise StudyError(f"{p0}: {problem}")
+    _check_one_patient(s, str(p0.parent))
     if int(ds0.get("NumberOfFrames", 1) or 1) > 1:
         raise StudyError(f"{p0}: multi-frame CT is not supported; export one file per slice")
     r, c = _orientation(ds0, p0)

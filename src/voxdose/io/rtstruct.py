@@ -8,6 +8,12 @@ one structure on the same slice XOR, so holes work). Structures get label values
 file order; where structures overlap, the smaller one keeps the voxel (so organs inside a
 body outline survive). ROIs interpreted as EXTERNAL (the body outline) are skipped unless
 named in ``rois``.
+
+Contours outside the grid are not dropped silently (:func:`check_rtstruct_in_grid`): per
+ROI, the part of its contour area (polygon area, summed over its contours) outside the
+grid's volume (voxel edges in plane; contours on planes beyond the first or last slice
+entirely) is measured. More than ``MAX_OUTSIDE_FRACTION`` (1 %) is an error; a smaller,
+non-zero part is a warning giving the lost volume in mL (area x slice spacing).
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ import numpy as np
 
 from ..core.errors import StudyError
 from ..core.grid import Grid, LabelMap
+
+#: a ROI with more than this fraction of its contour area outside the grid is an error;
+#: any smaller non-zero part is a warning with the lost volume
+MAX_OUTSIDE_FRACTION = 0.01
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,17 +124,70 @@ def fill_polygon(mask2d: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None
     mask2d ^= inside
 
 
-def rasterize_rtstruct(header: RTStructHeader, grid: Grid) -> LabelMap:
-    """Rasterise the chosen ROIs on ``grid`` (see the module docstring for the rules)."""
+@dataclass(frozen=True)
+class _Contour:
+    z: int                 # grid slice the contour lies in (may be outside 0..nz-1)
+    rows: np.ndarray       # vertex iy
+    cols: np.ndarray       # vertex ix
+    area_mm2: float
+    outside_mm2: float
+
+
+def _polygon_area(rows: np.ndarray, cols: np.ndarray) -> float:
+    """|shoelace area| of a polygon, in index units."""
+    if len(rows) < 3:
+        return 0.0
+    return 0.5 * abs(float(np.dot(cols, np.roll(rows, -1)) - np.dot(rows, np.roll(cols, -1))))
+
+
+def _clip(pts: np.ndarray, axis: int, bound: float, keep_below: bool) -> np.ndarray:
+    """Sutherland-Hodgman: the part of polygon ``pts`` (n, 2) on one side of the line
+    pts[:, axis] = bound (area exact for any simple polygon: the clip region is convex)."""
+    if len(pts) == 0:
+        return pts
+    out = []
+    nxt = np.roll(pts, -1, axis=0)
+    for p, q in zip(pts, nxt):
+        pin = p[axis] <= bound if keep_below else p[axis] >= bound
+        qin = q[axis] <= bound if keep_below else q[axis] >= bound
+        if pin:
+            out.append(p)
+        if pin != qin:
+            t = (bound - p[axis]) / (q[axis] - p[axis])
+            out.append(p + t * (q - p))
+    return np.array(out).reshape(-1, 2)
+
+
+def _area_outside(rows: np.ndarray, cols: np.ndarray, ny: int, nx: int) -> float:
+    """Area (index units) of a polygon outside the rectangle [-0.5, ny-0.5] x [-0.5, nx-0.5]
+    of voxel edges."""
+    lo, hi_r, hi_c = -0.5, ny - 0.5, nx - 0.5
+    total = _polygon_area(rows, cols)
+    if rows.min() >= lo and cols.min() >= lo and rows.max() <= hi_r and cols.max() <= hi_c:
+        return 0.0
+    pts = np.c_[rows, cols]
+    for axis, bound, below in ((0, lo, False), (0, hi_r, True), (1, lo, False),
+                               (1, hi_c, True)):
+        pts = _clip(pts, axis, bound, below)
+    inside = _polygon_area(pts[:, 0], pts[:, 1]) if len(pts) >= 3 else 0.0
+    return max(total - inside, 0.0)
+
+
+def _contours(header: RTStructHeader, grid: Grid) -> dict[int, list[_Contour]]:
+    """Label value -> its CLOSED_PLANAR contours in ``grid``'s index space, with their area
+    and the part of it outside the grid. POINT contours are ignored; other types and
+    contours not in one slice plane are errors."""
     import pydicom
 
     ds = pydicom.dcmread(header.path)
-    contours = {int(rc.ReferencedROINumber): rc.get("ContourSequence", [])
-                for rc in ds.get("ROIContourSequence", [])}
-    masks = {}
+    seqs = {int(rc.ReferencedROINumber): rc.get("ContourSequence", [])
+            for rc in ds.get("ROIContourSequence", [])}
+    nz, ny, nx = grid.shape
+    pixel_mm2 = float(grid.spacing_mm[1] * grid.spacing_mm[2])
+    out: dict[int, list[_Contour]] = {}
     for value, num in header.roi_numbers.items():
-        m = np.zeros(grid.shape, dtype=bool)
-        for k, c in enumerate(contours.get(num, [])):
+        items = out.setdefault(value, [])
+        for k, c in enumerate(seqs.get(num, [])):
             gtype = str(c.get("ContourGeometricType", "CLOSED_PLANAR"))
             if gtype == "POINT":
                 continue
@@ -140,8 +203,59 @@ def rasterize_rtstruct(header: RTStructHeader, grid: Grid) -> LabelMap:
                                  f"{np.ptp(iz):.2f} slices); give the labels as a NIfTI on "
                                  "the reference grid instead")
             z = int(np.rint(iz.mean()))
-            if 0 <= z < grid.shape[0]:
-                fill_polygon(m[z], idx[:, 1], idx[:, 2])
+            rows, cols = idx[:, 1], idx[:, 2]
+            area = _polygon_area(rows, cols) * pixel_mm2
+            outside = area if not 0 <= z < nz else _area_outside(rows, cols, ny, nx) * pixel_mm2
+            items.append(_Contour(z, rows, cols, area, outside))
+    return out
+
+
+def _coverage_check(header: RTStructHeader, grid: Grid, contours) -> list[str]:
+    warns = []
+    dz = float(grid.spacing_mm[0])
+    for value, items in contours.items():
+        area = sum(c.area_mm2 for c in items)
+        outside = sum(c.outside_mm2 for c in items)
+        if area <= 0 or outside <= 1e-9 * area:
+            continue
+        name, frac, ml = header.names[value], outside / area, outside * dz / 1000.0
+        beyond = sum(1 for c in items if not 0 <= c.z < grid.shape[0])
+        planes = (f"; {beyond} of its {len(items)} contours lie on planes beyond the first "
+                  "or last slice" if beyond else "")
+        if frac > MAX_OUTSIDE_FRACTION:
+            raise StudyError(
+                f"{header.path}: ROI '{name}': {100 * frac:.3g} % of its contour area "
+                f"({ml:.3g} mL) lies outside the image it is filled on (the reference "
+                f"CT, or SPECT without CTs: {grid.describe()}){planes}; voxdose refuses "
+                f"more than {100 * MAX_OUTSIDE_FRACTION:g} %: give a CT that covers the "
+                "structure, or check that the RTSTRUCT belongs to this CT")
+        warns.append(f"{header.path}: ROI '{name}': {100 * frac:.2g} % of its contour area "
+                     f"({ml:.3g} mL) lies outside the image it is filled on (the reference "
+                     "CT, or SPECT without CTs) and is left out")
+    return warns
+
+
+def check_rtstruct_in_grid(header: RTStructHeader, grid: Grid) -> list[str]:
+    """Refuse a ROI losing more than 1 % of its contour area outside ``grid``
+    (:class:`StudyError`); return one warning per ROI losing less (with the lost mL)."""
+    return _coverage_check(header, grid, _contours(header, grid))
+
+
+def rasterize_rtstruct(header: RTStructHeader, grid: Grid,
+                       warnings: list | None = None) -> LabelMap:
+    """Rasterise the chosen ROIs on ``grid`` (see the module docstring for the rules).
+    Contours outside the grid: :func:`check_rtstruct_in_grid` (an error above 1 %; the
+    warnings below it are appended to ``warnings`` when given)."""
+    contours = _contours(header, grid)
+    warns = _coverage_check(header, grid, contours)
+    if warnings is not None:
+        warnings.extend(warns)
+    masks = {}
+    for value, items in contours.items():
+        m = np.zeros(grid.shape, dtype=bool)
+        for c in items:
+            if 0 <= c.z < grid.shape[0]:
+                fill_polygon(m[c.z], c.rows, c.cols)
         masks[value] = m
     labels = np.zeros(grid.shape, dtype=np.int32)
     for value in sorted(masks, key=lambda v: -int(masks[v].sum())):  # big first, small wins

@@ -64,8 +64,14 @@ def sitk_to_array_and_grid(img: sitk.Image) -> tuple[np.ndarray, Grid]:
 
 def read_sitk(path) -> sitk.Image:
     path = Path(path)
+    if os.path.lexists(path) and not path.exists():
+        raise InputError(f"image {path} is a broken symbolic link or a symlink loop; give "
+                         "the image file itself")
     if not path.exists():
         raise InputError(f"image file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"image {path} is a folder, not an image file; give a NIfTI/MHD/"
+                         "NRRD file")
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -91,14 +97,65 @@ def read_image(path, quantity: str = "", unit: str = "", dtype=np.float64) -> Im
     del view
     if not np.all(np.isfinite(arr)):
         raise InputError(f"image {path} contains NaN or infinite values; fix or mask them first")
-    meta = {"source": str(path)}
-    sidecar = sidecar_path(path)
-    if sidecar.exists():
-        meta.update(json.loads(sidecar.read_text()))
+    meta = {"source": str(path), **read_sidecar(path)}
     return Image(arr, grid, quantity, unit, meta)
 
 
+#: sidecar spellings of the units commands read (compared without case and spaces)
+DOSE_UNITS = ("Gy", "gray")
+TIA_UNITS = ("Bq*s per voxel (decays)", "Bq*s per voxel", "Bq*s", "Bq s", "Bq·s", "decays")
+BQ_ML_UNITS = ("Bq/mL", "Bq ml-1", "Bq/cc", "BQML")
+
+
+def _unit_key(unit) -> str:
+    return "".join(str(unit).lower().split())
+
+
+def check_sidecar_unit(image: Image, path, accepted, needs: str) -> None:
+    """The unit the JSON sidecar of image ``path`` gives (``image.meta['unit']``, as
+    :func:`read_image` read it) must be one of ``accepted``; a sidecar without a unit is
+    accepted. Else :class:`InputError` naming the file, its unit and quantity, and
+    ``needs`` (what the command reads, what to give instead)."""
+    unit = image.meta.get("unit")
+    if unit is None or not str(unit).strip():
+        return
+    if _unit_key(unit) not in {_unit_key(a) for a in accepted}:
+        what = image.meta.get("quantity")
+        raise InputError(f"{path}: its sidecar gives the unit '{unit}'"
+                         f"{f' ({what})' if what else ''}; {needs}")
+
+
+def read_sidecar(path) -> dict:
+    """The JSON sidecar of image ``path`` (``a.json`` beside ``a.nii.gz``) as a dict; ``{}``
+    when there is none. A sidecar that is not a readable JSON object is an
+    :class:`InputError` naming it (line and column of a syntax error)."""
+    car = sidecar_path(path)
+    if not os.path.lexists(car):
+        return {}
+    if not car.is_file():
+        raise InputError(f"sidecar {car} of image {path} is not a readable file (a folder, "
+                         "or a broken link?); remove it or replace it with a JSON object")
+    try:
+        doc = json.loads(car.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"sidecar {car} of image {path} is not valid JSON ({exc.msg} at "
+                         f"line {exc.lineno}, column {exc.colno}); fix it or remove "
+                         "it") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise InputError(f"sidecar {car} of image {path} cannot be read "
+                         f"({type(exc).__name__}); give a UTF-8 JSON file or remove "
+                         "it") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"sidecar {car} of image {path} holds a JSON {type(doc).__name__}, "
+                         'not an object ({"unit": "Bq/mL", ...}); fix it or remove it')
+    return doc
+
+
 def read_labels(path, names: dict[int, str]) -> LabelMap:
+    from .nifti_check import check_nifti, is_nifti
+
+    if is_nifti(path) and Path(path).is_file():
+        check_nifti(path)  # ITK would zero-fill a label file cut short: structures lost
     img = read_sitk(path)
     arr, grid = sitk_to_array_and_grid(img)
     if not np.issubdtype(arr.dtype, np.integer):
@@ -208,6 +265,26 @@ def write_nifti_gz(img: sitk.Image, path, level: str = DEFAULT_COMPRESSION) -> N
     finally:
         if os.path.exists(raw):
             os.unlink(raw)
+
+
+def check_finite_output(path, image: Image, dtype=np.float32) -> None:
+    """A computed image about to be written as ``path``: every value finite and within
+    ``dtype``'s range (a float32 file would otherwise hold inf), else :class:`InputError`
+    naming the output; called before any output of a command is staged."""
+    from ..core.backend import to_numpy
+
+    data = np.asarray(to_numpy(image.data))
+    if not np.issubdtype(data.dtype, np.floating):
+        return
+    bad = int(np.count_nonzero(~np.isfinite(data)))
+    if not bad and dtype is not None and np.issubdtype(np.dtype(dtype), np.floating):
+        bad = int(np.count_nonzero(np.abs(data) > float(np.finfo(dtype).max)))
+    if bad:
+        raise InputError(f"{path}: the computed {image.quantity or 'result'} has non-finite "
+                         f"values ({bad} voxels, or beyond the range of "
+                         f"{np.dtype(dtype).name if dtype is not None else 'its type'}); "
+                         "nothing was written: check the input's units (activity far too "
+                         "high?)")
 
 
 def write_image(path, image: Image, dtype=np.float32, sidecar: dict | None = None,

@@ -1,6 +1,11 @@
-"""On-disk cache of voxel kernels (``~/.cache/voxdose/kernels``), keyed by everything that
-built them: nuclide, spacing, medium and density, radius, the point kernel's source (table
-hash or analytic model), the integration method and quadrature, and the code version.
+"""On-disk caches (``~/.cache/voxdose``), each entry keyed by everything that built it.
+
+* voxel kernels (``kernels/``): nuclide, spacing, medium and density, radius, the point
+  kernel's source (table hash or analytic model), the integration method and quadrature,
+  and the code version;
+* Monte Carlo dose point kernel tables of nuclides without a shipped table (``dpk/``):
+  nuclide, medium, the history plan (``auto`` or the counts), seed, batches and a hash of
+  the Monte Carlo's source code (:func:`dpk_cache_key`).
 """
 
 from __future__ import annotations
@@ -17,10 +22,9 @@ from .voxel import METHOD, N_DIRECTIONS, N_RADIAL, VoxelKernel, voxel_kernel
 CACHE_FORMAT = 1
 
 
-def kernel_cache_dir(cache_dir=None):
-    """The voxel-kernel cache folder: ``cache_dir``, else ``$VOXDOSE_CACHE_DIR``, else
-    ``~/.cache/voxdose`` (``$XDG_CACHE_HOME/voxdose`` when that is set); the ``kernels``
-    subfolder of it."""
+def cache_base_dir(cache_dir=None):
+    """voxdose's cache folder: ``cache_dir``, else ``$VOXDOSE_CACHE_DIR``, else
+    ``~/.cache/voxdose`` (``$XDG_CACHE_HOME/voxdose`` when that is set)."""
     import os
     from pathlib import Path
 
@@ -31,7 +35,13 @@ def kernel_cache_dir(cache_dir=None):
         else:
             xdg = os.environ.get("XDG_CACHE_HOME")
             cache_dir = Path(xdg) / "voxdose" if xdg else Path.home() / ".cache" / "voxdose"
-    return Path(cache_dir) / "kernels"
+    return Path(cache_dir)
+
+
+def kernel_cache_dir(cache_dir=None):
+    """The voxel-kernel cache folder: the ``kernels`` subfolder of
+    :func:`cache_base_dir`."""
+    return cache_base_dir(cache_dir) / "kernels"
 
 
 def _point_kernel_source_key(pk) -> dict:
@@ -136,9 +146,11 @@ def _read_cached(npz_path, json_path, key: dict):
         return None
 
 
-def voxel_kernel_cached(point_kernel: PointKernel, spacing_mm_zyx, radius_mm: float = 200.0,
-                        cache_dir=None, exact_spacing: bool = False) -> VoxelKernel:
-    """:func:`voxel_kernel` with an on-disk cache (same arguments and result).
+def voxel_kernel_cached(point_kernel: PointKernel, spacing_mm_zyx,
+                        radius_mm: float | None = None, cache_dir=None,
+                        exact_spacing: bool = False) -> VoxelKernel:
+    """:func:`voxel_kernel` with an on-disk cache (same arguments and result; ``radius_mm``
+    None: the one rule, :func:`voxdose.kernels.extent.kernel_extent`).
 
     Entries live in :func:`kernel_cache_dir` as ``<digest>.npz`` (the array) + ``<digest>.json``
     (the key of :func:`voxel_kernel_cache_key`, the kernel's provenance and the array's
@@ -160,6 +172,10 @@ def voxel_kernel_cached(point_kernel: PointKernel, spacing_mm_zyx, radius_mm: fl
     if len(spacing) != 3:
         raise InputError(f"spacing must be three numbers (z, y, x) in mm; "
                          f"got {spacing_mm_zyx!r}")
+    if radius_mm is None:
+        from .extent import kernel_extent
+
+        radius_mm = kernel_extent(point_kernel, spacing).radius_mm
     key = voxel_kernel_cache_key(point_kernel, spacing, radius_mm)
     if exact_spacing:
         key["exact"] = {"spacing_mm_zyx": [v.hex() for v in spacing],
@@ -179,3 +195,191 @@ def voxel_kernel_cached(point_kernel: PointKernel, spacing_mm_zyx, radius_mm: fl
     except OSError:
         pass
     return vk
+
+
+# ---------------------------------------------------------------------------------------
+# Monte Carlo dose point kernel tables of nuclides without a shipped table (``dpk/``)
+# ---------------------------------------------------------------------------------------
+#: Format of the DPK table entries (bump when the stored fields change).
+DPK_CACHE_FORMAT = 1
+#: The modules whose source determines a Monte Carlo table (transport, media, emissions).
+_MC_MODULES = ("voxdose.montecarlo.dpk", "voxdose.montecarlo.electron",
+               "voxdose.montecarlo.photon", "voxdose.montecarlo.transport",
+               "voxdose.montecarlo.core", "voxdose.montecarlo.media",
+               "voxdose.montecarlo.stopping_power", "voxdose.montecarlo.photon_data",
+               "voxdose.montecarlo.water_data", "voxdose.core.nuclide")
+#: Data packages whose version is part of a table's key.
+_MC_DATA_PACKAGES = ("icrp107-database", "xraydb")
+
+
+def dpk_cache_dir(cache_dir=None):
+    """The folder of Monte Carlo DPK tables built on first use: the ``dpk`` subfolder of
+    :func:`cache_base_dir`."""
+    return cache_base_dir(cache_dir) / "dpk"
+
+
+@lru_cache(maxsize=1)
+def mc_builder_digest() -> str:
+    """SHA-256 (first 16 hex digits) of the Monte Carlo's source files, the decay-data
+    reader and the versions of its data packages (ICRP-107 emissions, Elam photon data)."""
+    import hashlib
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError, version
+
+    h = hashlib.sha256()
+    for name in _MC_MODULES:
+        with open(importlib.util.find_spec(name).origin, "rb") as f:
+            h.update(f.read())
+    for pkg in _MC_DATA_PACKAGES:
+        try:
+            h.update(f"{pkg}=={version(pkg)}".encode())
+        except PackageNotFoundError:  # pragma: no cover - both are dependencies
+            h.update(f"{pkg} missing".encode())
+    return h.hexdigest()[:16]
+
+
+def dpk_cache_key(nuclide: str, medium: str, histories=None) -> dict:
+    """The key of a built table: nuclide, medium, the history plan (``"auto"``: planned for
+    the first-shell uncertainty target, or ``[electrons, photons]``), the target, seed and
+    batches, the Monte Carlo's code version and :func:`mc_builder_digest`."""
+    from ..montecarlo import dpk
+
+    return {
+        "format": DPK_CACHE_FORMAT,
+        "nuclide": str(nuclide),
+        "medium": str(medium),
+        "histories": "auto" if histories is None else [int(histories[0]), int(histories[1])],
+        "first_shells": dpk.FIRST_SHELLS,
+        "target_rel_uncertainty": dpk.TARGET_REL_UNCERTAINTY,
+        "seed": dpk.BUILD_SEED,
+        "n_batches": dpk.BUILD_BATCHES,
+        "code_version": dpk.CODE_VERSION,
+        "mc_builder_sha256": mc_builder_digest(),
+    }
+
+
+def _dpk_paths(folder, key: dict):
+    stem = f"{key['nuclide']}_{key['medium']}_{_key_digest(key)}"
+    return folder / f"{stem}.csv", folder / f"{stem}.json"
+
+
+def read_cached_dpk(nuclide: str, medium: str, histories=None, cache_dir=None):
+    """``(r_mm, dose_gy_per_decay, record, csv_path)`` of the cached table of ``nuclide``
+    in ``medium`` built with ``histories``, or None when there is none, or it is
+    unreadable, or its key or the CSV's SHA-256 do not match its record."""
+    import json
+
+    from ..io.atomic import sha256_file
+
+    key = dpk_cache_key(nuclide, medium, histories)
+    csv_path, json_path = _dpk_paths(dpk_cache_dir(cache_dir), key)
+    try:
+        record = json.loads(json_path.read_text())
+        if record.get("cache_key") != key or sha256_file(csv_path) != record.get("csv_sha256"):
+            return None
+        data = np.loadtxt(csv_path, delimiter=",", skiprows=1, ndmin=2)
+        if data.shape[0] < 2 or not np.all(np.isfinite(data[:, :2])):
+            return None
+        return data[:, 0], data[:, 1], record, csv_path
+    except Exception:  # a missing, truncated or odd entry is a miss
+        return None
+
+
+def _stderr_notice(text: str) -> None:
+    import sys
+
+    print(f"voxdose: {text}", file=sys.stderr, flush=True)
+
+
+def build_cached_dpk(nuclide: str, medium: str, histories=None, cache_dir=None,
+                     notify=None, reason: str = "no shipped table"):
+    """Build the table of ``nuclide`` in ``medium`` with the project's Monte Carlo
+    (:func:`voxdose.montecarlo.dpk.plan_build` then ``build_dpk``), saying so with the
+    expected time through ``notify`` (default: a line on stderr), and store it in
+    :func:`dpk_cache_dir` (CSV first, the JSON record last: an entry without its record is
+    never read).  Returns what :func:`read_cached_dpk` returns (the stored table read back,
+    so the first use equals every later one); the record says it was built, how long it
+    took and its first-shell uncertainty (and warns when the target was missed).  A cache
+    folder that cannot be written only loses the entry (csv_path None, the table as run)."""
+    import time
+
+    from ..montecarlo.dpk import build_dpk, check_buildable, plan_build
+
+    check_buildable(nuclide)   # energies beyond the transport: refused before any notice
+    say = notify or _stderr_notice
+    key = dpk_cache_key(nuclide, medium, histories)
+    folder = dpk_cache_dir(cache_dir)
+    csv_path, json_path = _dpk_paths(folder, key)
+    what = f"a Monte Carlo dose-point kernel for {nuclide} in {medium}"
+    say(f"building {what} ({reason}; once, cached in {folder}): timing a short pilot run")
+    t0 = time.perf_counter()
+    plan = plan_build(nuclide, medium, histories)
+    est = "a few s" if plan.estimate_s is None else f"~{plan.estimate_s:.0f} s"
+    say(f"building {what}: {est} for {plan.n_electrons:,} electron + {plan.n_photons:,} "
+        f"photon histories (once; cached in {folder})")
+    res = build_dpk(nuclide, medium, plan)
+    record = _built_record(res, key, time.perf_counter() - t0, reason)
+    stored = _store_dpk(res, record, csv_path, json_path)
+    u = record["first_shells_rel_uncertainty"]
+    say(f"built {what} in {record['wall_seconds']:.0f} s; statistical uncertainty of the "
+        f"first {len(u)} shells {', '.join(f'{v:.2%}' for v in u)}"
+        + ("" if stored else " (not cached: the cache folder cannot be written)"))
+    for w in record["warnings"]:
+        say(f"warning: {w}")
+    # read back what was stored, so that this first use and every later one agree exactly
+    hit = read_cached_dpk(nuclide, medium, histories, cache_dir) if stored else None
+    return hit or (res.r_mm, res.dose_gy_per_decay, record, None)
+
+
+def _built_record(res, key: dict, wall_s: float, reason: str) -> dict:
+    """The JSON record of a built table: the Monte Carlo's record, how and when it was
+    built, and a warning when the first-shell target was missed."""
+    import os
+    import platform
+    import time
+
+    import numba
+
+    from .. import __version__
+
+    rec = res.record()
+    build = rec["settings"]["build"]
+    warnings = []
+    if not build["target_met"]:
+        u = max(build["achieved_first_shells_rel_uncertainty"])
+        warnings.append(
+            f"the Monte Carlo table of {res.nuclide} in {res.medium} has a statistical "
+            f"uncertainty of up to {u:.2%} in its first {build['first_shells']} shells "
+            f"(target {build['target_rel_uncertainty']:.1%}; {res.n_electrons:,} electron "
+            "histories): build it with more (VOXDOSE_DPK_HISTORIES=ELECTRONS,PHOTONS)")
+    rec.update({
+        "generated_by": f"voxdose {__version__}: Monte Carlo table built on first use "
+                        f"({reason})",
+        "voxdose_version": __version__,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_seconds": wall_s,
+        "cpu": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "numba_threads": int(numba.get_num_threads()),
+        "cache_key": key,
+        "warnings": warnings,
+        "shell_edges_mm": [float(v) for v in res.edges_mm],
+    })
+    return rec
+
+
+def _store_dpk(res, record: dict, csv_path, json_path) -> bool:
+    """Write the table (CSV, atomically) and then its record with the CSV's SHA-256;
+    False when the folder cannot be written."""
+    from ..io.atomic import atomic_path, sha256_file, write_json
+    from ..montecarlo.dpk import write_dpk_csv
+
+    try:
+        with atomic_path(csv_path) as tmp:
+            write_dpk_csv(tmp, res.r_mm, res.dose_gy_per_decay, res.rel_uncertainty)
+        record["csv_sha256"] = sha256_file(csv_path)
+        record["cache_file"] = str(csv_path)
+        write_json(json_path, record)
+    except OSError:
+        record["cache_file"] = None
+        return False
+    return True

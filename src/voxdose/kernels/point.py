@@ -10,9 +10,11 @@ What
       and rho in g/cm^3 -> g/mm^3 = rho/1000:
       ``D[Gy] = 1000 j / (4 pi r^2 rho) [MeV/g] * MEV_PER_G_TO_GY``.
 
-    Energy below 10 keV (electrons and photons) is deposited locally: a delta at r = 0
-    whose energy ``local_energy_mev`` is kept as a separate term (included in
-    ``cumulative_energy_mev`` for r >= 0 unless ``include_local=False``; never in ``j``).
+    Energy below :data:`LOCAL_CUTOFF_MEV` (10 keV; electrons and photons) is deposited
+    locally: a delta at r = 0 whose energy ``local_energy_mev`` is kept as a separate term
+    (included in ``cumulative_energy_mev`` for r >= 0 unless ``include_local=False``; never in
+    ``j``).  The same 10 keV is the local-deposition cut of the ``ldm`` dose engine; the Monte
+    Carlo tables transport photons down to 1 keV instead (docs/defaults.md).
 
 Electrons (beta spectrum + internal-conversion + Auger lines)
     The ICRP-107 beta spectrum dN/dE is binned into ``n_beta_bins`` (~200) equal-width bins
@@ -31,7 +33,11 @@ Electrons (beta spectrum + internal-conversion + Auger lines)
     **This is a foundation approximation of the scaled point kernel**: a broad hump with a
     non-zero value at the origin and range straggling out to 1.1 R.  Its shape is accurate
     to perhaps +-20 % against Monte Carlo scaled dose point kernels (e.g. Berger's); energy
-    is conserved exactly.  It is to be replaced by the Monte Carlo kernels issue.
+    is conserved exactly.  The dose engines use the project's Monte Carlo tables
+    (:class:`TabulatedPointKernel`, :func:`load_point_kernel`: shipped, or built on first
+    use and cached); the analytic model is used only when asked for by name (with a
+    warning), and it supplies the electron/photon split of the sphere S-values
+    (:mod:`voxdose.analysis.mird`), which the tables do not hold.
 
 Photons (gamma + X lines >= 10 keV): energy-absorption build-up approximation
     With ``mu = (mu/rho) rho``, ``mu_en = (mu_en/rho) rho`` (1/mm; Hubbell & Seltzer 1995)
@@ -62,8 +68,14 @@ from ..core.nuclide import Nuclide, load_nuclide
 from ..core.units import MEV_PER_G_TO_GY
 from ..montecarlo import water_data
 
-#: Energies below this are deposited locally (delta at r = 0), MeV.
+#: Energies below this are deposited locally (delta at r = 0), MeV: the one local-deposition
+#: cut of the analytic models (this kernel, the ``ldm`` engine; docs/defaults.md).  The
+#: Monte Carlo's own 1 keV (:data:`voxdose.montecarlo.photon.P_CUT_MEV`) is a transport cut:
+#: it follows the 1-10 keV photons, which stop within ~2 mm.
 LOCAL_CUTOFF_MEV = 0.010
+#: A table's electron range: the radius beyond which its energy per mm j(r) stays below this
+#: fraction of its peak (the photon or bremsstrahlung tail lies lower: ~1.4e-4 for Lu-177).
+TABLE_RANGE_LEVEL = 1e-3
 #: Upper end of the scaled electron distribution, in units of the CSDA range.
 XI_MAX = 1.1
 #: Normalisation of F(xi) = N (xi + 0.1)(1.1 - xi) on [0, 1.1].
@@ -136,6 +148,7 @@ class PointKernel:
     total_energy_mev: float
     beta_scale_factor: float
     n_beta_bins: int
+    warning: str | None = None   # set by load_point_kernel(model="analytic")
 
     # -- derived quantities ----------------------------------------------------------------
     @property
@@ -235,7 +248,8 @@ class PointKernel:
     def provenance(self) -> dict:
         """What the kernel is and where its numbers come from (JSON-serialisable dict)."""
         return {
-            "model": "voxdose foundation point kernel (analytic; to be replaced by Monte Carlo)",
+            "model": "voxdose analytic point kernel (foundation model, approximate; the "
+                     "Monte Carlo tables are used unless it is asked for by name)",
             "nuclide": self.nuclide,
             "density_g_cm3": self.density_g_cm3,
             "decay_data": "ICRP Publication 107 (icrp107-database)",
@@ -254,6 +268,7 @@ class PointKernel:
             "local_energy_mev": self.local_energy_mev,
             "total_energy_mev": self.total_energy_mev,
             "max_electron_range_mm": self.max_electron_range_mm,
+            **({"warnings": [self.warning]} if self.warning else {}),
         }
 
     def describe(self) -> dict:
@@ -361,6 +376,24 @@ def _shell_edges_from_points(r: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], mids, [last]])
 
 
+def table_electron_range_mm(edges_mm: np.ndarray, shell_energy_mev: np.ndarray) -> float:
+    """The electron range of a radial table, from the table alone: the outer edge of the last
+    shell whose energy per mm j = E_i / (e_(i+1) - e_i) exceeds :data:`TABLE_RANGE_LEVEL` of
+    its peak, at most the radius holding 99.9 % of the table's energy.
+
+    Beyond it only the smooth photon (bremsstrahlung) tail remains, which the voxel kernel's
+    far-field rule integrates.  Shipped tables: Lu-177 1.34 mm, Y-90 10.25 mm in water (their
+    CSDA bounds 1.75 and 11.3 mm).  (The 99.9 % energy radius alone, the former default, is
+    the photon tail's: 648 mm for Lu-177, which made a run with a user table 46 times slower.)
+    """
+    j = shell_energy_mev / np.diff(edges_mm)
+    above = np.nonzero(j > TABLE_RANGE_LEVEL * float(j.max()))[0]
+    r_level = float(edges_mm[above[-1] + 1]) if above.size else float(edges_mm[-1])
+    cum = np.cumsum(shell_energy_mev)
+    r_energy = float(edges_mm[1:][np.searchsorted(cum, 0.999 * cum[-1])])
+    return min(r_level, r_energy)
+
+
 @dataclass(frozen=True, eq=False)
 class TabulatedPointKernel:
     """A radial dose point kernel D(r) from a table, with the :class:`PointKernel` interface.
@@ -425,9 +458,7 @@ class TabulatedPointKernel:
         table_e = float(shell_e.sum())
         total = table_e if total_energy_mev is None else float(total_energy_mev)
         if electron_range_mm is None:
-            # radius holding 99.9 % of the table's energy, at most the table's end
-            cum = np.cumsum(shell_e)
-            electron_range_mm = float(edges[1:][np.searchsorted(cum, 0.999 * cum[-1])])
+            electron_range_mm = table_electron_range_mm(edges, shell_e)
         return cls(nuclide=nuclide, density_g_cm3=rho, r_table_mm=r,
                    dose_table_gy_per_decay=d, edges_mm=edges, shell_energy_mev=shell_e,
                    total_energy_mev=total, electron_range_mm=float(electron_range_mm),
@@ -517,7 +548,14 @@ class TabulatedPointKernel:
             out["table_record"] = {k: self.record[k] for k in (
                 "code_version", "n_electron_histories", "n_photon_histories", "seed",
                 "energy_balance_residual", "bremsstrahlung_photon_mev_per_decay",
-                "escaped_beyond_table_mev_per_decay") if k in self.record}
+                "escaped_beyond_table_mev_per_decay", "first_shells_rel_uncertainty",
+                "generated_by", "created_utc", "wall_seconds", "cache_file")
+                if k in self.record}
+            build = (self.record.get("settings") or {}).get("build")
+            if build:
+                out["table_record"]["build"] = {k: v for k, v in build.items() if k != "pilot"}
+            if self.record.get("warnings"):
+                out["warnings"] = list(self.record["warnings"])
         return out
 
     def describe(self) -> dict:
@@ -597,17 +635,119 @@ def shipped_table_path(nuclide: str, medium: str = "water"):
     return p if p.is_file() else None
 
 
-def load_point_kernel(nuclide: Nuclide | str, medium: str = "water"):
-    """The best point kernel of ``nuclide`` in ``medium`` (cached per nuclide and medium).
+#: Point-kernel models of :func:`load_point_kernel`: the project's Monte Carlo (a shipped
+#: table, else one built on first use and cached) or, only when asked for by name, the
+#: approximate analytic model (:func:`point_kernel_for`).
+KERNEL_MODELS = ("monte-carlo", "analytic")
+_KERNEL_MODEL_ALIASES = {"mc": "monte-carlo", "montecarlo": "monte-carlo",
+                         "monte_carlo": "monte-carlo", "foundation": "analytic"}
+#: Emissions the kernels do not model (alphas, positrons, fission) may carry at most this
+#: fraction of a nuclide's energy per decay; more is refused.
+UNMODELLED_ENERGY_TOLERANCE = 1e-3
+#: Environment variable: histories of the tables built on first use, ``N`` or
+#: ``ELECTRONS,PHOTONS``, instead of the planned default (tests; more precise tables).
+HISTORIES_ENV = "VOXDOSE_DPK_HISTORIES"
 
-    The project's Monte Carlo table of the medium (``kernels/<Nuclide>_<medium>.csv`` with
-    its JSON record, transported in the medium's composition) when shipped; else the water
-    table range-scaled to the medium's density (:data:`MEDIA_DENSITY_G_CM3`); otherwise
-    the analytic foundation model :func:`point_kernel_for` at that density.  All have the
-    same interface.
+
+class ApproximateKernelWarning(UserWarning):
+    """The approximate analytic point kernel was asked for instead of the Monte Carlo."""
+
+
+def canonical_kernel_model(model: str) -> str:
+    """'monte-carlo' | 'analytic' (a few spellings accepted); InputError otherwise."""
+    m = str(model).strip().lower()
+    m = _KERNEL_MODEL_ALIASES.get(m, m)
+    if m not in KERNEL_MODELS:
+        raise InputError(f"unknown point-kernel model '{model}'; choose "
+                         f"{' or '.join(KERNEL_MODELS)}")
+    return m
+
+
+def check_kernel_emissions(nuc: Nuclide) -> None:
+    """:class:`NuclideError` when a kernel of ``nuc`` would miss energy: it emits alphas,
+    positrons or fission products carrying more than :data:`UNMODELLED_ENERGY_TOLERANCE`
+    of its energy per decay (the kernels transport electrons and photons), or nothing."""
+    from ..core.errors import NuclideError
+    from ..core.nuclide import unmodelled_emissions
+
+    modelled = nuc.electron_energy_per_decay_mev + nuc.photon_energy_per_decay_mev
+    lost = unmodelled_emissions(nuc)
+    lost_mev = sum(e for _, e in lost.values())
+    if lost_mev > UNMODELLED_ENERGY_TOLERANCE * (modelled + lost_mev):
+        kinds = ", ".join(f"{k} {e:.3g} MeV" for k, (_, e) in lost.items())
+        raise NuclideError(
+            f"{nuc.name} emits radiation that voxdose's dose kernels do not transport "
+            f"({kinds} per decay; {lost_mev / (modelled + lost_mev):.0%} of its energy): "
+            "its dose would miss that energy. Give your own dose point kernel that holds "
+            "it ([dose] dpk in study.toml, --dpk on the command line)")
+    if modelled <= 0:
+        raise NuclideError(f"ICRP-107 lists no electron or photon emissions for {nuc.name}; "
+                           "there is nothing for a dose kernel to transport")
+
+
+def histories_from_env(value: str | None = None):
+    """(electrons, photons) from ``$VOXDOSE_DPK_HISTORIES`` (or ``value``): ``N`` or
+    ``NE,NP``; None when unset (the planned default)."""
+    import os
+
+    text = os.environ.get(HISTORIES_ENV, "") if value is None else value
+    if not str(text).strip():
+        return None
+    try:
+        vals = [int(v) for v in str(text).split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or min(vals) < 0 or max(vals) == 0:
+        raise InputError(f"{HISTORIES_ENV} must be N or ELECTRONS,PHOTONS (whole numbers "
+                         f">= 0, not both 0); got '{text}'. Unset it for the default plan")
+    return vals[0], vals[1]
+
+
+def load_point_kernel(nuclide: Nuclide | str, medium: str = "water", *,
+                      model: str = "monte-carlo", histories=None, build: bool = True,
+                      cache_dir=None):
+    """The point kernel of ``nuclide`` in ``medium`` (cached per nuclide and medium).
+
+    ``model="monte-carlo"`` (default): the project's Monte Carlo table of the medium
+    (``kernels/<Nuclide>_<medium>.csv`` with its JSON record) when shipped, else the
+    shipped water table range-scaled to the medium's density; for a nuclide without a
+    shipped table, a table built by the project's Monte Carlo on first use (said on
+    stderr with the expected time; ``histories`` (electrons, photons), else
+    ``$VOXDOSE_DPK_HISTORIES``, else planned for <= 0.5 % statistical uncertainty in the
+    first three shells) and cached (:func:`voxdose.kernels.cache.dpk_cache_dir` under
+    ``cache_dir``); ``build=False`` refuses instead of building.
+    ``model="analytic"``: the approximate analytic model :func:`point_kernel_for` at the
+    medium's density, with an :class:`ApproximateKernelWarning` and a warning in its
+    provenance: never chosen without being asked for.
+    A nuclide whose alphas, positrons or fission the kernels would miss is refused
+    (:func:`check_kernel_emissions`).  All kernels have the same interface.
     """
+    from .cache import cache_base_dir
+
     nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
-    return _load_point_kernel_cached(nuc.name, canonical_medium(medium))
+    med = canonical_medium(medium)
+    check_kernel_emissions(nuc)
+    if canonical_kernel_model(model) == "analytic":
+        return _analytic_kernel(nuc, med)
+    hist = histories_from_env() if histories is None else histories_from_env(
+        ",".join(str(int(v)) for v in histories))
+    return _load_point_kernel_cached(nuc.name, med, hist, str(cache_base_dir(cache_dir)),
+                                     bool(build))
+
+
+def _analytic_kernel(nuc: Nuclide, med: str) -> PointKernel:
+    import dataclasses
+    import warnings
+
+    msg = (f"approximate analytic point kernel asked for ({nuc.name} in {med}): electron "
+           "shape about +-20 % against Monte Carlo, photons by a build-up approximation, "
+           f"water composition at {MEDIA_DENSITY_G_CM3[med]} g/cm3; not the project's "
+           "Monte Carlo")
+    warnings.warn(msg, ApproximateKernelWarning, stacklevel=3)
+    pk = point_kernel_for(nuc, density_g_cm3=MEDIA_DENSITY_G_CM3[med])
+    return dataclasses.replace(pk, warning=msg)
 
 
 #: Tissue of a density for the ``mvs`` dose mode: (upper density bound g/cm^3, medium).
@@ -627,31 +767,60 @@ def point_kernel_for_tissue_density(nuclide: Nuclide | str, density_g_cm3: float
     tissue's Monte Carlo table (its composition), range-scaled from the table's density
     to ``density_g_cm3`` (g/cm^3)."""
     med = tissue_for_density(float(density_g_cm3))
-    pk = load_point_kernel(nuclide, med)
-    if isinstance(pk, TabulatedPointKernel):
-        if abs(pk.density_g_cm3 - float(density_g_cm3)) < 1e-12:
-            return pk
-        return pk.range_scaled(float(density_g_cm3), medium=med)
-    return point_kernel_for(nuclide, density_g_cm3=density_g_cm3)
+    pk = load_point_kernel(nuclide, med)   # always a Monte Carlo table (shipped or built)
+    if abs(pk.density_g_cm3 - float(density_g_cm3)) < 1e-12:
+        return pk
+    return pk.range_scaled(float(density_g_cm3), medium=med)
 
 
 @lru_cache(maxsize=32)
-def _load_point_kernel_cached(name: str, med: str):
-    import json
-
+def _load_point_kernel_cached(name: str, med: str, histories=None, cache_base=None,
+                              build: bool = True):
     nuc = load_nuclide(name)
-    rho = MEDIA_DENSITY_G_CM3[med]
     own = shipped_table_path(nuc.name, med)
     path = own or shipped_table_path(nuc.name)
     if path is None:
-        return point_kernel_for(nuc, density_g_cm3=rho)
+        return _built_kernel(nuc, med, histories, cache_base, build)
+    return _shipped_kernel(nuc, med, path, own is not None)
+
+
+def _built_kernel(nuc: Nuclide, med: str, histories, cache_base, build: bool):
+    """The Monte Carlo table of a nuclide without a shipped one: from the cache, else
+    built now (:func:`voxdose.kernels.cache.build_cached_dpk`)."""
+    from ..core.errors import NuclideError
+    from .cache import build_cached_dpk, dpk_cache_dir, read_cached_dpk
+
+    hit = read_cached_dpk(nuc.name, med, histories, cache_base)
+    if hit is None and not build:
+        raise NuclideError(
+            f"no Monte Carlo dose point kernel for {nuc.name} in {med}: none is shipped and "
+            f"none is cached in {dpk_cache_dir(cache_base)}; build it with "
+            f"`voxdose dpk {nuc.name} --medium {med} --build`")
+    if hit is None:
+        hit = build_cached_dpk(nuc.name, med, histories, cache_base)
+    r, d, record, csv_path = hit
+    where = f"cached as {csv_path}" if csv_path else "not cached"
+    e_range = record.get("max_electron_range_mm")
+    return TabulatedPointKernel.from_table(
+        r, d, nuclide=nuc.name, density_g_cm3=float(record["density_g_cm3"]),
+        total_energy_mev=nuc.electron_energy_per_decay_mev + nuc.photon_energy_per_decay_mev,
+        electron_range_mm=float(e_range) if e_range else None, medium=med, record=record,
+        source=f"voxdose Monte Carlo table built on first use (no shipped table; {where})")
+
+
+def _shipped_kernel(nuc: Nuclide, med: str, path, own: bool):
+    """The shipped table ``path`` (the medium's own when ``own``, else water's,
+    range-scaled to the medium's density)."""
+    import json
+
+    rho = MEDIA_DENSITY_G_CM3[med]
     rec_path = path.with_suffix(".json")
     record = json.loads(rec_path.read_text()) if rec_path.is_file() else None
     e_range = None
     if record and record.get("max_electron_range_mm"):
         e_range = float(record["max_electron_range_mm"])
     table_rho = float(record.get("density_g_cm3", 1.0)) if record else 1.0
-    if own is None:
+    if not own:
         table_rho = 1.0
     pk = read_dpk_csv(path, nuclide=nuc, electron_range_mm=e_range, density_g_cm3=table_rho)
     pk = TabulatedPointKernel.from_table(
@@ -659,6 +828,6 @@ def _load_point_kernel_cached(name: str, med: str):
         total_energy_mev=pk.total_energy_mev, electron_range_mm=pk.electron_range_mm,
         source=f"voxdose Monte Carlo table {path.name}", medium=med if own else "water",
         record=record)
-    if own is None and med != "water":
+    if not own and med != "water":
         pk = pk.range_scaled(rho, medium=med)
     return pk

@@ -27,7 +27,10 @@ Near offsets (|o_a| <= n_near on every axis, n_near = max(2, ceil(R_e,max/min s)
     Fibonacci lattice (~2000 points) on the whole sphere, or - when the box does not
     surround the origin - on the spherical cap around o*s that contains the box (the
     integrand vanishes elsewhere), weighted by the cap's solid-angle fraction.  The local
-    (< 10 keV) energy E_loc is added to the central voxel as E_loc/(rho V) (= E_loc f_0(0)/rho).
+    energy E_loc of the analytic kernel (emissions below its 10 keV cut,
+    :data:`voxdose.kernels.point.LOCAL_CUTOFF_MEV`) is added to the central voxel as
+    E_loc/(rho V) (= E_loc f_0(0)/rho); a Monte Carlo table has no separate local term (its
+    first shell holds what the transport deposited there, photons below 1 keV included).
     rho in g/mm^3 (= density/1000), so S is MeV/g, converted with ``MEV_PER_G_TO_GY``.
     Because the tents form a partition of unity (sum_o f_o = 1/V), the near values conserve
     energy up to the direction / radial quadrature error (~1e-5; Y-90: 2e-6).
@@ -56,9 +59,11 @@ Symmetry
     permutation class.
 
 The kernel array covers the box |o_a| <= h_a = ceil(radius_mm / s_a) (values in its corners
-are kept, not cut to a sphere).  ``neglected_energy_fraction = 1 - sum(S rho V)/E_total``
-counts the energy deposited outside the box (mostly the long photon build-up tail) and the
-small quadrature error.
+are kept, not cut to a sphere).  The default radius is the one rule of every entry point,
+:func:`voxdose.kernels.extent.kernel_extent` (0.1 % of the energy left out; docs/defaults.md).
+The value at an offset does not depend on the radius (a larger box only adds offsets).
+``neglected_energy_fraction = 1 - sum(S rho V)/E_total`` counts the energy deposited outside
+the box (mostly the long photon build-up tail) and the small quadrature error.
 """
 
 from __future__ import annotations
@@ -311,20 +316,9 @@ def _canonical(offsets: np.ndarray, spacing: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # builder
 # ---------------------------------------------------------------------------------------
-def voxel_kernel(point_kernel: PointKernel, spacing_mm_zyx, radius_mm: float = 200.0, *,
-                 n_directions: int = N_DIRECTIONS, n_radial: int = N_RADIAL,
-                 far_field: str = "tent3") -> VoxelKernel:
-    """Voxel S-value kernel (Gy per decay) of ``point_kernel`` on a grid of spacing (z, y, x).
-
-    The kernel spans offsets |o_a| <= h_a = ceil(radius_mm / s_a); spacing may be
-    anisotropic.  ``far_field``: the far-offset rule, "tent3" (default) or "gauss6" (the
-    former, 8x slower per offset; kept as the reference).  Raises :class:`InputError` for
-    non-positive spacing or radius.
-    """
-    if far_field not in FAR_FIELD_RULES:
-        raise InputError(f"far_field must be one of {', '.join(FAR_FIELD_RULES)}; "
-                         f"got {far_field!r}")
-    t0 = time.perf_counter()
+def _checked_spacing_and_radius(point_kernel, spacing_mm_zyx, radius_mm):
+    """(spacing array (z, y, x) mm, radius mm), checked (InputError); radius None: the
+    radius of :func:`voxdose.kernels.extent.kernel_extent` for the spacing."""
     try:
         s = np.asarray([float(v) for v in spacing_mm_zyx], dtype=np.float64)
     except (TypeError, ValueError):
@@ -333,9 +327,32 @@ def voxel_kernel(point_kernel: PointKernel, spacing_mm_zyx, radius_mm: float = 2
     if s.shape != (3,) or not np.all(np.isfinite(s)) or np.any(s <= 0):
         raise InputError(f"spacing must be three positive numbers (z, y, x) in mm; "
                          f"got {spacing_mm_zyx!r}")
+    if radius_mm is None:
+        from .extent import kernel_extent
+
+        radius_mm = kernel_extent(point_kernel, s).radius_mm
     radius = float(radius_mm)
     if not math.isfinite(radius) or radius <= 0:
         raise InputError(f"kernel radius must be a positive number of mm; got {radius_mm!r}")
+    return s, radius
+
+
+def voxel_kernel(point_kernel: PointKernel, spacing_mm_zyx, radius_mm: float | None = None, *,
+                 n_directions: int = N_DIRECTIONS, n_radial: int = N_RADIAL,
+                 far_field: str = "tent3") -> VoxelKernel:
+    """Voxel S-value kernel (Gy per decay) of ``point_kernel`` on a grid of spacing (z, y, x).
+
+    The kernel spans offsets |o_a| <= h_a = ceil(radius_mm / s_a) (default: the radius of
+    :func:`voxdose.kernels.extent.kernel_extent` for this spacing); spacing may be
+    anisotropic.  ``far_field``: the far-offset rule, "tent3" (default) or "gauss6" (the
+    former, 8x slower per offset; kept as the reference).  Raises :class:`InputError` for
+    non-positive spacing or radius.
+    """
+    if far_field not in FAR_FIELD_RULES:
+        raise InputError(f"far_field must be one of {', '.join(FAR_FIELD_RULES)}; "
+                         f"got {far_field!r}")
+    t0 = time.perf_counter()
+    s, radius = _checked_spacing_and_radius(point_kernel, spacing_mm_zyx, radius_mm)
     h = np.array([max(1, math.ceil(radius / sa - 1e-9)) for sa in s], dtype=np.int64)
     n_near = max(2, math.ceil(point_kernel.max_electron_range_mm / float(s.min())) + 1)
     near_h = np.minimum(h, n_near)

@@ -8,6 +8,13 @@ units, in :mod:`voxdose.kinetics.models`).
 
 Units at this boundary: times in s, activity concentration in Bq/mL, TIA concentration in
 Bq*s/mL (multiply by the voxel volume in mL for decays per voxel), decay constants 1/s.
+
+Where the fit runs: ``backend=`` a GPU backend keeps the curves, results and parameters on
+the device (the CUDA fitter reads and writes them in place: no host copy; the pipeline's
+path); without one, ``device`` 'cpu' runs the Numba CPU driver and 'gpu' the CUDA fitter on
+host arrays (copied to the device and back).  A backend may bring its own fit driver
+(``backend.fit_block``, the signature of :func:`voxdose.kinetics.cuda_fit.fit_block_cuda`;
+the recording test backend does).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
+from ..core.backend import backend_of
 from ..core.errors import DeviceError, InputError
 from . import lm_core
 from .lm_core import fit_block_cpu as _fit_block_cpu
@@ -70,8 +78,11 @@ def _check_times(times_s, n_frames):
 def fit_curves(times_s, curves, lambda_phys_per_s: float, model: str = "auto",
                weighting: str = "poisson", background: float = 0.0, lift_bound: bool = False,
                tail: str = "physical", frame_noise_rel: float = 0.05,
-               keep_params: bool = True, device: str = "cpu") -> TiaFit:
+               keep_params: bool = True, device: str = "cpu", backend=None) -> TiaFit:
     """Fit ``curves`` (N, T): N time-activity curves sampled at ``times_s`` (T,).
+
+    backend : a GPU :class:`~voxdose.core.backend.Backend` to fit on, curves and results
+            on its device (module docstring); None: ``device`` says where.
 
     model : 'auto' (best AICc of mono, biexp, biexp_sum, triexp that have enough points and
             converged; else trapezoid + physical tail) or one of 'trapz', 'mono', 'biexp',
@@ -83,7 +94,8 @@ def fit_curves(times_s, curves, lambda_phys_per_s: float, model: str = "auto",
     tail : trapezoid tail, 'physical' or 'fitted' (exponential through the last two points).
     frame_noise_rel : relative standard uncertainty of a frame, for the trapezoid's sigma.
     """
-    curves = np.asarray(curves, dtype=np.float64)
+    xp, drive = _driver(device, backend)
+    curves = xp.asarray(curves, dtype=xp.float64)
     if curves.ndim != 2:
         raise InputError("curves must be a 2D array (N curves, T times)")
     t_s = _check_times(times_s, curves.shape[1])
@@ -102,26 +114,42 @@ def fit_curves(times_s, curves, lambda_phys_per_s: float, model: str = "auto",
     t_h = t_s / 3600.0
     lam_h = lambda_phys_per_s * 3600.0
     n = curves.shape[0]
-    out = np.zeros((n, lm_core.N_OUT))
+    out = xp.zeros((n, lm_core.N_OUT))
     # parameters are kept only on request: otherwise one chunk-sized scratch array
-    params = np.zeros((n if keep_params else min(n, CHUNK_VOXELS), lm_core.MAX_P))
+    params = xp.zeros((n if keep_params else min(n, CHUNK_VOXELS), lm_core.MAX_P))
     args = (core_model, lam_h, bool(lift_bound), weighting == "poisson", float(background),
             float(frame_noise_rel), tail == "fitted")
-    cuda = _use_cuda(device)
     for s in range(0, n, CHUNK_VOXELS):  # chunks bound the copies of the input curves
         e = min(n, s + CHUNK_VOXELS)
-        chunk = np.ascontiguousarray(curves[s:e])
+        chunk = xp.ascontiguousarray(curves[s:e])
         par = params[s:e] if keep_params else params[: e - s]
-        if cuda:
-            from .cuda_fit import fit_block_cuda
-
-            fit_block_cuda(t_h, chunk, *args, out[s:e], par)
-        else:
-            _fit_block_cpu(t_h, chunk, *args, out[s:e], par, numba.get_num_threads())
+        drive(t_h, chunk, *args, out[s:e], par)
     return _to_result(out, params if keep_params else None,
                       {"model": model, "weighting": weighting, "background": background,
                        "lift_bound": lift_bound, "tail": tail,
                        "frame_noise_rel": frame_noise_rel})
+
+
+def _driver(device: str, backend):
+    """(array namespace, fit driver): the backend's device (its own driver, else the CUDA
+    fitter on device arrays), else by ``device`` on host arrays."""
+    if backend is not None and backend.name != "cpu":
+        own = getattr(backend, "fit_block", None)
+        if own is not None:
+            return backend.xp, own
+        from .cuda_fit import fit_block_cuda
+
+        return backend.xp, fit_block_cuda
+    if backend is None and _use_cuda(device):
+        from .cuda_fit import fit_block_cuda
+
+        return np, fit_block_cuda
+    return np, _fit_cpu
+
+
+def _fit_cpu(t_h, curves, *args) -> None:
+    """The Numba CPU driver on every thread Numba may use."""
+    _fit_block_cpu(t_h, curves, *args, numba.get_num_threads())
 
 
 def _use_cuda(device: str) -> bool:
@@ -164,26 +192,30 @@ def _to_result(out, params, settings, shape=None) -> TiaFit:
 
 def fit_tia(times_s, frames, lambda_phys_per_s: float, model: str = "auto",
             weighting: str = "poisson", background_fraction: float = 1e-3,
-            device: str = "cpu", keep_params: bool = False, **kw) -> TiaFit:
+            device: str = "cpu", keep_params: bool = False, backend=None, **kw) -> TiaFit:
     """Fit every voxel of ``frames`` (T, z, y, x) in Bq/mL. Returns maps of shape (z, y, x).
 
     ``background_fraction`` x the largest value of all frames is the background threshold.
     ``keep_params`` keeps the per-voxel parameters (z, y, x, 5) for
     :mod:`voxdose.kinetics.after` (activity at t, TIA after t0). Other keywords as
-    :func:`fit_curves`. No NaN or Inf reaches the outputs.
+    :func:`fit_curves` (``backend``: a GPU backend keeps frames and maps on its device).
+    No NaN or Inf reaches the outputs.
     """
-    frames = np.asarray(frames)
+    xp = np if backend is None else backend.xp
+    frames = xp.asarray(frames)
     if frames.ndim != 4:
         raise InputError("frames must be 4D (t, z, y, x)")
-    if not np.all(np.isfinite(frames)):
+    if not bool(xp.all(xp.isfinite(frames))):
         raise InputError("frames contain NaN or infinite values; mask or fix them first")
-    if np.any(frames < 0):
+    if bool(xp.any(frames < 0)):
         raise InputError("frames contain negative activity; clip or fix them first")
     spatial = frames.shape[1:]
     curves = frames.reshape(frames.shape[0], -1).T
-    background = float(background_fraction) * float(frames.max(initial=0.0))
+    top = float(frames.max()) if frames.size else 0.0
+    background = float(background_fraction) * max(top, 0.0)
     res = fit_curves(times_s, curves, lambda_phys_per_s, model=model, weighting=weighting,
-                     background=background, keep_params=keep_params, device=device, **kw)
+                     background=background, keep_params=keep_params, device=device,
+                     backend=backend, **kw)
     return TiaFit(*(getattr(res, f).reshape(spatial) for f in
                     ("tia", "sigma", "lambda_eff_per_s", "model", "status", "aicc", "rss",
                      "r2")),
@@ -199,4 +231,32 @@ def fit_single_time_point(time_s: float, frame, effective_half_life_h: float) ->
     if not effective_half_life_h > 0:
         raise InputError("the single-time-point method needs an effective half-life > 0 h")
     lam = math.log(2.0) / (effective_half_life_h * 3600.0)
-    return np.clip(np.asarray(frame, dtype=np.float64), 0, None) * math.exp(lam * time_s) / lam
+    xp = backend_of(frame).xp  # the frame's own device
+    return xp.clip(xp.asarray(frame, dtype=xp.float64), 0, None) * math.exp(lam * time_s) / lam
+
+
+#: status of every voxel of a single-time-point TIA (``models.STATUS[5]``)
+STP_STATUS = 5
+
+
+def single_time_point_fit(time_s: float, frame, half_life_h: float,
+                          frame_noise_rel: float = 0.05, method: str = "effective") -> TiaFit:
+    """Every voxel of one frame (Bq/mL) integrated by :func:`fit_single_time_point` with
+    ``half_life_h`` (the physical half-life for ``method`` 'physical', the assumed
+    effective one for 'effective'), as a :class:`TiaFit`: sigma = ``frame_noise_rel`` x TIA
+    (the frame's noise only: the half-life's own uncertainty is unknown and left out),
+    lambda_eff = ln 2 / T everywhere, model ``stp`` (5), status :data:`STP_STATUS`, AICc
+    inf, RSS and R^2 0 (nothing fitted); on the frame's device."""
+    xp = backend_of(frame).xp
+    frame = xp.asarray(frame, dtype=xp.float64)
+    tia = fit_single_time_point(time_s, frame, half_life_h)
+    lam = math.log(2.0) / (half_life_h * 3600.0)
+    shape = tia.shape
+    return TiaFit(tia=tia, sigma=tia * float(frame_noise_rel),
+                  lambda_eff_per_s=xp.full(shape, lam),
+                  model=xp.full(shape, MODEL_IDS["stp"], dtype=xp.uint8),
+                  status=xp.full(shape, STP_STATUS, dtype=xp.uint8), aicc=xp.full(shape, xp.inf),
+                  rss=xp.zeros(shape), r2=xp.zeros(shape),
+                  settings={"model": "stp", "single_time_point": method,
+                            "half_life_h": float(half_life_h),
+                            "frame_noise_rel": float(frame_noise_rel)})

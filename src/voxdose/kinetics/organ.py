@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.backend import backend_of, to_numpy
 from ..core.grid import LabelMap
 from .fit import fit_curves
 from .models import MIN_POINTS, MODEL_IDS, PARAM_NAMES
@@ -45,12 +46,22 @@ class OrganFit:
 
 
 def organ_tacs(frames_bq_ml: np.ndarray, labels: LabelMap) -> dict[str, np.ndarray]:
-    """Activity (Bq) per structure per frame from concentration frames (t, z, y, x)."""
+    """Activity (Bq) per structure per frame from concentration frames (t, z, y, x):
+    A_k(t) = sum_v f_k(v) c_t(v) V_vox, f_k the structure's volume fraction of voxel v
+    (``labels.occupancy``; whole voxels, f in {0, 1}, without one). The sums run on the
+    frames' device; the curves (a few numbers per structure) come back to the host."""
+    be = backend_of(frames_bq_ml)
+    xp = be.xp
     vml = labels.grid.voxel_volume_ml
-    lab = labels.data.ravel()
+    flat = xp.asarray(frames_bq_ml, dtype=xp.float64).reshape(len(frames_bq_ml), -1)
+    if labels.occupancy is not None:
+        return {name: to_numpy(xp.dot(flat, be.asarray(labels.fraction(value).ravel(),
+                                                       dtype=xp.float64))) * vml
+                for value, name in sorted(labels.names.items())}
+    lab = be.asarray(labels.data.ravel())
     n_lab = int(lab.max()) + 1
     out = {}
-    sums = np.stack([np.bincount(lab, weights=f.ravel(), minlength=n_lab) for f in frames_bq_ml])
+    sums = to_numpy(xp.stack([xp.bincount(lab, weights=f, minlength=n_lab) for f in flat]))
     for value, name in sorted(labels.names.items()):
         out[name] = sums[:, value] * vml if value < n_lab else np.zeros(len(frames_bq_ml))
     return out
@@ -63,9 +74,7 @@ def fit_organs(times_s, frames_bq_ml, labels: LabelMap, lambda_phys_per_s: float
     names = list(tacs)
     curves = np.stack([tacs[n] for n in names])
     n_t = curves.shape[1]
-    counts = np.bincount(labels.data.ravel(), minlength=max(labels.names) + 1)
-    value_of = {v: k for k, v in labels.names.items()}
-    results = [OrganFit(n, float(counts[value_of[n]]) * labels.grid.voxel_volume_ml,
+    results = [OrganFit(n, labels.volume_ml(n),
                         np.asarray(times_s, float), tacs[n]) for n in names]
     for model in ("trapz", *CANDIDATES):
         if model != "trapz" and n_t < MIN_POINTS[MODEL_IDS[model]]:
@@ -92,6 +101,29 @@ def fit_organs(times_s, frames_bq_ml, labels: LabelMap, lambda_phys_per_s: float
         valid = [(v["aicc"], m) for m, v in of.fits.items() if m != "trapz" and v["valid"]]
         of.best = min(valid)[1] if valid else "trapz"
     return results
+
+
+def single_time_point_organs(times_s, frames_bq_ml, labels: LabelMap, half_life_h: float,
+                             frame_noise_rel: float = 0.05) -> list[OrganFit]:
+    """Every named structure's activity A(t1) (one frame) integrated as its voxels are
+    (:func:`voxdose.kinetics.fit.single_time_point_fit`): TIA = A(t1) e^(l t1) / l,
+    l = ln 2 / T (T = ``half_life_h``), sigma = ``frame_noise_rel`` x TIA. The fit is named
+    ``stp`` and carries the mono-exponential's parameters (A = A(t1) e^(l t1), lambda)."""
+    tacs = organ_tacs(frames_bq_ml, labels)
+    t1_s = float(np.asarray(times_s, float).ravel()[0])
+    lam_s = math.log(2.0) / (half_life_h * 3600.0)
+    out = []
+    for name, a in tacs.items():
+        of = OrganFit(name, labels.volume_ml(name), np.asarray(times_s, float), a, best="stp")
+        if a[0] > 0:
+            amp = float(a[0]) * math.exp(lam_s * t1_s)
+            tia = amp / lam_s
+            of.fits["stp"] = {"valid": True, "status": 5, "tia_bq_s": tia,
+                              "sigma_bq_s": tia * frame_noise_rel, "aicc": math.inf,
+                              "r2": 0.0, "t_eff_h": half_life_h,
+                              "params": {"A": amp, "lambda_per_h": lam_s * 3600.0}}
+        out.append(of)
+    return out
 
 
 def organ_table_csv(fits: list[OrganFit]) -> str:

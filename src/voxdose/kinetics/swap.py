@@ -14,12 +14,14 @@ physical decay constant, so::
 Voxels without a usable fit (lambda_eff1 not finite or <= 0) are treated as pure physical
 decay (lambda_bio = 0).  Uptake phases and multi-exponential kinetics are not represented;
 for them integrate the fitted curve times exp(-(lambda_p2 - lambda_p1) t) instead.
+Arrays stay on their device (NumPy or CuPy; the TIA's).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..core.backend import backend_of
 from ..core.errors import InputError
 from ..core.grid import Image
 from ..core.nuclide import Nuclide, load_nuclide
@@ -27,9 +29,10 @@ from ..core.nuclide import Nuclide, load_nuclide
 
 def effective_lambda_for(lambda_eff1_per_s, lambda_p1_per_s: float, lambda_p2_per_s: float):
     """lambda_eff2 = lambda_p2 + max(lambda_eff1 - lambda_p1, 0), 1/s, per voxel."""
-    lam1 = np.asarray(lambda_eff1_per_s, dtype=np.float64)
-    bad = ~np.isfinite(lam1) | (lam1 <= 0)
-    bio = np.where(bad, 0.0, np.clip(lam1 - float(lambda_p1_per_s), 0.0, None))
+    xp = backend_of(lambda_eff1_per_s).xp
+    lam1 = xp.asarray(lambda_eff1_per_s, dtype=xp.float64)
+    bad = ~xp.isfinite(lam1) | (lam1 <= 0)
+    bio = xp.where(bad, 0.0, xp.clip(lam1 - float(lambda_p1_per_s), 0.0, None))
     return float(lambda_p2_per_s) + bio
 
 
@@ -38,11 +41,13 @@ def swap_tia(tia1_bq_s, lambda_eff1_per_s, lambda_p1_per_s: float, lambda_p2_per
     """A~2 = A~1 * lambda_eff1 / lambda_eff2 * activity_ratio (arrays, decays per voxel)."""
     if lambda_p1_per_s <= 0 or lambda_p2_per_s <= 0:
         raise InputError("physical decay constants must be positive (1/s)")
-    lam1 = np.asarray(lambda_eff1_per_s, dtype=np.float64)
-    tia1 = np.asarray(tia1_bq_s, dtype=np.float64)
+    be = backend_of(tia1_bq_s, lambda_eff1_per_s)
+    xp = be.xp
+    lam1 = be.asarray(lambda_eff1_per_s, dtype=xp.float64)
+    tia1 = be.asarray(tia1_bq_s, dtype=xp.float64)
     lam2 = effective_lambda_for(lam1, lambda_p1_per_s, lambda_p2_per_s)
-    bad = ~np.isfinite(lam1) | (lam1 <= 0)
-    lam1_used = np.where(bad, float(lambda_p1_per_s), lam1)  # A0 = A~1 lambda_eff1
+    bad = ~xp.isfinite(lam1) | (lam1 <= 0)
+    lam1_used = xp.where(bad, float(lambda_p1_per_s), lam1)  # A0 = A~1 lambda_eff1
     return tia1 * (lam1_used / lam2) * float(activity_ratio)
 
 

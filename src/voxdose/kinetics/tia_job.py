@@ -24,9 +24,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import shutil
-import tempfile
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -185,9 +182,13 @@ def validate_job(job: TiaJob):
 
 # --------------------------------------------------------------------------- computing
 def _read_frames(job: TiaJob):
-    from ..io.sitk_adapter import read_image
+    from ..io.sitk_adapter import BQ_ML_UNITS, check_sidecar_unit, read_image
 
     images = [read_image(f, "activity concentration", "Bq/mL") for f in job.frame_paths]
+    for f, img in zip(job.frame_paths, images):  # a kBq/mL frame would read 1000x low
+        check_sidecar_unit(img, f, BQ_ML_UNITS, "voxdose tia reads activity concentration "
+                           "in Bq/mL: give the activity frames (kBq/mL or MBq/mL converted "
+                           "to Bq/mL)")
     ref, first = images[0], job.frame_paths[0]
     for f, img in zip(job.frame_paths, images):
         if not img.grid.same_as(ref.grid, tol_mm=1e-3):
@@ -292,53 +293,20 @@ def _fitted(job: TiaJob, nuc, images) -> tuple[list, TiaOutputs]:
 
 
 # --------------------------------------------------------------------------- writing
-@contextmanager
-def _stage_in(folder: Path, created: list[Path]):
-    """A hidden staging folder inside ``folder`` (created if missing, noted in ``created``),
-    removed on exit."""
-    missing = []
-    f = folder
-    while not f.exists():
-        missing.append(f)
-        f = f.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    created.extend(reversed(missing))
-    stage = Path(tempfile.mkdtemp(prefix=".voxdose-tia-staging-", dir=folder))
-    try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
 def write_outputs(outputs) -> None:
-    """Write every ``(path, image, dtype)`` or none: each image and its JSON sidecar is
-    written atomically (:func:`voxdose.io.sitk_adapter.write_image`, built on
-    :mod:`voxdose.io.atomic`) into a staging folder beside its target; only when all are
-    written are they renamed into place. On failure the staged files and any folder made
-    here are removed."""
-    from ..io.sitk_adapter import sidecar_path, write_image
+    """Write every ``(path, image, dtype)`` or none: each image with its JSON sidecar (and an
+    ``.mhd``'s ``.raw``) is written (:func:`voxdose.io.sitk_adapter.write_image`) into a
+    staging folder beside its target; only when all are written are they renamed into place
+    (:func:`voxdose.io.atomic.staged_files`). On failure the staged files and any folder made
+    here are removed, and files of an earlier run stay as they were."""
+    from ..io.atomic import staged_files
+    from ..io.sitk_adapter import check_finite_output, write_image
 
-    created: list[Path] = []
-    try:
-        with ExitStack() as stack:
-            stages: dict[Path, Path] = {}
-            moves = []
-            for path, img, dtype in outputs:
-                folder = Path(os.path.abspath(path)).parent
-                if folder not in stages:
-                    stages[folder] = stack.enter_context(_stage_in(folder, created))
-                staged = write_image(stages[folder] / Path(path).name, img, dtype=dtype)
-                moves += [(staged, folder / staged.name),
-                          (sidecar_path(staged), folder / sidecar_path(staged).name)]
-            for src, dst in moves:
-                os.replace(src, dst)
-    except BaseException:
-        for d in reversed(created):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        raise
+    for path, img, dtype in outputs:  # an overflowing float32 map is never written
+        check_finite_output(path, img, dtype)
+    with staged_files([path for path, _, _ in outputs]) as stage:
+        for path, img, dtype in outputs:
+            write_image(stage(path), img, dtype=dtype)
 
 
 def run_tia_job(job: TiaJob) -> TiaOutputs:

@@ -51,6 +51,24 @@ R_MAX_MM = 1500.0
 #: Nodes of the resampled beta spectrum used by the source sampler.
 N_BETA_NODES = 4000
 
+# -- tables built on first use (nuclides without a shipped table): :func:`build_dpk` ------
+#: The default history count of a built table is planned so that the relative statistical
+#: uncertainty (1 sigma, batch statistics) of the energy in each of the first
+#: ``FIRST_SHELLS`` shells is at most ``TARGET_REL_UNCERTAINTY``; the plan aims at
+#: ``PLAN_REL_UNCERTAINTY`` (a margin for the ~11 % noise of a 40-batch sigma estimate).
+FIRST_SHELLS = 3
+TARGET_REL_UNCERTAINTY = 0.005
+PLAN_REL_UNCERTAINTY = 0.004
+#: Electron (and photon) histories of the pilot run that plans (and times) a build.
+PILOT_HISTORIES = 20_000
+#: Bounds of the planned electron count; photons of a built table (their share of the
+#: first shells is small; they make the cross-fire tail: 1-3 % per 2 % shell at 10 cm).
+MIN_BUILD_ELECTRONS = 100_000
+MAX_BUILD_ELECTRONS = 20_000_000
+BUILD_PHOTONS = 1_000_000
+BUILD_BATCHES = 40
+BUILD_SEED = 20240607
+
 
 def _emission_arrays(nuc: Nuclide):
     """Electron source: (beta_yield, e, p, cdf, line_e, line_cum, n_total).
@@ -223,8 +241,14 @@ class DPKResult:
             "n_shells": int(d.size),
             "max_rel_uncertainty_where_dose_above_1e-3_max": float(np.max(
                 self.rel_uncertainty[d > 1e-3 * d.max()])) if d.size else None,
+            "first_shells_rel_uncertainty": self.first_shells_rel_uncertainty(),
             "settings": self.settings,
         }
+
+    def first_shells_rel_uncertainty(self, n: int | None = None) -> list[float]:
+        """1-sigma relative statistical uncertainty of the energy scored in each of the
+        first ``n`` shells (default :data:`FIRST_SHELLS`), from the batch statistics."""
+        return [float(v) for v in self.rel_uncertainty[:FIRST_SHELLS if n is None else n]]
 
 
 def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
@@ -242,12 +266,14 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
     ``r_max_mm``: outer radius of the shells (default :data:`R_MAX_MM`, divided by the
     density for media lighter than water).
 
-    ``backend``: ``"cpu"`` (Numba, parallel over batches) or ``"cuda"`` (the same transport
-    compiled for the GPU, :mod:`voxdose.montecarlo.transport_cuda`; one thread per batch, so use
-    thousands of batches there).
+    ``backend``: ``"cpu"`` (Numba, parallel over batches) or ``"gpu"`` (the same transport
+    compiled with numba.cuda, :mod:`voxdose.montecarlo.transport_cuda`; one thread per batch,
+    so use thousands of batches there); the project's one device vocabulary
+    (:data:`voxdose.core.backend.DEVICES`), ``"cuda"`` accepted as the former name of "gpu".
     """
     nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
     med = media.get_medium(medium)
+    backend = _canonical_backend(backend)
     run_e, run_p = _runners(backend)
     n_batches = int(n_batches)
     if n_batches < 2:
@@ -294,11 +320,18 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
         density_g_cm3=float(med["density_g_cm3"]), medium_record=media.describe(med))
 
 
+def _canonical_backend(backend: str) -> str:
+    """'cpu' or 'gpu' ('cuda', the former name, means 'gpu'); InputError otherwise."""
+    b = {"cuda": "gpu"}.get(str(backend).lower(), str(backend).lower())
+    if b not in ("cpu", "gpu"):
+        raise InputError(f"Monte Carlo backend must be 'cpu' or 'gpu'; got {backend!r}")
+    return b
+
+
 def _runners(backend: str):
-    """(electron, photon) batch runners of ``backend`` ("cpu" or "cuda")."""
-    if backend not in ("cpu", "cuda"):
-        raise InputError(f"Monte Carlo backend must be 'cpu' or 'cuda'; got {backend!r}")
-    if backend == "cuda":
+    """(electron, photon) batch runners of ``backend`` ("cpu" or "gpu")."""
+    backend = _canonical_backend(backend)
+    if backend == "gpu":
         from . import transport_cuda
 
         return (transport_cuda.run_electron_batches_cuda,
@@ -437,3 +470,113 @@ def write_dpk_csv(path, r_mm, dose, rel_uncertainty=None) -> None:
         fmt.append("%.4g")
     np.savetxt(path, np.column_stack(cols), delimiter=",", header=header, comments="",
                fmt=fmt)
+
+
+# ---------------------------------------------------------------------------------------
+# Tables built on first use: plan the histories with a pilot run, then build
+# ---------------------------------------------------------------------------------------
+@dataclass
+class BuildPlan:
+    """The histories of a table to build, how they were chosen and what they should cost.
+
+    ``histories_spec``: ``"auto"`` (planned from the pilot for :data:`PLAN_REL_UNCERTAINTY`
+    in the first :data:`FIRST_SHELLS` shells) or the ``[electrons, photons]`` asked for;
+    ``estimate_s``: wall seconds expected on this machine (from the pilot's rates; None
+    without a pilot); ``pilot``: its histories, first-shell uncertainties and rates.
+    """
+
+    n_electrons: int
+    n_photons: int
+    histories_spec: str | list = "auto"
+    estimate_s: float | None = None
+    pilot: dict | None = None
+
+
+def check_buildable(nuclide: str | Nuclide) -> None:
+    """:class:`InputError` (before any work) when the transport cannot make the nuclide's
+    table: electrons above :data:`MAX_ELECTRON_MEV` or photons above :data:`MAX_PHOTON_MEV`."""
+    nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
+    _table_limits(nuc, _photon_emissions(nuc)[0])
+
+
+def planned_histories(pilot_rel_uncertainty, n_pilot: int,
+                      target: float = PLAN_REL_UNCERTAINTY, lo: int = MIN_BUILD_ELECTRONS,
+                      hi: int = MAX_BUILD_ELECTRONS) -> int:
+    """Histories for ``target`` relative uncertainty in the first :data:`FIRST_SHELLS`
+    shells, from a pilot of ``n_pilot`` histories (sigma ~ 1/sqrt(N)): ``n_pilot (u /
+    target)^2`` with u the pilot's largest first-shell uncertainty, rounded up to 10 000,
+    within [lo, hi] (lo when the pilot scored nothing there)."""
+    u = float(np.max(np.asarray(pilot_rel_uncertainty, dtype=np.float64)[:FIRST_SHELLS],
+                     initial=0.0))
+    if not math.isfinite(u) or u <= 0:
+        return int(lo)
+    n = int(n_pilot) * (u / float(target)) ** 2
+    return int(min(hi, max(lo, math.ceil(n / 10_000) * 10_000)))
+
+
+def _pilot(nuc: Nuclide, medium, seed: int) -> dict:
+    """Electron-only and photon-only pilot runs: first-shell uncertainties and seconds per
+    history (the transport already compiled)."""
+    out = {"n_histories": PILOT_HISTORIES}
+    for label, ne, npb in (("electron", PILOT_HISTORIES, 0), ("photon", 0, PILOT_HISTORIES)):
+        t0 = time.perf_counter()
+        res = simulate_dpk(nuc, ne, npb, seed=seed + 1, n_batches=BUILD_BATCHES, medium=medium)
+        out[f"{label}_s_per_history"] = (time.perf_counter() - t0) / PILOT_HISTORIES
+        out[f"{label}_first_shells_rel_uncertainty"] = res.first_shells_rel_uncertainty()
+    return out
+
+
+def plan_build(nuclide: str | Nuclide, medium="water", histories=None, *,
+               seed: int = BUILD_SEED) -> BuildPlan:
+    """The :class:`BuildPlan` of a table of ``nuclide`` in ``medium``.
+
+    ``histories`` None: a pilot run (:data:`PILOT_HISTORIES` electrons, then as many
+    photons) gives the first-shell uncertainty; the electron count follows from
+    :func:`planned_histories`, photons :data:`BUILD_PHOTONS` (a nuclide without electrons
+    plans its photons instead).  ``histories`` (electrons, photons): used as given; a
+    pilot only times them when they are many.
+    """
+    nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
+    check_buildable(nuc)
+    # compile (or load from Numba's cache) the transport, so that the pilot times transport
+    simulate_dpk(nuc, 200, 200, n_batches=2, seed=1, medium=medium, r_max_mm=10.0)
+    if histories is not None:
+        n_e, n_p = (max(0, int(v)) for v in histories)
+        if n_e + n_p <= 2 * PILOT_HISTORIES:
+            return BuildPlan(n_e, n_p, [n_e, n_p])
+    pilot = _pilot(nuc, medium, seed)
+    if histories is None:
+        if _emission_arrays(nuc)[-1] > 0:
+            n_e = planned_histories(pilot["electron_first_shells_rel_uncertainty"],
+                                    PILOT_HISTORIES)
+            n_p = BUILD_PHOTONS if _photon_emissions(nuc)[0].size else 0
+        else:
+            n_e = 0
+            n_p = max(BUILD_PHOTONS, planned_histories(
+                pilot["photon_first_shells_rel_uncertainty"], PILOT_HISTORIES))
+    est = n_e * pilot["electron_s_per_history"] + n_p * pilot["photon_s_per_history"]
+    return BuildPlan(n_e, n_p, "auto" if histories is None else [n_e, n_p], est, pilot)
+
+
+def build_dpk(nuclide: str | Nuclide, medium="water", plan: BuildPlan | None = None, *,
+              seed: int = BUILD_SEED) -> DPKResult:
+    """Build the table of a nuclide without a shipped one: :func:`simulate_dpk` with the
+    histories of ``plan`` (default :func:`plan_build`), :data:`BUILD_BATCHES` batches and
+    ``seed``.  ``record()['settings']['build']`` holds the plan, the target and the
+    achieved first-shell uncertainties (``target_met``)."""
+    nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
+    plan = plan if plan is not None else plan_build(nuc, medium, seed=seed)
+    res = simulate_dpk(nuc, plan.n_electrons, plan.n_photons, seed=seed,
+                       n_batches=BUILD_BATCHES, medium=medium)
+    achieved = res.first_shells_rel_uncertainty()
+    res.settings["build"] = {
+        "histories": plan.histories_spec,
+        "first_shells": FIRST_SHELLS,
+        "target_rel_uncertainty": TARGET_REL_UNCERTAINTY,
+        "planned_for_rel_uncertainty": PLAN_REL_UNCERTAINTY if plan.pilot else None,
+        "achieved_first_shells_rel_uncertainty": achieved,
+        "target_met": bool(max(achieved, default=0.0) <= TARGET_REL_UNCERTAINTY),
+        "estimate_s": plan.estimate_s,
+        "pilot": plan.pilot,
+    }
+    return res

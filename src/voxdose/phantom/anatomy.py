@@ -108,16 +108,20 @@ def rigid_matrix(rotation_deg_xyz, translation_mm_xyz) -> np.ndarray:
     return m
 
 
-def rasterize_labels(grid: Grid, patient_to_scanner: np.ndarray | None = None) -> np.ndarray:
+def rasterize_labels(grid: Grid, patient_to_scanner: np.ndarray | None = None,
+                     scale: float = 1.0) -> np.ndarray:
     """Label of every voxel centre of ``grid`` (scanner frame), patient moved by the transform.
 
-    A voxel at scanner point p shows the patient point T^-1 p.
+    A voxel at scanner point p shows the patient point T^-1 p. ``scale`` (> 0) sizes the
+    whole anatomy about the torso's origin (1.1: every shape 10 % larger in x, y and z).
     """
     x, y, z = grid.world_coordinates()
     if patient_to_scanner is not None:
         inv = np.linalg.inv(patient_to_scanner)
         pts = np.stack([x, y, z], axis=-1) @ inv[:3, :3].T + inv[:3, 3]
         x, y, z = pts[..., 0], pts[..., 1], pts[..., 2]
+    if scale != 1.0:
+        x, y, z = x / scale, y / scale, z / scale
     labels = np.zeros(grid.shape, dtype=np.uint8)
     body = None
     for s in STRUCTURES:

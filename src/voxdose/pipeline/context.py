@@ -45,24 +45,36 @@ class PipelineContext:
     # register + resample
     series: Any = None                   # ActivitySeries on the dose grid
     registrations: list = field(default_factory=list)
-    labels: Any = None                   # LabelMap on the dose grid, or None
+    labels: Any = None                   # LabelMap on the dose grid (majority vote, with
+    #                                      the fractional occupancy from the label grid), or None
     ct_ref: Any = None                   # reference CT on the dose grid (None without CT)
-    ct_last: Any = None                  # another time point's CT, registered, on the grid
     # TIA fit
     fit: Any = None                      # TiaFit
     tia: Any = None                      # Image, Bq*s per voxel
     tia_sigma: Any = None                # Image, standard uncertainty of the TIA
     organ_fits: list = field(default_factory=list)
+    # partial-volume correction ([pvc] method; pipeline/pvc_stage.py): it replaces tia,
+    # tia_sigma, fit, labels, ct_ref and organ_fits by their label-grid versions
+    nopvc: Any = None                    # the uncorrected results (a copy of this context
+    #                                      after kernel, dose and analysis on the SPECT grid)
+    pvc: dict | None = None              # its report (pvc.json), or None without correction
     # kernel
     point_kernel: Any = None
     voxel_kernel: Any = None
+    kernel_extent: dict | None = None    # how the kernel radius was chosen (one rule)
     # dose
     density: Any = None                  # g/cm3 on the grid, or None (water)
     engine: Any = None                   # the kernel-convolution engine
     dose_kernel: Any = None              # Image, Gy (kernel convolution)
     dose_ldm: Any = None                 # Image, Gy (local deposition)
+    tia_sigma_dose: Any = None           # tia_sigma as the dose sigma uses it (capped at
+    #                                      MAX_RELATIVE_TIA_SIGMA x TIA; meta['capped'])
+    dose_kernel_sigma: Any = None        # Image, Gy: sigma of dose_kernel (independent
+    dose_ldm_sigma: Any = None           #   voxel TIA errors); and of dose_ldm
     # analysis
     dvhs: dict = field(default_factory=dict)
+    dvh_uncertainty: Any = None          # DvhUncertainty of the kernel DVHs (mean sigmas,
+    #                                      bands), or None
     decisions: Any = None
     comparison: list = field(default_factory=list)
     # write
@@ -75,7 +87,9 @@ class PipelineContext:
 
     @property
     def grid(self):
-        return self.series.grid
+        """The TIA's and dose's grid: the series' (the SPECT's, or the CT's with
+        [registration] grid = "ct"), the structures' after a partial-volume correction."""
+        return self.tia.grid if self.tia is not None else self.series.grid
 
     @property
     def tag(self) -> str:

@@ -40,6 +40,28 @@ def _study_record(study) -> dict:
             "plan_after_h": study.plan_after_h}
 
 
+def _names_file(study):
+    """The structure-names JSON the study file names ([structures] names), or None."""
+    import tomllib
+    from pathlib import Path
+
+    try:
+        with open(study.path, "rb") as f:
+            value = tomllib.load(f).get("structures", {}).get("names")
+    except (OSError, TypeError, ValueError):  # no study file (a Study built in memory)
+        return None
+    p = (Path(study.path).parent / value).resolve() if isinstance(value, str) else None
+    return p if p is not None and p.is_file() else None
+
+
+def all_inputs(study) -> list:
+    """Every file the run read: the study's images (:func:`study_inputs`), its DPK table,
+    S-value table and structure-names JSON."""
+    extra = [getattr(study, "dpk", None), getattr(study, "s_table", None), _names_file(study)]
+    files = list(study_inputs(study))
+    return files + [p for p in extra if p is not None and p not in files]
+
+
 def build_provenance(ctx) -> dict:
     """Everything needed to reproduce and audit a run (a PipelineContext after its stages)."""
     study, tia, fit = ctx.study, ctx.tia, ctx.fit
@@ -48,7 +70,7 @@ def build_provenance(ctx) -> dict:
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "device": ctx.backend.name,
         "study": _study_record(study),
-        "inputs_sha256": {str(p): sha256_file(p) for p in study_inputs(study)},
+        "inputs_sha256": {str(p): sha256_file(p) for p in all_inputs(study)},
         "grid": ctx.grid.to_dict(),
         "assembly": ctx.series.info,
         "tia": {"model": tia.meta["model"], "settings": fit.settings,
@@ -59,13 +81,35 @@ def build_provenance(ctx) -> dict:
                                  "activity_bq": of.activity_bq.tolist(), "fits": of.fits}
                        for of in ctx.organ_fits},
         "dose": {"kernel": ctx.dose_kernel.meta, "ldm": ctx.dose_ldm.meta,
-                 "density_mode": ctx.options.density_mode},
+                 "density_mode": ctx.options.density_mode,
+                 "kernel_extent": ctx.kernel_extent,
+                 "neglected_energy_fraction": {
+                     "kernel": ctx.dose_kernel.meta.get("neglected_energy_fraction"),
+                     "ldm": ctx.dose_ldm.meta.get("neglected_energy_fraction")},
+                 "point_kernel": _point_kernel_record(study, ctx.point_kernel),
+                 "sigma": None if ctx.dose_kernel_sigma is None else
+                 {"kernel": ctx.dose_kernel_sigma.meta,
+                  "ldm": getattr(ctx.dose_ldm_sigma, "meta", None)}},
+        # partial-volume correction: method, FWHM, grid, completeness, region table (pvc.json)
+        "pvc": getattr(ctx, "pvc", None) or {"method": "none"},
         "decisions_notes": [] if ctx.decisions is None else ctx.decisions.notes,
         "skipped": skipped(study, ctx.labels, ctx.decisions, ctx.comparison),
         "warnings": [*ctx.series.info.get("warnings", []),
-                     *empty_structure_warnings(ctx.dvhs.get("kernel", []))],
+                     *empty_structure_warnings(ctx.dvhs.get("kernel", [])),
+                     # a built kernel table that missed its uncertainty target
+                     *(getattr(ctx.point_kernel, "provenance", dict)().get("warnings", []))],
         "timings_s": ctx.timings,
     }
+
+
+def _point_kernel_record(study, pk) -> dict:
+    """Which point kernel the run used, and what the analysis takes from it."""
+    return {"source": "the study's DPK table" if study.dpk is not None else
+            "voxdose's shipped table", "path": None if study.dpk is None else str(study.dpk),
+            "electron_range_mm": getattr(pk, "max_electron_range_mm", None),
+            "analysis": "kernel dose, comparison and r90 from this kernel; the MIRD check "
+                        "and the marrow self-dose split electrons/photons with the analytic "
+                        "model of the nuclide (docs/defaults.md)"}
 
 
 def skipped(study, labels, decisions, comparison) -> dict:

@@ -41,6 +41,7 @@ class PipelineResult:
     provenance: dict = field(default_factory=dict)
     decisions: object = None
     comparison: list = field(default_factory=list)
+    pvc: dict | None = None        # pvc.json (None without a partial-volume correction)
 
 
 def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
@@ -50,9 +51,10 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
     """Run every stage on a study (path of study.toml, or a validated :class:`Study`);
     write results into ``out_dir``.
 
-    kernel_radius_mm : voxel-kernel radius; default: the dose grid's diagonal (no voxel of
-        the grid is farther from a source), capped by the kernel table's range. The energy
-        beyond it (photons leaving the imaged volume) is reported in provenance.
+    kernel_radius_mm : voxel-kernel radius; default: the one rule of every entry point
+        (:func:`voxdose.kernels.extent.kernel_extent`: all but 0.1 % of the energy per decay,
+        at most the grid's extent; docs/defaults.md). The energy the kernel leaves out is
+        reported in every dose sidecar and in provenance.
     density_mode : 'none' (water), 'scale' or 'mvs' (density from the reference CT).
     compare_nuclide : a second nuclide for the comparison ('auto': Y-90 for a Lu-177 study
         and Lu-177 otherwise; None: no comparison), dosed from the same biological kinetics
@@ -71,4 +73,4 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
     files = ctx.writer.files
     _remove_stale(ctx.out_dir, previous, files)
     return PipelineResult(ctx.out_dir, ctx.dvhs, files, ctx.timings, ctx.provenance,
-                          ctx.decisions, ctx.comparison)
+                          ctx.decisions, ctx.comparison, ctx.pvc)

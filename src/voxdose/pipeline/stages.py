@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import __version__
-from ..analysis.compare import compare_nuclides
+from ..analysis.compare import SWAPPED_DECAY, compare_nuclides
 from ..analysis.decisions import decide
 from ..analysis.dvh import compute_dvhs, dvh_csv, dvh_json
+from ..analysis.dvh_uncertainty import dvh_uncertainty
 from ..analysis.mird import organ_check_csv, read_s_table
 from ..core.backend import get_backend, to_numpy
 from ..core.errors import StudyError
@@ -23,22 +24,26 @@ from ..core.grid import Image
 from ..core.nuclide import canonical_name
 from ..dose.density import check_density_mode, density_from_ct
 from ..dose.engine import make_engine
+from ..dose.uncertainty import bounded_tia_sigma, dose_sigma_image
 from ..imaging.assemble import assemble_series
-from ..imaging.registration import identity_registration, resample
+from ..io.dicom_write import structure_set_ref
+from ..imaging.registration import identity_registration, resample, resample_planes
 from ..kernels.cache import voxel_kernel_cached
-from ..kernels.extent import kernel_radius_for
+from ..kernels.extent import kernel_extent
 from ..kernels.point import load_point_kernel, read_dpk_csv
-from ..kinetics.fit import fit_tia
+from ..kinetics.fit import fit_tia, single_time_point_fit
 from ..kinetics.models import MODEL_NAMES, STATUS
-from ..kinetics.organ import fit_organs, organ_table_csv
+from ..kinetics.organ import fit_organs, organ_table_csv, single_time_point_organs
 from ..kinetics.swap import swap_nuclide_tia
 from ..report.compare_plots import plot_dpks, plot_dvh_overlay
 from ..report.tac_plots import plot_tacs
-from ..report.plots import plot_dose_slices, plot_dvhs, plot_registration_check
+from ..report.plots import plot_dose_slices, plot_dvhs, plot_registration_rows
 from ..study.images import read_timepoint_ct
 from ..study.load import Study, load_study
+from ..study.sections import require_single_time_point
 from .context import PipelineContext
 from .provenance import build_provenance
+from .pvc_stage import correct_tia, write_pvc
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,10 @@ def stage_validate(ctx: PipelineContext) -> None:
     if opt.density_mode != "none" and not ctx.study.has_ct:
         raise StudyError(f"{ctx.study.path}: density mode '{opt.density_mode}' needs a CT per "
                          "time point")
+    require_single_time_point(ctx.study)  # one time point: the study file's method
+    if ctx.study.single_time_point is not None and opt.tia_model != "auto":
+        raise StudyError(f"{ctx.study.path}: --model {opt.tia_model}: the study's one time point "
+                         "is integrated as [kinetics] single_time_point says; drop --model")
     ctx.other_nuclide = comparison_nuclide(ctx.nuclide.name, opt.compare_nuclide)
     ctx.advance(1, 1)
 
@@ -104,19 +113,23 @@ def comparison_nuclide(study_nuclide: str, compare: str | None) -> str | None:
 
 def stage_register_resample(ctx: PipelineContext) -> None:
     study = ctx.study
-    ctx.series, ctx.registrations, ctx.labels = assemble_series(study, progress=ctx.advance)
-    if study.has_ct:  # CTs on the dose grid: display, registration check, density
-        grid, regs = ctx.grid, ctx.registrations
+    series, ctx.registrations, ctx.labels = assemble_series(study, progress=ctx.advance)
+    ctx.series = series.on(ctx.backend)  # onto the device once; results come back at write
+    if study.has_ct:  # the reference CT on the dose grid: display, density
         ref_ct = read_timepoint_ct(study.timepoints[study.reference_index])
-        ctx.ct_ref = resample(ref_ct, grid, identity_registration(), default=-1000.0)
-        last = len(study.timepoints) - 1 if study.reference_index == 0 else 0
-        ctx.ct_last = resample(read_timepoint_ct(study.timepoints[last]), grid,
-                               regs[last], default=-1000.0)
+        ctx.ct_ref = resample(ref_ct, ctx.grid, identity_registration(), default=-1000.0)
 
 
 # -- TIA fit ------------------------------------------------------------------------------
 
-def _model_description(tia_model: str) -> str:
+def _model_description(tia_model: str, study=None) -> str:
+    if study is not None and study.single_time_point is not None:
+        what = ("physical decay only" if study.single_time_point == "physical" else
+                "the assumed effective half-life (Hänscheid et al. 2018)")
+        return (f"single time point ([kinetics] single_time_point = "
+                f"\"{study.single_time_point}\"): a(t1) exp(-ln2 (t - t1) / T) from 0 to "
+                f"infinity, T = {study.stp_half_life_h:.4g} h, {what}; sigma: frame noise "
+                "only")
     if tia_model != "auto":
         return f"{tia_model} for every voxel"
     return ("per voxel, best AICc of mono-, bi- (uptake-washout), bi-sum and "
@@ -126,16 +139,27 @@ def _model_description(tia_model: str) -> str:
 
 
 def stage_fit(ctx: PipelineContext) -> None:
-    series, nuc, model = ctx.series, ctx.nuclide, ctx.options.tia_model
-    ctx.fit = fit = fit_tia(series.times_s, series.frames_bq_ml, nuc.decay_constant_per_s,
-                            model=model, device="gpu" if ctx.backend.name == "gpu" else "cpu")
+    series, nuc, model, study = ctx.series, ctx.nuclide, ctx.options.tia_model, ctx.study
+    stp = study.single_time_point
+    if stp is not None:  # one time point, integrated as the study file says
+        ctx.fit = fit = single_time_point_fit(series.times_s[0], series.frames_bq_ml[0],
+                                              study.stp_half_life_h, method=stp)
+    else:
+        ctx.fit = fit = fit_tia(series.times_s, series.frames_bq_ml, nuc.decay_constant_per_s,
+                                model=model, backend=ctx.backend)
     vml = ctx.grid.voxel_volume_ml
     ctx.tia = Image(fit.tia * vml, ctx.grid, "time-integrated activity",
-                    "Bq*s per voxel (decays)", {"model": _model_description(model)})
+                    "Bq*s per voxel (decays)", {"model": _model_description(model, study)})
     ctx.tia_sigma = ctx.tia.with_data(fit.sigma * vml,
                                       quantity="standard uncertainty of the TIA")
-    ctx.organ_fits = [] if ctx.labels is None else fit_organs(
-        series.times_s, series.frames_bq_ml, ctx.labels, nuc.decay_constant_per_s)
+    if ctx.labels is None:
+        ctx.organ_fits = []
+    elif stp is not None:
+        ctx.organ_fits = single_time_point_organs(series.times_s, series.frames_bq_ml,
+                                                  ctx.labels, study.stp_half_life_h)
+    else:
+        ctx.organ_fits = fit_organs(series.times_s, series.frames_bq_ml, ctx.labels,
+                                    nuc.decay_constant_per_s)
     ctx.advance(1, 1)
 
 
@@ -146,11 +170,15 @@ def stage_kernel(ctx: PipelineContext) -> None:
     # the user's DPK table when the study names one, else voxdose's Monte Carlo table
     pk = (read_dpk_csv(study.dpk, nuclide=nuc.name) if study.dpk is not None
           else load_point_kernel(nuc))
+    # the one radius rule of every entry point (docs/defaults.md) unless the user gave one;
     # cached on disk by nuclide, spacing, medium, radius, kernel source and version
-    r = ctx.options.kernel_radius_mm
-    radius = kernel_radius_for(pk, ctx.grid) if r is None else r
     ctx.point_kernel = pk
-    ctx.voxel_kernel = voxel_kernel_cached(pk, ctx.grid.spacing_mm, radius_mm=radius)
+    if ctx.options.density_mode != "mvs":  # mvs builds its own kernel per density bin
+        ext = kernel_extent(pk, ctx.grid.spacing_mm, ctx.grid.shape,
+                            ctx.options.kernel_radius_mm)
+        ctx.kernel_extent = ext.to_dict()
+        ctx.voxel_kernel = voxel_kernel_cached(pk, ctx.grid.spacing_mm, radius_mm=ext.radius_mm,
+                                               exact_spacing=True)
     ctx.advance(1, 1)
 
 
@@ -159,15 +187,37 @@ def stage_kernel(ctx: PipelineContext) -> None:
 def stage_dose(ctx: PipelineContext) -> None:
     nuc, grid, mode, backend = ctx.nuclide, ctx.grid, ctx.options.density_mode, ctx.backend
     rho = ctx.density = None if mode == "none" else density_from_ct(ctx.ct_ref, grid)
-    ctx.engine = make_engine(nuc, grid.spacing_mm, method="kernel", density_mode=mode,
-                             density=rho, kernel=ctx.voxel_kernel, precision="float64")
-    dose = ctx.engine.dose(ctx.tia, backend, rho)
-    ctx.dose_kernel = dose.with_data(to_numpy(dose.data))
+    if mode == "mvs":  # one kernel per density bin: the study's DPK range-scaled, else the
+        # tissue tables; each bin's radius by the one rule (or the user's)
+        ctx.engine = make_engine(
+            nuc, grid.spacing_mm, method="kernel", density_mode=mode, density=rho,
+            point_kernel=ctx.point_kernel if ctx.study.dpk is not None else None,
+            radius_mm=ctx.options.kernel_radius_mm, kernel_cache=True)
+    else:
+        ctx.engine = make_engine(nuc, grid.spacing_mm, method="kernel", density_mode=mode,
+                                 density=rho, kernel=ctx.voxel_kernel,
+                                 extent=ctx.kernel_extent)
+    ctx.dose_kernel = ctx.engine.dose(ctx.tia, backend, rho)  # on the device until written
     ctx.advance(1, 2)
-    dose = make_engine(nuc, grid.spacing_mm, method="ldm", density_mode=mode,
-                       density=rho).dose(ctx.tia, backend, rho)
-    ctx.dose_ldm = dose.with_data(to_numpy(dose.data))
+    ldm = make_engine(nuc, grid.spacing_mm, method="ldm", density_mode=mode, density=rho)
+    ctx.dose_ldm = ldm.dose(ctx.tia, backend, rho)
+    _dose_sigmas(ctx, ldm, rho)
     ctx.advance(2, 2)
+
+
+def _dose_sigmas(ctx: PipelineContext, ldm, rho) -> None:
+    """The dose sigma maps of both engines (independent voxel TIA errors, each engine's own
+    kernels: :func:`voxdose.dose.uncertainty.dose_sigma_image`) on the host, from the TIA
+    sigma capped by :func:`~voxdose.dose.uncertainty.bounded_tia_sigma`; none without a TIA
+    sigma."""
+    sigma = getattr(ctx, "tia_sigma", None)
+    if sigma is None:
+        ctx.tia_sigma_dose = ctx.dose_kernel_sigma = ctx.dose_ldm_sigma = None
+        return
+    ctx.tia_sigma_dose, _ = bounded_tia_sigma(ctx.tia, sigma)
+    for name, engine in (("dose_kernel_sigma", ctx.engine), ("dose_ldm_sigma", ldm)):
+        s = dose_sigma_image(engine, ctx.tia_sigma_dose, ctx.backend, rho)
+        setattr(ctx, name, s.with_data(to_numpy(s.data)))
 
 
 # -- analysis (needs structures) ----------------------------------------------------------
@@ -176,19 +226,28 @@ def stage_analysis(ctx: PipelineContext) -> None:
     study, nuc, labels, rho = ctx.study, ctx.nuclide, ctx.labels, ctx.density
     ctx.dvhs = {"kernel": compute_dvhs(ctx.dose_kernel, labels, rho),
                 "ldm": compute_dvhs(ctx.dose_ldm, labels, rho)}
+    ctx.dvh_uncertainty = None if ctx.dose_kernel_sigma is None else dvh_uncertainty(
+        ctx.dvhs["kernel"], ctx.dose_kernel, ctx.dose_kernel_sigma, ctx.tia_sigma_dose,
+        ctx.engine, labels, ctx.backend, rho, getattr(study, "pvc_method", "none"),
+        None if ctx.nopvc is None else ctx.nopvc.grid)
     ctx.advance(1)
     ctx.decisions = decide(ctx.tia, ctx.dose_kernel, labels, ctx.dvhs["kernel"], ctx.engine,
                            ctx.point_kernel, ctx.organ_fits, study.administered_activity_mbq,
                            nuc.half_life_h, study.sex, study.plan_limits_gy,
                            study.plan_after_h, rho,
-                           read_s_table(study.s_table) if study.s_table else None)
+                           read_s_table(study.s_table) if study.s_table else None,
+                           backend=ctx.backend)
     ctx.advance(2)
     other = ctx.other_nuclide
     if other:
         r = ctx.options.kernel_radius_mm
         tia_other = swap_nuclide_tia(ctx.tia, ctx.fit.lambda_eff_per_s, nuc, other)
-        ctx.comparison = (compare_nuclides(ctx.tia, [nuc.name], labels, kernel_radius_mm=r) +
-                          compare_nuclides(tia_other, [other], labels, kernel_radius_mm=r))
+        own = {nuc.name: ctx.point_kernel} if study.dpk is not None else None
+        ctx.comparison = (
+            compare_nuclides(ctx.tia, [nuc.name], labels, kernel_radius_mm=r,
+                             point_kernels=own, tia_basis=SWAPPED_DECAY, backend=ctx.backend)
+            + compare_nuclides(tia_other, [other], labels, kernel_radius_mm=r,
+                               tia_basis=SWAPPED_DECAY, backend=ctx.backend))
         ctx.advance(3)
 
 
@@ -207,19 +266,36 @@ def _write_maps(ctx: PipelineContext) -> None:
         meta={"codes": {str(k): v for k, v in MODEL_NAMES.items()}}), dtype=np.uint8)
     w.image(f"dose_{tag}_kernel_gy.nii.gz", ctx.dose_kernel, sidecar=common)
     w.image(f"dose_{tag}_ldm_gy.nii.gz", ctx.dose_ldm, sidecar=common)
+    for method, sigma in (("kernel", ctx.dose_kernel_sigma), ("ldm", ctx.dose_ldm_sigma)):
+        if sigma is not None:
+            w.image(f"dose_{tag}_{method}_sigma_gy.nii.gz", sigma, sidecar=common)
     ref_tp = ctx.study.timepoints[ctx.study.reference_index]
     w.rtdose(f"dose_{tag}_kernel_rtdose.dcm", ctx.dose_kernel,
-             reference=ref_tp.ct if ref_tp.ct_dicom is not None else None)
+             reference=ref_tp.ct if ref_tp.ct_dicom is not None else None,
+             **_rtdose_structures(ctx))
+
+
+def _rtdose_structures(ctx: PipelineContext) -> dict:
+    """RT Dose keywords that reference the study's RTSTRUCT (RT DVH module with the kernel
+    dose's DVHs), when the structures came from one; none otherwise."""
+    rts, dvhs = ctx.study.rtstruct, ctx.dvhs.get("kernel") or []
+    if rts is None or not any(len(d.doses_gy) for d in dvhs):
+        return {}
+    numbers = {rts.names[v]: rts.roi_numbers[v] for v in rts.names}
+    return {"structure_set": structure_set_ref(rts.path, numbers), "dvhs": dvhs}
 
 
 def _write_analysis(ctx: PipelineContext) -> None:
     w, dvhs, dec = ctx.writer, ctx.dvhs, ctx.decisions
     if dvhs:
         w.text("dvh.csv", dvh_csv(dvhs["kernel"]))
-        w.json("dvh.json", dvh_json(dvhs["kernel"]))
+        unc = ctx.dvh_uncertainty
+        doc = dvh_json(dvhs["kernel"])
+        w.json("dvh.json", doc if unc is None else unc.add_to(doc))
         w.text("dvh_ldm.csv", dvh_csv(dvhs["ldm"]))
         w.figure("dvh.png", plot_dvhs, dvhs["kernel"],
-                 f"{ctx.study.name}: {ctx.nuclide.name} cumulative DVH (kernel convolution)")
+                 f"{ctx.study.name}: {ctx.nuclide.name} cumulative DVH (kernel convolution)",
+                 bands=None if unc is None else unc.plot_bands())
     if ctx.organ_fits:
         w.text("organ_tia.csv", organ_table_csv(ctx.organ_fits))
         w.figure("tac", plot_tacs, ctx.organ_fits)
@@ -238,12 +314,15 @@ def _write_comparison(ctx: PipelineContext) -> None:
     for r in comparison[1:]:
         t2 = r.nuclide.replace("-", "").lower()
         w.image(f"dose_{t2}_kernel_gy.nii.gz", r.dose,
-                sidecar={"nuclide": r.nuclide, "tia": "swapped physical decay "
-                         f"from the {nuc.name} fit (biological kinetics kept)"})
+                sidecar={"nuclide": r.nuclide, "tia_basis": r.tia_basis,
+                         "tia": "swapped physical decay from the "
+                         f"{nuc.name} fit (biological kinetics kept)"})
         w.text(f"dvh_{t2}.csv", dvh_csv(r.dvhs))
     w.figure("dvh_compare.png", plot_dvh_overlay, comparison)
-    w.figure("dpk.png", plot_dpks, [r.nuclide for r in comparison])
+    w.figure("dpk.png", plot_dpks, [r.nuclide for r in comparison],
+             point_kernels={nuc.name: ctx.point_kernel})
     w.json("compare.json", {
+        "tia_basis": comparison[0].tia_basis,
         "assumption": f"{ctx.other_nuclide} dosed with the biological kinetics fitted for "
                       f"{nuc.name} and its own physical decay (mono-exponential swap "
                       "per voxel, same administered activity)",
@@ -252,7 +331,7 @@ def _write_comparison(ctx: PipelineContext) -> None:
 
 def _display_centre(ctx: PipelineContext):
     """Voxel (z, y, x) the figures are cut through: the kidneys' centre, else peak dose."""
-    centre = np.unravel_index(int(np.argmax(ctx.dose_kernel.data)), ctx.grid.shape)
+    centre = np.unravel_index(int(ctx.dose_kernel.data.argmax()), ctx.grid.shape)
     if ctx.labels is not None:
         lab = ctx.labels.data
         kid = [v for v, n in ctx.labels.names.items() if "kidney" in n]
@@ -265,17 +344,33 @@ def _write_figures(ctx: PipelineContext) -> None:
     w, study, grid, ct_ref = ctx.writer, ctx.study, ctx.grid, ctx.ct_ref
     lab = None if ctx.labels is None else ctx.labels.data
     centre = _display_centre(ctx)
-    w.figure("dose_slice.png", plot_dose_slices, np.asarray(ctx.dose_kernel.data),
+    w.figure("dose_slice.png", plot_dose_slices, to_numpy(ctx.dose_kernel.data),
              grid.spacing_mm, lab, centre,
              f"{study.name}: {ctx.nuclide.name} absorbed dose (Gy)",
              ct_hu=None if ct_ref is None else ct_ref.data, affine=grid.affine)
     for i, (tp, reg) in enumerate(zip(study.timepoints, ctx.registrations)):
         # reference point -> this time point's point
         w.transform(f"registration/tp{i}_{tp.time_h:g}h_{reg.kind}.tfm", reg)
-    if ct_ref is not None:
-        w.figure("registration.png", plot_registration_check, ct_ref.data, ctx.ct_last.data,
-                 grid.spacing_mm, centre,
-                 "reference CT vs registered CT of the last time point")
+    if ct_ref is not None and len(study.timepoints) > 1:
+        w.figure("registration.png", plot_registration_rows, _registration_rows(ctx, centre),
+                 grid.spacing_mm, f"reference CT (time point {study.reference_index}, fixed) "
+                 "vs each time point's registered CT (moving)")
+
+
+def _registration_rows(ctx: PipelineContext, centre) -> list:
+    """registration.png's rows: per time point but the reference, the axial and coronal
+    planes through ``centre`` of the reference CT and of its CT registered onto the grid."""
+    study, grid, ref = ctx.study, ctx.grid, ctx.ct_ref.data
+    cz, cy = (int(min(max(round(float(c)), 0), n - 1))
+              for c, n in zip(centre[:2], grid.shape[:2]))
+    rows = []
+    for i, (tp, reg) in enumerate(zip(study.timepoints, ctx.registrations)):
+        if i == study.reference_index:
+            continue
+        axial, coronal = resample_planes(read_timepoint_ct(tp), grid, reg, (cz, cy))
+        rows.append((f"time point {i}: {tp.time_h:g} h", (ref[cz], axial),
+                     (ref[:, cy, :], coronal)))
+    return rows
 
 
 def stage_write(ctx: PipelineContext) -> None:
@@ -284,6 +379,15 @@ def stage_write(ctx: PipelineContext) -> None:
     _write_analysis(ctx)
     _write_comparison(ctx)
     _write_figures(ctx)
+    write_pvc(ctx)  # with a partial-volume correction: the uncorrected results, pvc.json
+
+
+# -- partial-volume correction (pipeline/pvc_stage.py) --------------------------------------
+
+def stage_pvc(ctx: PipelineContext) -> None:
+    """The uncorrected results (kernel, dose and analysis on the SPECT grid, kept beside),
+    then the TIA map corrected onto the structures' grid, where the later stages run."""
+    correct_tia(ctx, (stage_kernel, stage_dose, stage_analysis))
 
 
 def finish_write(ctx: PipelineContext) -> None:
@@ -297,6 +401,8 @@ STAGES = (
     Stage("register_resample", "register + resample", stage_register_resample,
           steps=lambda c: len(c.study.timepoints)),
     Stage("tia_fit", "fit time-activity curves", stage_fit),
+    Stage("pvc", lambda c: f"partial-volume correction ({c.study.pvc_method})", stage_pvc,
+          steps=3, when=lambda c: c.study.pvc_method != "none"),
     Stage("kernel", lambda c: f"{c.nuclide.name} voxel kernel", stage_kernel),
     Stage("dose", lambda c: f"dose ({c.backend.name})", stage_dose, steps=2),
     Stage("analysis", "DVH, MIRD check, marrow, plan", stage_analysis,

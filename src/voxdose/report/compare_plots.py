@@ -6,10 +6,12 @@ import math
 
 import numpy as np
 
-from ..analysis.compare import NuclideComparison, r90_mm
+from ..analysis.compare import SAME_DECAYS, SWAPPED_DECAY, NuclideComparison, r90_mm
 
-def plot_dpks(path, nuclides, r_max_mm: float = 20.0) -> None:
-    """Radial dose point kernels r^2 D(r) (Gy mm^2 per decay) with r90 (electrons) marked."""
+def plot_dpks(path, nuclides, r_max_mm: float = 20.0, point_kernels=None) -> None:
+    """Radial dose point kernels r^2 D(r) (Gy mm^2 per decay) with r90 (electrons) marked:
+    ``point_kernels`` {nuclide: kernel} where given (the comparison's own, e.g. a study's
+    DPK table), else the shipped table."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -20,9 +22,10 @@ def plot_dpks(path, nuclides, r_max_mm: float = 20.0) -> None:
 
     from ..kernels.extent import dpk_rows
 
+    given = point_kernels or {}
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for nuc in nuclides:
-        pk = load_point_kernel(nuc)
+        pk = given[nuc] if nuc in given else load_point_kernel(nuc)
         # the table's shells at their mid radii: D is a shell average, so r^2 D evaluated
         # inside a shell would rise as r^2 up to the next edge (a sawtooth, not physics)
         r, d = (np.asarray(v) for v in dpk_rows(pk))
@@ -44,6 +47,16 @@ def plot_dpks(path, nuclides, r_max_mm: float = 20.0) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def tia_basis_label(results: list[NuclideComparison]) -> str:
+    """The figure's statement of which decays each nuclide got (from the results)."""
+    bases = {r.tia_basis for r in results}
+    if bases == {SAME_DECAYS}:
+        return "same decays (TIA map) for every nuclide"
+    if bases == {SWAPPED_DECAY}:
+        return "each nuclide's own decays (study's biological kinetics, own half-life)"
+    return "; ".join(f"{r.nuclide}: {r.tia_basis.split(':')[0]}" for r in results)
 
 
 def plot_dvh_overlay(path, results: list[NuclideComparison], max_panels: int = 16) -> None:
@@ -74,7 +87,7 @@ def plot_dvh_overlay(path, results: list[NuclideComparison], max_panels: int = 1
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")
-    fig.supxlabel("absorbed dose (Gy), same decays for every nuclide", fontsize=8)
+    fig.supxlabel(f"absorbed dose (Gy); {tia_basis_label(results)}", fontsize=8)
     fig.supylabel("volume >= dose (%)", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -257,6 +257,9 @@ def _summary(folder: _Folder, prov: dict) -> str:
             ("reference time point (index)", st.get("reference_timepoint")),
             ("study file", st.get("path")), ("created (UTC)", prov.get("created_utc")),
             ("device", prov.get("device"))]
+    pvc = prov.get("pvc") or {}
+    if pvc.get("method") not in (None, "none"):
+        rows.append(("partial-volume correction", _pvc_summary(pvc)))
     timings = prov.get("timings_s") or {}
     if "total" in timings:
         rows.append(("total run time (s)", timings.get("total")))
@@ -275,6 +278,19 @@ def _summary(folder: _Folder, prov: dict) -> str:
             {"stage": k, "seconds": v} for k, v in timings.items()],
             {"stage": "stage", "seconds": "time (s)"})
     return out
+
+
+def _pvc_summary(pvc: dict) -> str:
+    """One line on the partial-volume correction: method, FWHM, grid, completeness."""
+    fwhm = pvc.get("fwhm_mm_xyz") or []
+    fw = (f"{fwhm[0]:g}" if len(set(fwhm)) == 1 else ", ".join(f"{v:g}" for v in fwhm)) \
+        if fwhm else "?"
+    done = "complete" if pvc.get("complete", True) else \
+        "INCOMPLETE: structures missing from the label map: " + \
+        ", ".join(pvc.get("missing_structures") or [])
+    return (f"{pvc.get('method')} (FWHM {fw} mm) on the TIA map; dose and statistics on the "
+            f"{pvc.get('grid', 'label grid')}; {done}; uncorrected results in dvh_nopvc.csv "
+            "and *_nopvc_* (pvc.json)")
 
 
 def _key_results(folder: _Folder) -> str:
@@ -369,9 +385,29 @@ def _dose(folder: _Folder, prov: dict) -> str:
 def _dvh(folder: _Folder, prov: dict) -> str:
     out = folder.figure("dvh.png", "cumulative DVHs (kernel convolution)", "dvh")
     out += _csv_section(folder, "dvh.csv", "dvh", "DVH statistics")
+    out += _dvh_sigma_table(folder)
     out += folder.figure("dvh_compare.png", "DVHs per structure for each compared nuclide",
                          "dvh", required=False)
     return out
+
+
+def _dvh_sigma_table(folder: _Folder) -> str:
+    """Standard uncertainty of each structure's mean dose from dvh.json (both bounds), when
+    the results have one (docs/analysis.md, "Uncertainty")."""
+    doc = folder.json("dvh.json")
+    if not isinstance(doc, dict) or "uncertainty" not in doc:
+        return ""
+    rows = [{"name": st.get("name"), "mean_gy": st.get("mean_gy"),
+             "sigma_mean_independent_gy": st.get("sigma_mean_independent_gy"),
+             "sigma_mean_fully_correlated_gy": st.get("sigma_mean_fully_correlated_gy")}
+            for st in doc.get("structures", []) if st.get("n_voxels")]
+    note = doc["uncertainty"].get("correlation", "")
+    return (f'<p class="note">Standard uncertainty of the mean dose from the TIA fit '
+            f"(independent voxel errors, and the fully correlated bound). {esc(note)}</p>"
+            + table(["name", "mean_gy", "sigma_mean_independent_gy",
+                     "sigma_mean_fully_correlated_gy"], rows,
+                    {"sigma_mean_independent_gy": "σ mean, independent (Gy)",
+                     "sigma_mean_fully_correlated_gy": "σ mean, fully correlated (Gy)"}))
 
 
 def _mird(folder: _Folder, prov: dict) -> str:

@@ -36,8 +36,14 @@ def _line_styles(n: int):
     return [(colours[k % 10], styles[(k // 10) % 4]) for k in range(n)]
 
 
-def plot_dvhs(path: Path, dvhs: list[DVH], title: str) -> None:
-    """Cumulative DVHs on a linear dose axis; the legend gives each structure's mean dose."""
+def plot_dvhs(path: Path, dvhs: list[DVH], title: str, bands: dict | None = None,
+              band_label: str = r"shaded: DVHs of $D - \sigma_D$ and $D + \sigma_D$"
+              ) -> None:
+    """Cumulative DVHs on a linear dose axis; the legend gives each structure's mean dose.
+
+    ``bands``: structure name -> (dose edges Gy, lower, upper volume fractions), drawn as
+    a shaded band in the structure's colour (see
+    :mod:`voxdose.analysis.dvh_uncertainty`), explained by ``band_label``."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
     shown = [h for h in dvhs if h.n_voxels]
@@ -45,6 +51,12 @@ def plot_dvhs(path: Path, dvhs: list[DVH], title: str) -> None:
         edges, frac = h.cumulative()
         ax.plot(edges, 100 * frac, color=colour, ls=style, lw=1.3,
                 label=f"{h.name} (mean {h.mean_gy:.3g} Gy)")
+        if bands and h.name in bands:
+            e, lo, hi = bands[h.name]
+            ax.fill_between(e, 100 * np.asarray(lo), 100 * np.asarray(hi), color=colour,
+                            alpha=0.18, lw=0)
+    if bands:  # one legend entry explains every band
+        ax.fill_between([], [], [], color="0.5", alpha=0.35, lw=0, label=band_label)
     ax.set_xlabel("absorbed dose (Gy), linear axis")
     ax.set_ylabel("volume receiving >= dose (%)")
     ax.set_xlim(left=0)
@@ -212,53 +224,91 @@ def edge_map(img: np.ndarray, spacing_rc_mm=(1.0, 1.0), fraction: float = 0.25) 
     return mag > fraction * top if top > 0 else np.zeros(a.shape, bool)
 
 
-def plot_registration_check(path: Path, fixed_hu: np.ndarray, moving_hu: np.ndarray,
-                            spacing_mm_zyx, centre_zyx, title: str, tiles: int = 8,
-                            window_hu=CT_WINDOW_HU) -> None:
-    """Visual check of a registration: fixed (reference) CT vs the moving CT resampled onto it.
+def plot_registration_check(path: Path, fixed_hu: np.ndarray, moving_hu, spacing_mm_zyx,
+                            centre_zyx, title: str, tiles: int = 8,
+                            window_hu=CT_WINDOW_HU, row_labels=None) -> None:
+    """Visual check of registrations: the fixed (reference) CT against one or more moving
+    CTs resampled onto it (``moving_hu``: a 3-D array or a list of them, one row each;
+    ``row_labels``: one per moving CT). Cuts the axial plane ``centre_zyx[0]`` and the
+    coronal plane ``centre_zyx[1]`` and draws them with :func:`plot_registration_rows`.
+    NaN (outside the moving field of view) counts as air (-1000 HU)."""
+    fixed = np.asarray(fixed_hu, dtype=np.float64)
+    movings = [moving_hu] if isinstance(moving_hu, np.ndarray) else list(moving_hu)
+    labels = list(row_labels) if row_labels is not None else \
+        [f"moving {k + 1}" for k in range(len(movings))]
+    if len(labels) != len(movings):
+        raise InputError(f"registration check: {len(movings)} moving CTs but "
+                         f"{len(labels)} row labels")
+    rows = []
+    for label, mv in zip(labels, movings):
+        m = np.asarray(mv, dtype=np.float64)
+        if fixed.shape != m.shape or fixed.ndim != 3:
+            raise InputError(f"registration check needs 3-D CTs on one grid, got shapes "
+                             f"{fixed.shape} and {m.shape}; resample the moving CT first")
+        cz, cy, _ = _clamped_centre(centre_zyx, fixed.shape)
+        rows.append((label, (fixed[cz], m[cz]), (fixed[:, cy, :], m[:, cy, :])))
+    plot_registration_rows(path, rows, spacing_mm_zyx, title, tiles, window_hu)
 
-    One row per view (axial through ``centre_zyx[0]``, coronal through ``centre_zyx[1]``):
-    a ``tiles`` x ``tiles`` checkerboard (fixed in the top-left tile; misalignment shows as
-    breaks of edges at tile borders), the edges of both (fixed green, moving magenta,
-    coincident white) over the fixed CT, and the difference moving - fixed (HU).
-    NaN (outside the moving field of view) counts as air (-1000 HU).
-    """
+
+def _registration_panels(axes, f, m, s_row, s_col, origin, name, tiles, lo, hi, first):
+    """Three panels of one view: checkerboard, edges over the fixed CT, moving - fixed."""
+    common = {"origin": origin, "aspect": s_row / s_col, "interpolation": "nearest"}
+    axes[0].imshow(checkerboard(f, m, tiles), cmap="gray", vmin=lo, vmax=hi, **common)
+    grey = np.clip((f - lo) / (hi - lo), 0, 1) * 0.5
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    ef, em = edge_map(f, (s_row, s_col)), edge_map(m, (s_row, s_col))
+    rgb[ef, 1] = 1.0
+    rgb[em, 0] = 1.0
+    rgb[em, 2] = 1.0
+    axes[1].imshow(rgb, **common)
+    d = m - f
+    im = axes[2].imshow(d, cmap="RdBu_r", vmin=-500, vmax=500, **common)
+    axes[2].text(0.03, 0.04, f"mean |diff| {np.mean(np.abs(d)):.0f} HU", color="black",
+                 fontsize=7, transform=axes[2].transAxes,
+                 bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1})
+    if first:
+        axes[0].set_title(f"{name}: checkerboard {tiles}x{tiles}\n(fixed / moving)",
+                          fontsize=8)
+        axes[1].set_title(f"{name}: edges, fixed green /\nmoving magenta / both white",
+                          fontsize=8)
+        axes[2].set_title(f"{name}: moving - fixed (HU)", fontsize=8)
+    return im
+
+
+def plot_registration_rows(path: Path, rows, spacing_mm_zyx, title: str, tiles: int = 8,
+                           window_hu=CT_WINDOW_HU) -> None:
+    """One row per registered time point: ``rows`` = [(label, (fixed axial, moving axial),
+    (fixed coronal, moving coronal)), ...], 2-D planes in HU on one grid (axial (y, x),
+    coronal (z, x)). Each row: for the axial and the coronal plane a ``tiles`` x ``tiles``
+    checkerboard (fixed in the top-left tile; misalignment shows as edges broken at tile
+    borders), the edges of both (fixed green, moving magenta, coincident white) over the
+    fixed CT, and the difference moving - fixed (HU, +/-500). NaN counts as air."""
+    if not rows:
+        raise InputError("registration check: no registered time point to show")
     plt = _plt()
-    fixed = np.nan_to_num(np.asarray(fixed_hu, dtype=np.float64), nan=-1000.0)
-    moving = np.nan_to_num(np.asarray(moving_hu, dtype=np.float64), nan=-1000.0)
-    if fixed.shape != moving.shape or fixed.ndim != 3:
-        raise InputError(f"registration check needs two 3-D CTs on one grid, got shapes "
-                         f"{fixed.shape} and {moving.shape}; resample the moving CT first")
     sz, sy, sx = spacing_mm_zyx
-    cz, cy, _ = _clamped_centre(centre_zyx, fixed.shape)
     lo, hi = (float(w) for w in window_hu)
-    views = [("axial", fixed[cz], moving[cz], sy, sx, "upper"),
-             ("coronal", fixed[:, cy, :], moving[:, cy, :], sz, sx, "lower")]
-    fig, axes = plt.subplots(2, 3, figsize=(12, 7.5), dpi=100, squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(len(rows), 6, figsize=(15, 0.9 + 2.4 * len(rows)), dpi=100,
+                             squeeze=False, layout="constrained")
     diff_im = None
-    for row, (name, f, m, s_row, s_col, origin) in zip(axes, views):
-        common = {"origin": origin, "aspect": s_row / s_col, "interpolation": "nearest"}
-        row[0].imshow(checkerboard(f, m, tiles), cmap="gray", vmin=lo, vmax=hi, **common)
-        row[0].set_title(f"{name}: checkerboard {tiles}x{tiles} (fixed / moving)", fontsize=8)
-        grey = np.clip((f - lo) / (hi - lo), 0, 1) * 0.5
-        rgb = np.repeat(grey[..., None], 3, axis=2)
-        ef, em = edge_map(f, (s_row, s_col)), edge_map(m, (s_row, s_col))
-        rgb[ef, 1] = 1.0
-        rgb[em, 0] = 1.0
-        rgb[em, 2] = 1.0
-        row[1].imshow(rgb, **common)
-        row[1].set_title(f"{name}: edges, fixed green / moving magenta / both white",
-                         fontsize=8)
-        d = m - f
-        diff_im = row[2].imshow(d, cmap="RdBu_r", vmin=-500, vmax=500, **common)
-        row[2].set_title(f"{name}: moving - fixed, mean |diff| {np.mean(np.abs(d)):.0f} HU",
-                         fontsize=8)
-        for ax in row:
+    for r, (label, axial, coronal) in enumerate(rows):
+        ax_row = axes[r]
+        for k, (name, pair, s_row, origin) in enumerate(
+                (("axial", axial, sy, "upper"), ("coronal", coronal, sz, "lower"))):
+            f, m = (np.nan_to_num(np.asarray(a, dtype=np.float64), nan=-1000.0) for a in pair)
+            if f.shape != m.shape or f.ndim != 2:
+                raise InputError(f"registration check, {label}: the {name} planes differ in "
+                                 f"shape ({f.shape}, {m.shape})")
+            diff_im = _registration_panels(ax_row[3 * k:3 * k + 3], f, m, s_row, sx, origin,
+                                           name, tiles, lo, hi, r == 0)
+        for ax in ax_row:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.colorbar(diff_im, ax=axes[:, 2].tolist(), label="moving - fixed (HU)", shrink=0.8)
-    fig.suptitle(f"{title}\nCT window {lo:g} to {hi:g} HU", fontsize=10)
+        ax_row[0].set_ylabel(label, fontsize=9)
+    fig.colorbar(diff_im, ax=axes[:, [2, 5]].ravel().tolist(), label="moving - fixed (HU)",
+                 shrink=0.8)
+    fig.suptitle(f"{title}\nCT window {lo:g} to {hi:g} HU; one row per registered time "
+                 "point", fontsize=10)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

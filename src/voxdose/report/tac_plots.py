@@ -32,7 +32,9 @@ def plot_tacs(out_dir: Path, fits: list[OrganFit]) -> list[str]:
         for m, v in of.fits.items():
             if m == "trapz" or not v["valid"]:
                 continue
-            curve = model_curve(MODEL_IDS[m], list(v["params"].values()), grid_h) / 1e6
+            # stp (single time point) carries a mono-exponential's A and lambda
+            mid = MODEL_IDS["mono"] if m == "stp" else MODEL_IDS[m]
+            curve = model_curve(mid, list(v["params"].values()), grid_h) / 1e6
             ax.plot(grid_h, curve, lw=2.2 if m == of.best else 0.9,
                     label=f"{m}: TIA {v['tia_bq_s'] / 3.6e9:.4g} MBq·h, AICc {v['aicc']:.1f}")
         ax.set_xlabel("time after administration (h)")

@@ -1,7 +1,9 @@
 """Study-file keys against DICOM headers: the nuclide, administration time and activity
 from the files when the study file lacks them, and per DICOM time point the time, the pixel
 unit (to Bq/mL) and the vendor's decay correction (undone). A key that contradicts a tag is
-an error; a needed tag that is missing is an error naming the tag, the file and the key."""
+an error; a needed tag that is missing is an error naming the tag, the file and the key.
+A date or time the reader could not parse (``SpectHeader.date_problems``) is an error only
+where its value is needed: never when the study-file key that replaces it is given."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import math
 from datetime import datetime
 from pathlib import Path
 
-from ..core.errors import StudyError
+from ..core.errors import NuclideError, StudyError
 from ..core.nuclide import Nuclide, load_nuclide
 from .model import TimePoint
 from .schema import Section
@@ -48,7 +50,10 @@ def nuclide_of(st: Section, dicom_sp: list, path: Path) -> Nuclide:
             raise StudyError(f"{path}: missing key 'study.nuclide' (the SPECT files do not "
                              "name it); add it to the study file")
         return load_nuclide(next(iter(file_nucs)))
-    nuclide = load_nuclide(st.get("nuclide"))
+    try:
+        nuclide = load_nuclide(st.get("nuclide"))
+    except NuclideError as exc:  # named by the file and key that gave it
+        raise StudyError(f"{path}: study.nuclide: {exc}") from None
     for n, h in file_nucs.items():
         if n != nuclide.name:
             raise StudyError(f"{path}: study.nuclide = {nuclide.name} contradicts "
@@ -101,12 +106,17 @@ def _time_h(i: int, r: RawTimePoint, admin, path: Path, info: dict) -> float:
     if r.time_h is not None:
         info["time_source"] = "study file"
         return r.time_h
+    problems = getattr(h, "date_problems", {}) or {}
     if h.acquisition is None:
+        if "acquisition" in problems:  # names its file
+            raise StudyError(f"{problems['acquisition']}; give '{where}time_h' in "
+                             f"{path.name}")
         raise StudyError(f"{f0}: AcquisitionDate/AcquisitionTime (0008,0022/0032) and "
                          "AcquisitionDateTime (0008,002A) are missing; give "
                          f"'{where}time_h' in {path.name}")
     if admin is None:
-        what = ("only RadiopharmaceuticalStartTime (0018,1072) is given (no date)"
+        what = (problems["administration"] if "administration" in problems else
+                "only RadiopharmaceuticalStartTime (0018,1072) is given (no date)"
                 if h.administration_time_only else
                 "RadiopharmaceuticalStartDateTime (0018,1078) is missing")
         raise StudyError(f"{f0}: {what}; set study.administration_datetime = "
@@ -198,12 +208,17 @@ def _decay_undo(dc: str, h, t_h: float, lam: float) -> float:
     """x this: the activity at acquisition from the vendor's decay-corrected values."""
     if dc == "NONE":
         return 1.0
+    problems = getattr(h, "date_problems", {}) or {}
+    if "decay_reference" in problems:  # the reference is given but unreadable: no guess
+        raise StudyError(f"{h.first_file}: {problems['decay_reference']}; DecayCorrection "
+                         f"= {dc} needs it; fix the file")
     if dc == "ADMIN" and (h.decay_reference is None or h.acquisition is None):
         return math.exp(-lam * t_h * 3600.0)
     if h.acquisition is None or h.decay_reference is None:
+        why = f" ({problems['acquisition']})" if "acquisition" in problems else ""
         raise StudyError(f"{h.first_file}: DecayCorrection = START needs the acquisition time "
                          "(0008,0022/0032) and the series time (0008,0021/0031) or "
-                         "DecayCorrectionDateTime (0018,9701); fix the file")
+                         f"DecayCorrectionDateTime (0018,9701){why}; fix the file")
     return math.exp(-lam * (h.acquisition - h.decay_reference).total_seconds())
 
 

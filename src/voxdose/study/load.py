@@ -15,7 +15,8 @@ study::
     spect = "spect_001h.nii.gz"        # paths relative to the study file
 
 Everything is checked before any computation starts; an error names the key and file.
-Parsers: ``study/sections.py`` (one per table), ``study/dicom_keys.py`` (keys vs. tags).
+Parsers: ``study/sections.py`` (one per table), ``study/dicom_keys.py`` (keys vs. tags),
+``study/sidecars.py`` (keys vs. the JSON sidecars of image files).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .dicom_keys import (activity_of, administration_of, check_one_patient, nucl
 from .model import Study, TimePoint
 from .schema import validate
 from .sections import SUPPORTED_SPECT_UNITS
+from .sidecars import image_timepoints, read_sidecars, study_keys
 
 __all__ = ["SUPPORTED_SPECT_UNITS", "Study", "TimePoint", "load_study", "study_inputs"]
 
@@ -50,11 +52,14 @@ def load_study(path) -> Study:
     base, st, sp = path.parent, t["study"], t["spect"]
     raws = sec.read_timepoints(t["timepoints"], base, path)
     check_one_patient(raws, path)
-    dicom_sp = spect_headers(raws)
+    dicom_sp, cars, key_info = spect_headers(raws), read_sidecars(raws, path), {}
+    st = study_keys(st, cars, dicom_sp, path, key_info)  # nuclide, activity vs the sidecars
     nuclide = nuclide_of(st, dicom_sp, path)
     admin = administration_of(st, dicom_sp, path)
     a0 = activity_of(st, dicom_sp, path)
     tps, info = timepoints_of(raws, sp, admin, nuclide, path)
+    tps = image_timepoints(tps, raws, cars, sp, nuclide, path)  # time, unit, decay
+    info.update(key_info)
     sec.check_increasing(tps, path)
     ref = sec.reference_index(st, len(tps), path)
     sec.check_grids(tps, ref, path)
@@ -62,29 +67,40 @@ def load_study(path) -> Study:
     limits, after = sec.plan(t["plan"], names, path)
     spect_to_bq_ml = sec.spect_to_bq_ml(sp, tps, path)
     s_table = sec.optional_file(t["analysis"], "s_table", base, path)
-    transform, dose_grid = sec.registration(t["registration"], tps, path)
+    transform, dose_grid, allow_motion = sec.registration(t["registration"], tps, path)
+    stp, stp_half_life_h = sec.kinetics(t["kinetics"], tps, nuclide, path)
     dpk = sec.user_dpk(t["dose"], nuclide, base, path)
+    pvc_method, fwhm, rc_table = sec.pvc(t["pvc"], sp, tps, ref, bool(names), dose_grid, base,
+                                         path)
     return Study(path=path, name=sec.study_name(st, path), nuclide=nuclide,
                  administered_activity_mbq=a0, reference_index=ref,
                  spect_to_bq_ml=spect_to_bq_ml, decay_corrected=sp.get("decay_corrected"),
                  timepoints=tuple(tps), labels=labels, names=names,
                  sex=t["patient"].get("sex"), plan_limits_gy=limits, plan_after_h=after,
                  rtstruct=rts, administration=admin, info=info, s_table=s_table,
-                 registration=transform, dose_grid=dose_grid, dpk=dpk)
+                 registration=transform, dose_grid=dose_grid, dpk=dpk,
+                 allow_large_motion=allow_motion, single_time_point=stp,
+                 stp_half_life_h=stp_half_life_h, pvc_method=pvc_method,
+                 resolution_fwhm_mm=fwhm, pvc_rc_table=rc_table)
 
 
 def study_inputs(study: Study) -> list[Path]:
     """Every input file of a study (DICOM folders expanded), e.g. to hash for provenance."""
     from ..io.dicom_read import dicom_files
+    from ..io.sitk_adapter import sidecar_path
 
     out = [study.path]
     for tp in study.timepoints:
         out += dicom_files(tp.spect) if tp.spect_dicom is not None else [tp.spect]
+        if tp.spect_dicom is None and sidecar_path(tp.spect).is_file():
+            out.append(sidecar_path(tp.spect))  # its values were read (study/sidecars.py)
         if tp.ct is not None:
             out += dicom_files(tp.ct) if tp.ct_dicom is not None else [tp.ct]
     if study.labels is not None:
         out.append(study.labels)
     if study.rtstruct is not None:
         out.append(study.rtstruct.path)
+    if study.pvc_rc_table is not None:
+        out.append(study.pvc_rc_table)
     return out
 

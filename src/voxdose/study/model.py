@@ -18,7 +18,9 @@ class TimePoint:
     # DICOM inputs only (None for image files):
     spect_dicom: object = None          # io.dicom_read.SpectHeader
     ct_dicom: object = None             # io.dicom_read.CTHeader
-    to_bq_ml: float | None = None       # mapped pixel value x this = Bq/mL
+    # set for every time point by load_study (image files: from the study file and the
+    # JSON sidecar, study/sidecars.py; DICOM: from the tags)
+    to_bq_ml: float | None = None       # (mapped) pixel value x this = Bq/mL
     decay_undo: float | None = None     # x this: activity at acquisition
     info: dict = field(default_factory=dict, compare=False)
 
@@ -47,6 +49,16 @@ class Study:
     registration: str = "rigid"         # rigid | affine | bspline (after rigid)
     dose_grid: str = "spect"            # spect (reference SPECT grid) | ct (reference CT grid)
     dpk: Path | None = None             # user's radial DPK CSV (r_mm,dose_Gy_per_decay)
+    allow_large_motion: bool = False    # an implausible registration: warning, not error
+    # one time point only ([kinetics]): 'physical' | 'effective', and the half-life (h) that
+    # integrates it, a(t1) exp(-ln2 (t - t1) / T) (T = the physical half-life for 'physical')
+    single_time_point: str | None = None
+    stp_half_life_h: float | None = None
+    # partial-volume correction ([spect] resolution_fwhm_mm, [pvc]; docs/pvc.md): the
+    # method, the SPECT's FWHM (x, y, z) mm, and the RC table (method rc), all checked
+    pvc_method: str = "none"            # none | rc | gtm | rbv | iy
+    resolution_fwhm_mm: tuple[float, float, float] | None = None
+    pvc_rc_table: Path | None = None
 
     @property
     def times_h(self) -> list[float]:

@@ -73,7 +73,9 @@ TABLES: tuple[Table, ...] = (
     Table("timepoints", "one per acquisition, in strictly increasing time", required=True,
           array=True),
     Table("structures", "the structures: a label image + names, or an RTSTRUCT"),
+    Table("pvc", "partial-volume correction of the SPECT activity (docs/pvc.md)"),
     Table("patient", "patient data"),
+    Table("kinetics", "time-activity integration: how a single time point is integrated"),
     Table("registration", "registration transform and the grid of the series and the dose"),
     Table("dose", "dose calculation inputs"),
     Table("analysis", "inputs of the analysis"),
@@ -85,17 +87,20 @@ KEYS: tuple[Key, ...] = (
     Key("study", "name", "text", "the study's name in the report and provenance",
         default_doc="the study folder's name"),
     Key("study", "nuclide", "string", "Lu-177, 177Lu, Y-90, 90Y, ...; must agree with the "
-        "DICOM RadionuclideCodeSequence", default_doc=f"{_DICOM}, else required"),
+        "DICOM RadionuclideCodeSequence and the images' JSON sidecars",
+        default_doc=f"{_DICOM} or JSON sidecars, else required"),
     Key("study", "administered_activity_mbq", "number", "administered activity",
-        unit="MBq", minimum=0, default_doc=f"{_DICOM} (RadionuclideTotalDose), else required"),
+        unit="MBq", minimum=0, default_doc=f"{_DICOM} (RadionuclideTotalDose) or JSON "
+        "sidecars, else required"),
     Key("study", "reference_timepoint", "integer", "index into [[timepoints]]: the "
         "registration target and the grid of the structures", default=0, minimum=0,
         exclusive=False),
     Key("study", "administration_datetime", "date-time", "administration time (local), "
         "when RadiopharmaceuticalStartDateTime is missing; must agree with it",
         default_doc=_DICOM),
-    Key("spect", "units", "string", "pixel unit of the SPECT images (DICOM: only when "
-        "Units (0054,1001) is missing; must agree with it)", default="Bq/mL",
+    Key("spect", "units", "string", "pixel unit of the SPECT images; must agree with DICOM "
+        "Units (0054,1001) and the images' JSON sidecars", default="Bq/mL",
+        default_doc="DICOM Units, else the JSON sidecar, else `\"Bq/mL\"`",
         choices=("Bq/mL", "kBq/mL", "MBq/mL", "counts")),
     Key("spect", "calibration_factor", "number", "pixel value x factor = activity "
         "concentration in `units` (counts: Bq/mL per count)", default=1.0, minimum=0),
@@ -103,11 +108,17 @@ KEYS: tuple[Key, ...] = (
         "rate per MBq in the field of view), instead of calibration_factor",
         unit="cps/MBq", minimum=0),
     Key("spect", "decay_corrected", "boolean", "true: the frames were decay-corrected to the "
-        "administration (DICOM: only when DecayCorrection (0054,1102) is missing)",
-        default=False),
-    Key("timepoints", "time_h", "number", "acquisition time after the administration",
-        unit="h", minimum=0, exclusive=False,
-        default_doc="DICOM: acquisition - administration; image files: required"),
+        "administration; must agree with DICOM DecayCorrection (0054,1102) and the images' "
+        "JSON sidecars", default=False,
+        default_doc="DICOM DecayCorrection, else the JSON sidecar, else `false`"),
+    Key("spect", "resolution_fwhm_mm", "number or [x, y, z]", "system spatial resolution "
+        "of the reconstructed SPECT (Gaussian FWHM along LPS x, y, z), measured on a phantom "
+        "(docs/pvc.md); at most 50 mm", unit="mm", minimum=0,
+        default_doc="none (required by [pvc] method gtm, rbv, iy)"),
+    Key("timepoints", "time_h", "number", "acquisition time after the administration; must "
+        "agree with the image's JSON sidecar", unit="h", minimum=0, exclusive=False,
+        default_doc="DICOM: acquisition - administration; image files: the JSON sidecar's "
+        "time_h, else required"),
     Key("timepoints", "spect", "path", "SPECT image file (NIfTI, MHD, NRRD), DICOM file or "
         "DICOM folder (searched recursively)", required=True),
     Key("timepoints", "ct", "path", "CT image file, DICOM file or folder: for every time "
@@ -127,13 +138,30 @@ KEYS: tuple[Key, ...] = (
         "one, instead of labels + names"),
     Key("structures", "rois", "string list", "RTSTRUCT ROIs to use",
         default_doc="every non-EXTERNAL ROI"),
+    Key("pvc", "method", "string", "none; rc: recovery by volume from rc_table; gtm: "
+        "geometric transfer matrix region means; rbv: region-based voxel-wise (GTM means); "
+        "iy: iterative Yang", default="none", choices=("none", "rc", "gtm", "rbv", "iy")),
+    Key("pvc", "rc_table", "path", "method rc: CSV volume_ml,recovery from your "
+        "sphere-phantom measurement (recovery in (0, 1], non-decreasing with volume)",
+        default_doc="required with method rc"),
     Key("patient", "sex", "string", "reference red-marrow mass (ICRP 89) for the EANM marrow "
         "dose", default="male", choices=("male", "female")),
+    Key("kinetics", "single_time_point", "string", "a study with one time point: `physical` "
+        "(the activity stays where it is and decays physically only, e.g. permanently trapped "
+        "microspheres) or `effective` (mono-exponential with effective_half_life_h, Hänscheid "
+        "et al. 2018)", default_doc="required by `run` with one time point",
+        choices=("physical", "effective")),
+    Key("kinetics", "effective_half_life_h", "number", "single_time_point = \"effective\": the "
+        "assumed effective half-life, at most the nuclide's physical half-life", unit="h",
+        minimum=0, default_doc="required with `effective`"),
     Key("registration", "transform", "string", "rigid; affine or bspline refine the rigid "
         "result", default="rigid", choices=("rigid", "affine", "bspline")),
     Key("registration", "grid", "string", "grid of the 4D series, TIA and dose: the reference "
         "SPECT grid or the reference CT grid (needs a ct per time point)", default="spect",
         choices=("spect", "ct")),
+    Key("registration", "allow_large_motion", "boolean", "accept an implausible registration "
+        "(more than 50 mm or 15 degrees from the scanner coordinates, or a worse match than "
+        "them) with a warning instead of an error", default=False),
     Key("dose", "dpk", "path", "your own water DPK for the study's nuclide, CSV "
         "r_mm,dose_Gy_per_decay, instead of voxdose's (the nuclide comparison keeps voxdose's)",
         default_doc="voxdose's kernel"),
@@ -149,7 +177,7 @@ KEYS: tuple[Key, ...] = (
 )
 
 TYPES = ("text", "string", "number", "integer", "boolean", "path", "date-time", "string list",
-         "table of numbers")
+         "table of numbers", "number or [x, y, z]")
 _TYPE_DOC = {"text": "string or number", "date-time": 'date-time ("2024-03-01T09:30:00")'}
 _TABLE_BY_NAME = {t.name: t for t in TABLES}
 _KEY_BY_NAME = {(k.table, k.name): k for k in KEYS}
@@ -226,6 +254,12 @@ def check_value(k: Key, v, label: str, path: Path):
         return v
     if t == "date-time":
         return _datetime(v, label, path)
+    if t == "number or [x, y, z]":
+        if isinstance(v, list):
+            if len(v) != 3:
+                raise _bad(path, label, "one number or three [x, y, z]", v)
+            return [_number(k, x, f"{label}[{i}]", path) for i, x in enumerate(v)]
+        return _number(k, v, label, path)
     if t == "string list":
         if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
             raise _bad(path, label, 'a list of strings like ["liver", "kidney_left"]', v)

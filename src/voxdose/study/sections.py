@@ -82,7 +82,7 @@ def reference_index(st: Section, n: int, path: Path) -> int:
 class RawTimePoint:
     """A [[timepoints]] entry with its files resolved and DICOM headers read."""
 
-    time_h: float | None        # None: from the DICOM times
+    time_h: float | None        # None: from the DICOM times or the image's JSON sidecar
     spect: Path
     ct: Path | None
     spect_h: object             # io.dicom_read.SpectHeader or None
@@ -100,7 +100,8 @@ def _raw_timepoint(e: Section, base: Path, path: Path) -> RawTimePoint:
         if is_dicom_input(spect) else None
     h_ct = read_ct_header(ct, e.get("ct_series_uid"), w + "ct", path) \
         if ct is not None and is_dicom_input(ct) else None
-    t_h = e.need("time_h") if e.has("time_h") or h_sp is None else None
+    # None: from the DICOM times, or (image files) the JSON sidecar (study/sidecars.py)
+    t_h = e.get("time_h") if e.has("time_h") else None
     return RawTimePoint(t_h, spect, ct, h_sp, h_ct, e)
 
 
@@ -140,15 +141,25 @@ def check_grids(tps: list[TimePoint], ref: int, path: Path) -> None:
 
 # ---- [spect] (image files; DICOM in dicom_keys.py) ------------------------------------------
 
+def image_to_bq_ml(units: str, sp: Section, path: Path) -> float:
+    """The factor from image-file pixel values in ``units`` to Bq/mL: calibration_factor x
+    the unit's factor (counts: calibration_factor, which must be given)."""
+    if units not in UNIT_TO_BQ_ML and not sp.has("calibration_factor"):
+        raise StudyError(f"{path}: pixel values in counts (spect.units or the JSON sidecar) "
+                         "need spect.calibration_factor (Bq/mL per count) for the image-file "
+                         "time points")
+    return sp.get("calibration_factor") * UNIT_TO_BQ_ML.get(units, 1.0)
+
+
 def spect_to_bq_ml(sp: Section, tps: list[TimePoint], path: Path) -> float:
-    """The factor from image-file SPECT pixel values to Bq/mL."""
-    units = sp.get("units")
-    nifti_units = units if units in UNIT_TO_BQ_ML else None
-    if nifti_units is None and any(tp.spect_dicom is None for tp in tps) \
-            and not sp.has("calibration_factor"):
-        raise StudyError(f"{path}: spect.units = \"counts\" needs spect.calibration_factor "
-                         "(Bq/mL per count) for the image-file time points")
-    return sp.get("calibration_factor") * (UNIT_TO_BQ_ML[nifti_units] if nifti_units else 1.0)
+    """The factor from image-file SPECT pixel values to Bq/mL: the time points' one factor
+    (study/sidecars.py), else the study file's keys'."""
+    factors = {tp.to_bq_ml for tp in tps if tp.spect_dicom is None and tp.to_bq_ml is not None}
+    if len(factors) == 1:
+        return factors.pop()
+    if any(tp.spect_dicom is None for tp in tps):
+        return image_to_bq_ml(sp.get("units"), sp, path)
+    return sp.get("calibration_factor") * UNIT_TO_BQ_ML.get(sp.get("units"), 1.0)
 
 
 # ---- [structures] ---------------------------------------------------------------------------
@@ -169,9 +180,15 @@ def _rtstruct_structures(s: Section, ref_tp: TimePoint, base: Path, path: Path, 
             f"{', '.join(rts.frame_of_reference_uids)}, not the reference time point's "
             f"{'CT' if ref_tp.ct else 'SPECT'} ({ref_for}); export the structures "
             "drawn on that CT")
+    from ..io.rtstruct import check_rtstruct_in_grid
+
+    target = ref_tp.ct if ref_tp.ct is not None else ref_tp.spect
+    grid = grid_of(target, "structures.rtstruct", path, target_h)
+    outside = check_rtstruct_in_grid(rts, grid)  # > 1 % of a ROI outside: an error, here
     info["structures"] = {"rtstruct": str(rts.path), "rois": names,
                           "skipped_external": list(rts.skipped),
-                          "frame_of_reference_checked": bool(ref_for)}
+                          "frame_of_reference_checked": bool(ref_for),
+                          "warnings": outside}
     return names, rts
 
 
@@ -191,9 +208,15 @@ def _label_structures(s: Section, ref_tp: TimePoint, ref: int, base: Path, path:
         ref_grid = grid_of(ref_tp.spect, f"timepoints[{ref}]", path, ref_tp.spect_dicom)
     if not lab_grid.same_as(ref_grid, tol_mm=1e-2):
         raise StudyError(
-            f"{path}: structures.labels grid ({lab_grid.describe()}) does not match the "
-            f"reference time point's {'CT' if ref_tp.ct else 'SPECT'} grid "
+            f"{path}: structures.labels grid ({lab_grid.describe()}) of {labels} does not "
+            f"match the reference time point's {'CT' if ref_tp.ct else 'SPECT'} grid "
             f"({ref_grid.describe()}); resample the labels onto it")
+    # its values too, before any work: a label without a name, or a negative one, would
+    # otherwise be found only after every frame is registered
+    from ..io.names import check_labels_named
+    from ..io.sitk_adapter import read_labels
+
+    check_labels_named(read_labels(labels, names).data, names, labels, error=StudyError)
     return labels, names
 
 
@@ -224,12 +247,79 @@ def plan(pl: Section, names: dict, path: Path):
     return limits or None, after or None
 
 
-def registration(reg: Section, tps: list[TimePoint], path: Path) -> tuple[str, str]:
-    """(transform, grid)."""
+def registration(reg: Section, tps: list[TimePoint], path: Path) -> tuple[str, str, bool]:
+    """(transform, grid, allow_large_motion)."""
     grid = reg.get("grid")
     if grid == "ct" and not all(tp.ct is not None for tp in tps):
         raise StudyError(f"{path}: registration.grid = \"ct\" needs a ct for every time point")
-    return reg.get("transform"), grid
+    return reg.get("transform"), grid, reg.get("allow_large_motion")
+
+
+# ---- [kinetics] -----------------------------------------------------------------------------
+
+#: a single time point may lie at most this many effective half-lives after the
+#: administration: TIA = a(t1) exp(lambda t1) / lambda extrapolates the frame back by
+#: 2^(t1 / T_eff), more than 2^10 = 1024x beyond it (the result is then the half-life's guess)
+STP_MAX_HALF_LIVES = 10.0
+
+
+def _stp_half_life(kin: Section, t1_h: float, t_phys_h: float, nuclide: str,
+                   path: Path) -> float:
+    t_eff = kin.need("effective_half_life_h", ' (single_time_point = "effective" needs it)')
+    if t_eff > t_phys_h * (1 + 1e-9):
+        raise StudyError(f"{path}: kinetics.effective_half_life_h = {t_eff:g} h exceeds "
+                         f"{nuclide}'s physical half-life ({t_phys_h:.4g} h), which an "
+                         "effective half-life cannot; correct it, or use single_time_point = "
+                         '"physical"')
+    if t1_h > STP_MAX_HALF_LIVES * t_eff:
+        raise StudyError(f"{path}: the one time point ({t1_h:g} h) is "
+                         f"{t1_h / t_eff:.3g} effective half-lives ({t_eff:g} h) after the "
+                         "administration: the single-time-point TIA would extrapolate the "
+                         f"frame back {2 ** (t1_h / t_eff):.3g}x (at most "
+                         f"{STP_MAX_HALF_LIVES:g} half-lives accepted); check "
+                         "kinetics.effective_half_life_h")
+    return t_eff
+
+
+def kinetics(kin: Section, tps: list[TimePoint], nuclide, path: Path):
+    """(single-time-point method, its half-life in h); both None with several time points,
+    and with one time point when the study file does not say (then
+    :func:`require_single_time_point` refuses to integrate it).
+
+    ``physical`` integrates a(t1) with the physical half-life, ``effective`` with
+    ``effective_half_life_h`` (<= the physical one; the time point at most
+    :data:`STP_MAX_HALF_LIVES` of them after the administration)."""
+    given = [k for k in ("single_time_point", "effective_half_life_h") if kin.has(k)]
+    if len(tps) > 1:
+        if given:
+            raise StudyError(f"{path}: kinetics.{given[0]} is for a study with one time "
+                             f"point; this one has {len(tps)}, which are fitted: remove it")
+        return None, None
+    method = kin.get("single_time_point")
+    if method is None:
+        if kin.has("effective_half_life_h"):
+            raise StudyError(f"{path}: kinetics.effective_half_life_h needs "
+                             'kinetics.single_time_point = "effective"; add it')
+        return None, None
+    t_phys_h = nuclide.half_life_s / 3600.0
+    if method == "physical":
+        if kin.has("effective_half_life_h"):
+            raise StudyError(f"{path}: kinetics.effective_half_life_h is given but "
+                             'single_time_point = "physical" integrates with the physical '
+                             'half-life; remove it or set single_time_point = "effective"')
+        return method, t_phys_h
+    return method, _stp_half_life(kin, tps[0].time_h, t_phys_h, nuclide.name, path)
+
+
+def require_single_time_point(study) -> None:
+    """A study with one time point is integrated only as its study file says (``voxdose
+    run``; loading it for other uses does not need the method)."""
+    if len(study.timepoints) == 1 and study.single_time_point is None:
+        raise StudyError(
+            f"{study.path}: the study has one time point, so the study file must say how to "
+            "integrate it: add [kinetics] single_time_point = \"physical\" (the activity "
+            "stays and decays physically only, e.g. microspheres) or single_time_point = "
+            "\"effective\" with effective_half_life_h = ... (Hänscheid et al. 2018)")
 
 
 def user_dpk(dose: Section, nuclide, base: Path, path: Path) -> Path | None:
@@ -239,3 +329,69 @@ def user_dpk(dose: Section, nuclide, base: Path, path: Path) -> Path | None:
 
         read_dpk_csv(dpk, nuclide=nuclide.name)  # validate now, before any work
     return dpk
+
+
+# ---- [pvc] (with [spect] resolution_fwhm_mm) ------------------------------------------------
+
+def pvc(pv: Section, sp: Section, tps: list[TimePoint], ref: int, structures_given: bool,
+        dose_grid: str, base: Path, path: Path):
+    """(method, FWHM (x, y, z) mm or None, RC table path or None) of the partial-volume
+    correction (docs/pvc.md), checked before any work: the method against what it needs
+    (the FWHM, an RC table, structures), the FWHM against the reference SPECT's voxels
+    (0 < FWHM <= 50 mm, >= a fifth of a voxel), the RC table's rows (monotone, in (0, 1]),
+    and that the label grid covers the reference SPECT's activity (at most 1 % outside)."""
+    from ..core.errors import InputError
+    from ..pvc.correct import check_method
+    from ..pvc.psf import GaussianPsf
+    from ..pvc.rc import read_rc_table
+
+    method, fwhm = pv.get("method"), sp.get("resolution_fwhm_mm")
+    table = optional_file(pv, "rc_table", base, path)
+    tp = tps[ref]
+    try:
+        check_method(method, fwhm, table, where="pvc.method =")
+        spect_grid = grid_of(tp.spect, f"timepoints[{ref}].spect", path, tp.spect_dicom)
+        psf = None if fwhm is None else GaussianPsf.from_value(
+            fwhm, spect_grid, "spect.resolution_fwhm_mm")
+        if table is not None:
+            read_rc_table(table)
+    except StudyError:
+        raise
+    except InputError as exc:
+        raise StudyError(f"{path}: {exc}") from None
+    if method != "none":
+        if not structures_given:
+            raise StudyError(f'{path}: pvc.method = "{method}" corrects structure by '
+                             "structure and needs [structures] (labels + names, or an "
+                             'RTSTRUCT); add them or set pvc.method = "none"')
+        if dose_grid == "ct":
+            raise StudyError(f'{path}: pvc.method = "{method}" models the SPECT voxels and '
+                             'needs the series on the SPECT grid: remove registration.grid = '
+                             '"ct" (the correction itself puts the TIA and the dose on the '
+                             "structures' grid)")
+        _check_pvc_coverage(tp, ref, spect_grid, path)
+    return method, (None if psf is None else psf.fwhm_mm_xyz), table
+
+
+def _check_pvc_coverage(tp: TimePoint, ref: int, spect_grid, path: Path) -> None:
+    """The structures' grid (the reference CT's; the SPECT's without CTs) must hold all but
+    :data:`voxdose.pvc.gtm.MAX_UNCOVERED_ACTIVITY` of the reference SPECT's activity."""
+    import numpy as np
+
+    from ..imaging.occupancy import box_average
+    from ..pvc.gtm import MAX_UNCOVERED_ACTIVITY, uncovered_activity_fraction
+
+    if tp.ct is None:
+        return  # the structures are on the SPECT grid itself
+    from .images import read_timepoint_spect
+
+    label_grid = grid_of(tp.ct, f"timepoints[{ref}].ct", path, tp.ct_dicom)
+    covered = box_average(np.ones(label_grid.shape, np.float32), label_grid, spect_grid)
+    frac = uncovered_activity_fraction(covered, read_timepoint_spect(tp).data)
+    if frac > MAX_UNCOVERED_ACTIVITY:
+        raise StudyError(f"{path}: the structures' grid (the reference CT, "
+                         f"{label_grid.describe()}) does not cover the SPECT field: "
+                         f"{100 * frac:.1f} % of the reference SPECT's activity lies outside "
+                         f"it (at most {100 * MAX_UNCOVERED_ACTIVITY:g} % for the partial-volume"
+                         " correction); give a CT covering the SPECT field, or set "
+                         'pvc.method = "none"')
