@@ -18,7 +18,9 @@
 #
 # Everything goes into OUTDIR: gpu_check.json (device, versions, per-step status and time,
 # the bench JSONs, the pytest counts), gpu_check.log (every step's output),
-# bench_convolution.json, bench_fit.json, bench_monte_carlo.json, pytest_gpu.xml, demo/.
+# bench_convolution.json, bench_fit_<n>.json, bench_monte_carlo.json, pytest_gpu.xml, and
+# demo/ (the demo's JSON and CSV results: provenance with the timings, DVHs; its images and
+# the kernel cache stay in a temporary folder).
 # Each step runs under `timeout`; the steps share one budget, GPU_CHECK_BUDGET_S seconds
 # (default 330, under the 6 minutes on an H100/H200): no step is given more than
 # what is left of it. --dry-run: nothing installed, a tiny bench, no Monte Carlo, no demo
@@ -51,7 +53,9 @@ STEPS="$OUT/steps.tsv"
 : > "$STEPS"
 START=$(date +%s)
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
-export VOXDOSE_CACHE_DIR="${VOXDOSE_CACHE_DIR:-$OUT/cache}"
+WORK=$(mktemp -d)  # kernel cache and the demo's study: large, not for OUTDIR
+trap 'rm -rf "$WORK"' EXIT
+export VOXDOSE_CACHE_DIR="${VOXDOSE_CACHE_DIR:-$WORK/cache}"
 export MPLBACKEND=Agg
 cd "$ROOT" || exit 2
 
@@ -102,26 +106,28 @@ step env 20 "$PY" "$ROOT/scripts/gpu_check_report.py" env "$OUT/env.json"
 # 3. tests: the files that hold gpu-marked tests (so that a module needing image IO that
 # is not installed cannot stop the collection)
 mapfile -t GPU_TESTS < <(grep -l "mark\.gpu" "$ROOT"/tests/test_*.py)
-step tests 120 "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider \
+step tests 150 "$PY" -m pytest -m gpu -q -rs --durations=15 -p no:cacheprovider \
     --junitxml="$OUT/pytest_gpu.xml" "${GPU_TESTS[@]}"
 
-# 4. bench, in three parts, each with its own JSON (one that runs out of time loses only
-# itself): the convolution, the TIA fit, the Monte Carlo
+# 4. bench in parts, each with its own JSON (one that runs out of time loses only itself):
+# the convolution, the TIA fit per size, the Monte Carlo
 if [ "$DRY" = 1 ]; then
-    CONV=(--sizes 8 --repeats 1); FIT=(--tia-size 6); MC=()
+    CONV=(--sizes 8 --repeats 1); FIT=(6); MC=()
 else
     CONV=(--sizes 64,128,256,512 --cpu-max-size 256 --repeats 3)
-    FIT=(--tia-size 128,256); MC=(--mc-histories 1000000)
+    FIT=(128 256); MC=(--mc-histories 1000000)
 fi
 bench() {  # bench NAME CAP ARGS...: voxdose bench --json ARGS > OUT/NAME.json
     local name=$1 cap=$2; shift 2
     step "$name" "$cap" bash -c '"$0" -m voxdose bench --device "$1" --json "${@:3}" > "$2"' \
         "$PY" "$DEVICE" "$OUT/$name.json" "$@"
 }
-bench bench_convolution 75 "${CONV[@]}" --tia-size 0
-bench bench_fit 75 --sizes 0 "${FIT[@]}"
+bench bench_convolution 60 "${CONV[@]}" --tia-size 0
+for n in "${FIT[@]}"; do
+    bench "bench_fit_$n" 45 --sizes 0 --tia-size "$n"
+done
 if [ ${#MC[@]} -gt 0 ]; then
-    bench bench_monte_carlo 60 --sizes 0 --tia-size 0 "${MC[@]}"
+    bench bench_monte_carlo 45 --sizes 0 --tia-size 0 "${MC[@]}"
 else
     skip bench_monte_carlo "dry run"
 fi
@@ -134,7 +140,9 @@ elif ! "$PY" -c "import SimpleITK, pydicom" > /dev/null 2>&1; then
 elif [ "$(left)" -lt 60 ]; then
     skip demo "less than 60 s of the budget left"
 else
-    step demo $(( $(left) - 5 )) "$PY" -m voxdose demo "$OUT/demo" --device "$DEVICE"
+    step demo $(( $(left) - 5 )) "$PY" -m voxdose demo "$WORK/demo" --device "$DEVICE"
+    mkdir -p "$OUT/demo"  # the small records of the run; the images stay behind
+    cp "$WORK"/demo/results/*.json "$WORK"/demo/results/*.csv "$OUT/demo/" 2> /dev/null
 fi
 
 "$PY" "$ROOT/scripts/gpu_check_report.py" report "$OUT" "$DEVICE" "$DRY" \

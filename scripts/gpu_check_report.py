@@ -114,8 +114,8 @@ def report(out: str, device: str, dry: str, seconds: str) -> int:
            "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "environment": _json_or_none(d / "env.json"), "steps": steps,
            "pytest_gpu": _pytest_counts(d / "pytest_gpu.xml"),
-           "bench": {part: _json_or_none(d / f"bench_{part}.json")
-                     for part in ("convolution", "fit", "monte_carlo")},
+           "bench": {p.stem[len("bench_"):]: _json_or_none(p)
+                     for p in sorted(d.glob("bench_*.json"))},
            "log": "gpu_check.log"}
     (d / "gpu_check.json").write_text(json.dumps(doc, indent=2))
     print(f"gpu_check: {'ok' if doc['ok'] else 'FAILED: ' + ', '.join(failed)} "

@@ -67,15 +67,15 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert doc["ok"] and doc["device"] == "cpu" and doc["dry_run"]
     status = {s["name"]: s["status"] for s in doc["steps"]}
     assert status == {"install": "skipped", "env": "ok", "tests": "ok",
-                      "bench_convolution": "ok", "bench_fit": "ok",
+                      "bench_convolution": "ok", "bench_fit_6": "ok",
                       "bench_monte_carlo": "skipped", "demo": "skipped"}
     assert all(s["seconds"] >= 0 and s["timeout_s"] <= 150 for s in doc["steps"])
     env_doc = doc["environment"]
     assert env_doc["versions"]["numpy"] and env_doc["versions"]["numba"]
     assert env_doc["probe"]["gpu_available"] is False
     assert doc["pytest_gpu"]["tests"] > 0 and doc["pytest_gpu"]["failed"] == 0
-    conv, fit = doc["bench"]["convolution"], doc["bench"]["fit"]
+    conv, fit = doc["bench"]["convolution"], doc["bench"]["fit_6"]
     assert conv["device"]["device"] == "cpu" and conv["device"]["numba"]
     assert {r["method"] for r in conv["rows"]} == {"voxdose", "scipy.signal.fftconvolve"}
     assert conv["tia_rows"] == [] and fit["rows"] == [] and len(fit["tia_rows"]) == 2
-    assert "=== bench_fit: ok" in log
+    assert "=== bench_fit_6: ok" in log

@@ -213,3 +213,26 @@ def test_i131_source_voxel_against_mird17_and_lanconelli():
     assert self_s == pytest.approx(0.920, rel=0.03)
     assert self_s == pytest.approx(0.899, rel=0.05)
     assert face == pytest.approx(3.02e-2, rel=0.05)
+
+
+def test_run_refuses_an_alpha_emitter_before_any_work(small_study, tmp_path, capsys,
+                                                      monkeypatch):
+    """The study's nuclide is checked in the validate stage: no registration, no fit, no
+    results folder (it was refused only at the kernel stage, after the TIA fit)."""
+    import shutil
+
+    import voxdose.pipeline.stages as stages
+    from voxdose.cli.app import main
+
+    def _no_work(*a, **k):
+        raise AssertionError("the frames were read before the nuclide was refused")
+
+    monkeypatch.setattr(stages, "assemble_series", _no_work)
+    study = tmp_path / "study"
+    shutil.copytree(small_study.parent, study)
+    toml = study / "study.toml"
+    toml.write_text(toml.read_text().replace('nuclide = "Lu-177"', 'nuclide = "Ac-225"'))
+    assert main(["run", str(toml), "--out", str(tmp_path / "res"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("voxdose: error: Ac-225 emits radiation")
+    assert "alpha" in err[0] and not (tmp_path / "res").exists()

@@ -239,6 +239,7 @@ def test_provenance_hashes_the_dpk_s_table_and_names(tmp_path):
                                          'names = "names.json"\n')
     study = types.SimpleNamespace(path=tmp_path / "study.toml", timepoints=(),
                                   labels=tmp_path / "labels.nii.gz", rtstruct=None,
-                                  dpk=tmp_path / "dpk.csv", s_table=tmp_path / "s.csv")
+                                  dpk=tmp_path / "dpk.csv", s_table=tmp_path / "s.csv",
+                                  pvc_rc_table=None)
     names = {p.name for p in all_inputs(study)}
     assert {"study.toml", "labels.nii.gz", "dpk.csv", "s.csv", "names.json"} <= names

@@ -118,6 +118,7 @@ def test_demo_small_cli_writes_every_file_and_prints_table(tmp_path, capsys):
     after = {r["name"]: float(r["mean_gy"]) for r in rows}
     assert after["kidney_left"] > 1.1 * before["kidney_left"]  # spill-out recovered
     assert "without PVC" in out and "red marrow (EANM, L2-L4)" in out
+    assert "rbv (FWHM 10 mm) on the TIA map" in (res / "report.html").read_text()
 
 
 def test_kidney_dose_agrees_with_true_tia_small_demo(small_study, small_results):

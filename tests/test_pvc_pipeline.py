@@ -63,9 +63,10 @@ def _copy(small_study, tmp_path, extra: str = "", drop=()) -> Path:
 def test_corrected_doses_meet_the_truth_on_the_label_grid(validation, vpd):
     """RBV on the TIA map, dose on the label (CT) grid, against the true TIA on the CT grid
     convolved with the same kernel (averaged over the true structures). Small study,
-    measured: organs -4.1 % to -1.1 % (bone -9.8 %: a shell of 1-2 CT voxels at 4.8 mm),
-    marrow L2-L4 -4.2 / +0.7 / +1.8 %, lesions (4-14 mL) -8.9 / -5.8 / +1.7 %; without the
-    correction kidneys -22 %, marrow -27 to -33 %, lesions -39 to -65 %."""
+    measured: organs -3.9 % to +0.4 % (bone -8.6 %: a shell of 1-2 CT voxels at 4.8 mm),
+    marrow L2-L4 -4.1 / +0.7 / +1.1 %, lesions (4-14 mL) -8.6 / -5.1 / +1.8 %; without the
+    correction kidneys -21 / -23 %, marrow -26 to -32 %, lesions -39 to -64 %. (The demo
+    size meets the issue's 5 % / 10 %, bone included: docs/validation.md.)"""
     err = vpd.relative_errors(validation)
     assert validation["grid"].startswith("label grid") and validation["complete"]
     for name, e in err.items():
@@ -88,28 +89,30 @@ def test_uncorrected_doses_are_the_spect_grid_pipeline(validation, small_results
 
 def test_misstated_fwhm_biases_small_structures_most(validation, vpd):
     """A FWHM declared 10 % too small under-corrects, 10 % too large over-corrects; the
-    smaller the structure, the larger the bias (demo numbers in docs/validation.md)."""
+    smaller the structure, the larger the bias. Small study, from -10 % to +10 %: liver
+    +0.5 points, kidney_left +2.3, lesion_lung +10.2 (demo: docs/validation.md)."""
     err = vpd.relative_errors(validation)
     for name in ("kidney_left", "marrow_L3", "lesion_liver", "lesion_node", "lesion_lung"):
         lo, mid, hi = (err[name][f"pvc{k}_vs_ct"] for k in ("0.9", "1", "1.1"))
         assert lo < mid < hi, name
     span = {n: err[n]["pvc1.1_vs_ct"] - err[n]["pvc0.9_vs_ct"] for n in err}
     assert span["lesion_lung"] > span["kidney_left"] > span["liver"] > 0
-    assert 2.0 < span["kidney_left"] < 5.0 and 7.0 < span["lesion_lung"] < 15.0
+    assert 1.5 < span["kidney_left"] < 5.0 and 7.0 < span["lesion_lung"] < 15.0
 
 
 def test_tia_map_correction_is_no_worse_than_frame_by_frame(vpd, fitted):
     """Where to correct: every frame before the voxel fits (label grid) or the fitted TIA
-    map once. Against the true TIA on the CT grid, over the 13 structures: the TIA-map order
-    has the lower mean |bias| (small study: 3.6 % vs 4.1 %) and the lower mean voxel spread
-    (6.5 % vs 7.2 %), at a tenth of the CPU time or less (0.1 s vs 2.2 s here; the voxel fit
-    on the label grid dominates). voxdose therefore corrects the TIA map."""
+    map once. Against the true TIA on the CT grid, mean over the 13 structures of |bias|
+    and of the voxel spread within them: small study 3.5 % / 5.8 % (TIA map) vs 3.7 % /
+    6.2 % (frames); demo size, 3 noise seeds, 2.1 % / 5.3 % vs 2.0 % / 4.9 % (pvc.md). Equal
+    within half a point, at a tenth of the CPU time or less (0.05 s vs 2.2 s here, 0.2 s vs
+    13-17 s at demo size: the voxel fit on the label grid). voxdose corrects the TIA map."""
     r = vpd.frames_vs_tia(fitted, "rbv")
     cpu = r.pop("cpu_s")
     bias = {k: np.mean([abs(v[f"{k}_bias"]) for v in r.values()]) for k in ("tia", "frames")}
     sd = {k: np.mean([v[f"{k}_sd"] for v in r.values()]) for k in ("tia", "frames")}
-    assert bias["tia"] <= bias["frames"] + 0.25, bias
-    assert sd["tia"] <= sd["frames"] + 0.25, sd
+    assert bias["tia"] <= bias["frames"] + 0.5, bias
+    assert sd["tia"] <= sd["frames"] + 0.5, sd
     assert cpu["tia"] < cpu["frames"] / 5, cpu
 
 
@@ -193,6 +196,15 @@ def test_structure_missing_from_the_label_map_makes_the_correction_incomplete(fi
     # the corrected TIA lives on the label grid, the uncorrected one stays on the SPECT grid
     assert ctx.tia.grid.same_as(ctx.labels.grid) and ctx.nopvc.tia.grid.same_as(fitted.grid)
     assert ctx.fit.status.shape == ctx.tia.grid.shape
+
+
+def test_report_says_an_incomplete_correction():
+    from voxdose.report.html import _pvc_summary
+
+    line = _pvc_summary({"method": "gtm", "fwhm_mm_xyz": [9.0, 9.0, 12.0], "complete": False,
+                         "missing_structures": ["lesion_unseen"], "grid": "label grid"})
+    assert "gtm (FWHM 9, 9, 12 mm)" in line and "INCOMPLETE" in line
+    assert "lesion_unseen" in line
 
 
 def test_demo_refuses_an_unknown_correction(tmp_path, capsys):

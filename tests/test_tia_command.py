@@ -131,3 +131,17 @@ def test_failure_while_writing_leaves_no_partial_set(tmp_path, capsys, monkeypat
     assert len(calls) == 3
     assert not res.exists() and not (tmp_path / "other").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_acquisition_span_rule_as_in_run(tmp_path, capsys):
+    """Lu-178m (23.1 min) against frames out to 168 h: 436 half-lives, refused as `run` does
+    (it gave 56 % failed fits), before any frame is fitted."""
+    t_h = [1.0, 4.0, 24.0, 48.0, 168.0]
+    paths = _frames(tmp_path / "in", [_pattern(GRID.shape, 10.0 / (1 + t)) for t in t_h])
+    out = tmp_path / "res" / "tia.nii.gz"
+    rc = main(["tia", *paths, "--times-h", ",".join(f"{t:g}" for t in t_h),
+               "--nuclide", "Lu-178m", "--out", str(out), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert re.search(r"--times-h: the last time point, 168 h, is 43\d Lu-178m half-lives", err)
+    assert not out.parent.exists()

@@ -213,10 +213,16 @@ def vois_from_labels(labels: LabelMap, max_radius_mm: float | None = 10.0,
         if not bool(mask.any()):
             raise InputError(f"label '{labels.names[found[key]]}' ({key}) has no voxel on "
                              "this grid; give VOI centres instead")
+        # the distance map inside the label's bounding box, grown by one outside voxel: the
+        # same distances as on the whole grid (any outside voxel beyond the box is farther
+        # than the box's outer layer) at the cost of the vertebra, not of the grid
+        lo = to_numpy(xp.argwhere(mask).min(axis=0))
+        hi = to_numpy(xp.argwhere(mask).max(axis=0)) + 1
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
         edt = be.ndimage.distance_transform_edt(
-            xp.pad(mask, 1), sampling=tuple(float(v) for v in sp))[1:-1, 1:-1, 1:-1]
+            xp.pad(mask[box], 1), sampling=tuple(float(v) for v in sp))[1:-1, 1:-1, 1:-1]
         best = float(edt.max())
-        cand = to_numpy(xp.argwhere(edt >= best - 1e-9))
+        cand = to_numpy(xp.argwhere(edt >= best - 1e-9)) + lo
         centroid = to_numpy(xp.argwhere(mask).mean(axis=0))
         pick = cand[np.argmin(np.sum(((cand - centroid) * sp) ** 2, axis=1))]
         fit = max(float(best) - 0.5 * float(sp.min()), 0.5 * float(sp.min()))

@@ -61,7 +61,8 @@ def _gpu_probe() -> tuple[bool, str]:
     try:
         import cupy
     except Exception as exc:  # ImportError, or a broken CUDA install
-        return False, f"CuPy is not importable ({type(exc).__name__}); install voxdose[gpu]"
+        return False, (f"CuPy is not importable ({type(exc).__name__}); install "
+                       "voxdose[gpu-cuda12] or voxdose[gpu-cuda13] (README)")
     try:
         import cupy
 

@@ -2,9 +2,10 @@
 
 Rigid registration (SimpleITK ``Euler3DTransform``): Mattes mutual information,
 random sampling with a fixed seed (reproducible), regular-step gradient descent on a
-pyramid of block-averaged, smoothed images (:func:`rigid_pyramid`). CT-to-CT when every time point has a CT, SPECT-to-SPECT
-otherwise. Optional refinements (study key ``registration.transform``): affine, or a
-B-spline deformation after the rigid step (:func:`register`).
+pyramid of block-averaged, smoothed images (:func:`rigid_pyramid`). CT-to-CT when every
+time point has a CT, SPECT-to-SPECT otherwise. Optional refinements (study key
+``registration.transform``): affine, or a B-spline deformation after the rigid step
+(:func:`register`).
 
 The resulting transform maps a point of the reference (fixed) image to the
 corresponding point of the moving image, which is what resampling needs:
@@ -91,20 +92,25 @@ def _sample_fraction(n_voxels: int) -> float:
 #: The rigid registration's pyramid, coarse to fine: (voxel size in mm that both images are
 #: block-averaged to, random metric samples drawn on that level with the fixed seed). The
 #: demo's 2.4 mm CT is registered on 9.6 mm then 4.8 mm voxels, the small demo's 4.8 mm CT on
-#: 9.6 mm then its own. Measured (docs/benchmarks.md, benchmarks/bench_registration.py):
-#: 0.08-0.19 mm at the organ centres of the demo and 0.31-0.40 mm on the small demo (the
-#: former pyramid down to full resolution, ~60,000 samples: 0.12-0.33 and 0.04-0.49 mm) at
-#: about a fifteenth of its CPU time.
+#: 9.6 mm then its own. Measured (issue 14, docs/benchmarks.md): organ centres within
+#: 0.20 mm on the demo and 0.40 mm on the small demo (16 and 12 registrations, several motion
+#: seeds; the previous pyramid down to full resolution with ~60,000 samples: 0.33 and
+#: 0.49 mm) at a tenth or less of its CPU time.
 RIGID_LEVELS = ((10.0, 5_000), (5.0, 10_000))
 #: Gaussian smoothing of every level, sigma = this x the level's voxel size (mm): with 0.5
-#: the small demo's organ centres were off by up to 0.65 mm, with none by up to 1.7 mm.
+#: the small demo's organ centres were off by up to 0.65 mm, unsmoothed by up to 1.7 mm.
 RIGID_SMOOTHING_PER_VOXEL = 0.75
 #: The rigid optimiser stops when its step falls below this (mm, physical-shift scales).
 RIGID_MIN_STEP_MM = 1e-2
 
 
+#: A level keeps at least this many voxels per axis (where the image has them): the
+#: recursive Gaussian needs four.
+_MIN_LEVEL_VOXELS = 4
+
+
 def _shrink_factors(img: sitk.Image, voxel_mm: float) -> list[int]:
-    return [int(min(max(1, round(voxel_mm / s)), n))
+    return [int(max(1, min(round(voxel_mm / s), n // _MIN_LEVEL_VOXELS)))
             for s, n in zip(img.GetSpacing(), img.GetSize())]
 
 
@@ -125,7 +131,9 @@ def rigid_pyramid(fixed: sitk.Image,
         for img, fac in zip((fixed, moving), factors):
             small = sitk.BinShrink(img, fac) if max(fac) > 1 else img
             sigma_mm = RIGID_SMOOTHING_PER_VOXEL * float(max(small.GetSpacing()))
-            level.append(sitk.SmoothingRecursiveGaussian(small, sigma_mm))
+            if sigma_mm > 0 and min(small.GetSize()) >= _MIN_LEVEL_VOXELS:
+                small = sitk.SmoothingRecursiveGaussian(small, sigma_mm)
+            level.append(small)
         out.append((level[0], level[1], samples))
     return out
 
@@ -138,7 +146,7 @@ def _rigid_level(f: sitk.Image, m: sitk.Image, tx: sitk.Euler3DTransform, sample
     n = int(np.prod(f.GetSize()))
     if samples < n:  # else every voxel
         # random positions: a regular grid of samples (REGULAR) was faster but less accurate
-        # (0.28 / 0.46 mm vs 0.14 / 0.31 mm on the demo / small demo)
+        # (20,000 samples: up to 0.28 / 0.46 mm vs 0.14 / 0.31 mm on the demo / small demo)
         reg.SetMetricSamplingStrategy(reg.RANDOM)
         reg.SetMetricSamplingPercentage(samples / n, seed)
     # the moving image's gradient by central differences at the samples: the default, an
@@ -249,18 +257,19 @@ def motion(registration: Registration, fixed_grid: Grid) -> dict:
 
 
 #: the match metric of :func:`plausibility` is evaluated on images block-averaged by the
-#: smallest integer factor that leaves at most this many voxels (cost grows with the image
-#: size: 2.2 s per evaluation on the 2.2-million-voxel demo CT, 0.4 s when halved)
-METRIC_MAX_VOXELS = 300_000
+#: smallest integer factor that leaves at most this many voxels. SimpleITK evaluates it on
+#: every voxel (``MetricEvaluate`` ignores a sampling strategy), so the cost grows with the
+#: image: 2.2 s per evaluation on the 2.2-million-voxel demo CT, 63 ms on 4.8 mm voxels
+#: (287,000), a few ms on 9.6 mm voxels (35,000), where the result still matches clearly
+#: better than the scanner coordinates and than the result moved by 3 mm (issue 14).
+METRIC_MAX_VOXELS = 50_000
 
 
-def _metric(f: sitk.Image, m: sitk.Image, transform: sitk.Transform, seed: int) -> float | None:
-    """Mattes MI (50 bins) of ``m`` through ``transform`` against ``f``; None when too few
-    samples fall inside ``m``."""
+def _metric(f: sitk.Image, m: sitk.Image, transform: sitk.Transform) -> float | None:
+    """Mattes MI (50 bins) of ``m`` through ``transform`` against ``f``, every voxel of
+    ``f``; None when too few of them fall inside ``m``."""
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(_sample_fraction(int(np.prod(f.GetSize()))), seed)
     reg.SetMetricUseFixedImageGradientFilter(False)  # the value does not need gradients
     reg.SetMetricUseMovingImageGradientFilter(False)
     reg.SetInterpolator(sitk.sitkLinear)
@@ -268,7 +277,7 @@ def _metric(f: sitk.Image, m: sitk.Image, transform: sitk.Transform, seed: int) 
     reg.SetInitialTransform(sitk.Euler3DTransform(), inPlace=False)
     try:
         return float(reg.MetricEvaluate(f, m))
-    except RuntimeError:  # too few samples inside the moving image
+    except RuntimeError:  # too few voxels inside the moving image
         return None
 
 
@@ -278,17 +287,15 @@ def _metric_image(img: Image) -> sitk.Image:
     return sitk.BinShrink(out, [s] * 3) if s > 1 else out
 
 
-def plausibility(fixed: Image, moving: Image, registration: Registration,
-                 seed: int = 1234) -> dict:
+def plausibility(fixed: Image, moving: Image, registration: Registration) -> dict:
     """:func:`motion`, and the Mattes mutual information (50 bins, lower is better) at the
     scanner coordinates (``metric_initial``, identity transform) and at the result
-    (``metric_final``), both on the same random samples of the unsmoothed images
-    (block-averaged to at most :data:`METRIC_MAX_VOXELS`; None where the images hardly
-    overlap)."""
+    (``metric_final``), both over every voxel of the unsmoothed images block-averaged to at
+    most :data:`METRIC_MAX_VOXELS` (None where the images hardly overlap)."""
     f, m = _metric_image(fixed), _metric_image(moving)
     return {**motion(registration, fixed.grid),
-            "metric_initial": _metric(f, m, sitk.Euler3DTransform(), seed),
-            "metric_final": _metric(f, m, registration.transform, seed)}
+            "metric_initial": _metric(f, m, sitk.Euler3DTransform()),
+            "metric_final": _metric(f, m, registration.transform)}
 
 
 def resample_planes(moving: Image, target: Grid, registration: Registration, centre_zyx,

@@ -81,9 +81,6 @@ def fit_curves(times_s, curves, lambda_phys_per_s: float, model: str = "auto",
                keep_params: bool = True, device: str = "cpu", backend=None) -> TiaFit:
     """Fit ``curves`` (N, T): N time-activity curves sampled at ``times_s`` (T,).
 
-    backend : a GPU :class:`~voxdose.core.backend.Backend` to fit on, curves and results
-            on its device (module docstring); None: ``device`` says where.
-
     model : 'auto' (best AICc of mono, biexp, biexp_sum, triexp that have enough points and
             converged; else trapezoid + physical tail) or one of 'trapz', 'mono', 'biexp',
             'biexp_sum', 'triexp'.
@@ -93,6 +90,9 @@ def fit_curves(times_s, curves, lambda_phys_per_s: float, model: str = "auto",
     lift_bound : allow effective decay constants below the physical one.
     tail : trapezoid tail, 'physical' or 'fitted' (exponential through the last two points).
     frame_noise_rel : relative standard uncertainty of a frame, for the trapezoid's sigma.
+    device : 'cpu' or 'gpu' (the CUDA fitter on host arrays), without ``backend``.
+    backend : a GPU :class:`~voxdose.core.backend.Backend` to fit on, curves and results
+            on its device (module docstring); None: ``device`` says where.
     """
     xp, drive = _driver(device, backend)
     curves = xp.asarray(curves, dtype=xp.float64)

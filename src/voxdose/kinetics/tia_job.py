@@ -312,7 +312,12 @@ def write_outputs(outputs) -> None:
 def run_tia_job(job: TiaJob) -> TiaOutputs:
     """Validate ``job``, compute every requested map, then write them all (or none)."""
     nuc = validate_job(job)
+    from ..imaging.checks import check_acquisition_span
+
+    # the same span rule as `voxdose run`: an error when < 1e-6 is left, else a warning
+    span = check_acquisition_span(job.times_h, nuc.half_life_h, nuc.name, "--times-h")
     images, warnings = _read_frames(job)
+    warnings = ([span] if span else []) + warnings
     if job.single_time_point:
         outputs, summary = _single_time_point(job, nuc, images[0])
     else:

@@ -21,7 +21,7 @@ from ..analysis.mird import organ_check_csv, read_s_table
 from ..core.backend import get_backend, to_numpy
 from ..core.errors import StudyError
 from ..core.grid import Image
-from ..core.nuclide import canonical_name
+from ..core.nuclide import canonical_name, load_nuclide
 from ..dose.density import check_density_mode, density_from_ct
 from ..dose.engine import make_engine
 from ..dose.uncertainty import bounded_tia_sigma, dose_sigma_image
@@ -30,7 +30,7 @@ from ..io.dicom_write import structure_set_ref
 from ..imaging.registration import identity_registration, resample, resample_planes
 from ..kernels.cache import voxel_kernel_cached
 from ..kernels.extent import kernel_extent
-from ..kernels.point import load_point_kernel, read_dpk_csv
+from ..kernels.point import check_kernel_emissions, load_point_kernel, read_dpk_csv
 from ..kinetics.fit import fit_tia, single_time_point_fit
 from ..kinetics.models import MODEL_NAMES, STATUS
 from ..kinetics.organ import fit_organs, organ_table_csv, single_time_point_organs
@@ -43,7 +43,7 @@ from ..study.load import Study, load_study
 from ..study.sections import require_single_time_point
 from .context import PipelineContext
 from .provenance import build_provenance
-from .pvc_stage import correct_tia, write_pvc
+from .pvc_stage import comparison_inputs, comparison_note, correct_tia, write_pvc
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,11 @@ def stage_validate(ctx: PipelineContext) -> None:
         raise StudyError(f"{ctx.study.path}: --model {opt.tia_model}: the study's one time point "
                          "is integrated as [kinetics] single_time_point says; drop --model")
     ctx.other_nuclide = comparison_nuclide(ctx.nuclide.name, opt.compare_nuclide)
+    # alphas / positrons the kernels do not transport: refused here, not after the fit
+    if getattr(ctx.study, "dpk", None) is None:
+        check_kernel_emissions(ctx.nuclide)
+    if ctx.other_nuclide is not None:
+        check_kernel_emissions(load_nuclide(ctx.other_nuclide))
     ctx.advance(1, 1)
 
 
@@ -231,24 +236,38 @@ def stage_analysis(ctx: PipelineContext) -> None:
         ctx.engine, labels, ctx.backend, rho, getattr(study, "pvc_method", "none"),
         None if ctx.nopvc is None else ctx.nopvc.grid)
     ctx.advance(1)
-    ctx.decisions = decide(ctx.tia, ctx.dose_kernel, labels, ctx.dvhs["kernel"], ctx.engine,
-                           ctx.point_kernel, ctx.organ_fits, study.administered_activity_mbq,
-                           nuc.half_life_h, study.sex, study.plan_limits_gy,
-                           study.plan_after_h, rho,
-                           read_s_table(study.s_table) if study.s_table else None,
-                           backend=ctx.backend)
+    ctx.decisions = _decide(ctx)
     ctx.advance(2)
     other = ctx.other_nuclide
     if other:
         r = ctx.options.kernel_radius_mm
-        tia_other = swap_nuclide_tia(ctx.tia, ctx.fit.lambda_eff_per_s, nuc, other)
+        tia, lam, labels = comparison_inputs(ctx)  # the SPECT grid's, corrected, with PVC
+        tia_other = swap_nuclide_tia(tia, lam, nuc, other)
         own = {nuc.name: ctx.point_kernel} if study.dpk is not None else None
         ctx.comparison = (
-            compare_nuclides(ctx.tia, [nuc.name], labels, kernel_radius_mm=r,
+            compare_nuclides(tia, [nuc.name], labels, kernel_radius_mm=r,
                              point_kernels=own, tia_basis=SWAPPED_DECAY, backend=ctx.backend)
             + compare_nuclides(tia_other, [other], labels, kernel_radius_mm=r,
                                tia_basis=SWAPPED_DECAY, backend=ctx.backend))
         ctx.advance(3)
+
+
+def _decide(ctx: PipelineContext):
+    """MIRD check, marrow and plan from the kernel dose and its DVHs."""
+    study = ctx.study
+    return decide(ctx.tia, ctx.dose_kernel, ctx.labels, ctx.dvhs["kernel"], ctx.engine,
+                  ctx.point_kernel, ctx.organ_fits, study.administered_activity_mbq,
+                  ctx.nuclide.half_life_h, study.sex, study.plan_limits_gy,
+                  study.plan_after_h, ctx.density,
+                  read_s_table(study.s_table) if study.s_table else None,
+                  backend=ctx.backend)
+
+
+def _uncorrected_analysis(ctx: PipelineContext) -> None:
+    """The kernel DVHs and the decisions only: the uncorrected results a partial-volume
+    corrected run keeps beside its own (no LDM DVHs, DVH uncertainty or comparison)."""
+    ctx.dvhs = {"kernel": compute_dvhs(ctx.dose_kernel, ctx.labels, ctx.density)}
+    ctx.decisions = _decide(ctx)
 
 
 # -- write (into ctx.writer, the staged results folder) -----------------------------------
@@ -326,7 +345,7 @@ def _write_comparison(ctx: PipelineContext) -> None:
         "assumption": f"{ctx.other_nuclide} dosed with the biological kinetics fitted for "
                       f"{nuc.name} and its own physical decay (mono-exponential swap "
                       "per voxel, same administered activity)",
-        "nuclides": [r.to_dict() for r in comparison]})
+        **comparison_note(ctx), "nuclides": [r.to_dict() for r in comparison]})
 
 
 def _display_centre(ctx: PipelineContext):
@@ -387,7 +406,7 @@ def stage_write(ctx: PipelineContext) -> None:
 def stage_pvc(ctx: PipelineContext) -> None:
     """The uncorrected results (kernel, dose and analysis on the SPECT grid, kept beside),
     then the TIA map corrected onto the structures' grid, where the later stages run."""
-    correct_tia(ctx, (stage_kernel, stage_dose, stage_analysis))
+    correct_tia(ctx, (stage_kernel, stage_dose, _uncorrected_analysis))
 
 
 def finish_write(ctx: PipelineContext) -> None:
