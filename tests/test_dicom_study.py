@@ -245,9 +245,9 @@ def test_demo_study_as_dicom_assembles_like_nifti(small_study, tmp_path):
     np.testing.assert_allclose(b.times_s, a.times_s, atol=1e-3)
     step = a.frames_bq_ml.max() / 65535  # uint16 storage of the NM frames
     # The geometries differ by ~5e-8 mm (NIfTI float32 header, DICOM decimal strings), so
-    # the registrations differ by microns; a dose-grid voxel whose centre maps within microns of a moving frame's edge
-    # then flips between its activity and 0 (outside the frame). Compare inside the
-    # outermost layer; the total activity below includes it.
+    # the registrations differ by microns; a dose-grid voxel whose centre maps within
+    # microns of a moving frame's edge then flips between its activity and 0 (outside the
+    # frame). Compare inside the outermost layer; the total activity below includes it.
     inner = (slice(None),) + (slice(1, -1),) * 3
     assert np.max(np.abs(b.frames_bq_ml - a.frames_bq_ml)[inner]) < 20 * step
     np.testing.assert_allclose(b.total_activity_bq(), a.total_activity_bq(), rtol=1e-3)
