@@ -149,3 +149,20 @@ def synchronize(backend: Backend) -> None:
     """Wait for the work queued on ``backend``'s device (timing; a no-op on the CPU)."""
     if backend.name == "gpu":
         backend.xp.cuda.Stream.null.synchronize()
+
+
+def host_available_memory_bytes() -> int:
+    """MemAvailable of the host (Linux), else the physical pages available, else 8 GiB."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    try:  # pragma: no cover
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return 8 * 1024**3

@@ -291,17 +291,9 @@ def available_memory_bytes(backend) -> int:
         free, _total = backend.xp.cuda.Device().mem_info
         pool = backend.xp.get_default_memory_pool()
         return int(free + pool.free_bytes())
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:  # pragma: no cover - not Linux
-        pass
-    try:  # pragma: no cover
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover
-        return 8 * 1024**3
+    from ..core.backend import host_available_memory_bytes
+
+    return host_available_memory_bytes()
 
 
 def default_budget_bytes(backend) -> int:

@@ -179,23 +179,6 @@ MAX_NEAR_FIELD_CLASSES = 20_000
 KERNEL_BYTES_PER_VOXEL = 24
 
 
-def _available_memory_bytes() -> int:
-    """MemAvailable of the host (Linux), else the physical pages available."""
-    import os
-
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:  # pragma: no cover - not Linux
-        pass
-    try:  # pragma: no cover
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover
-        return 8 * 1024**3
-
-
 def kernel_build_cost(pk, spacing_mm_zyx, radius_mm: float) -> dict:
     """What :func:`voxdose.kernels.voxel.voxel_kernel` would build: the kernel's shape
     (2 h_a + 1, h_a = ceil(R / s_a)), its voxels, the peak bytes and the near-field
@@ -264,7 +247,10 @@ def check_kernel_build(pk, spacing_mm_zyx, radius_mm: float, *, where: str = "",
             f"{cost['n_near']} voxels), more than the {MAX_NEAR_FIELD_CLASSES:,} voxdose "
             f"builds (~8 min); use voxels of at least {s_ok:.3g} mm or a kernel radius of at "
             f"most {m * float(s.min()):.3g} mm")
-    avail = _available_memory_bytes() if available_bytes is None else int(available_bytes)
+    from ..core.backend import host_available_memory_bytes
+
+    avail = (host_available_memory_bytes() if available_bytes is None
+             else int(available_bytes))
     if cost["bytes"] > avail:
         shape = " x ".join(str(n) for n in cost["shape_zyx"][::-1])
         raise InputError(
