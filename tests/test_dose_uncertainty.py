@@ -192,3 +192,38 @@ def test_mean_sigma_with_fit_grid_parents_matches_shared_errors():
     alone = mean_sigma_from_terms(s_fine, [LinearTerm(k)], w, cpu_backend())
     assert res.independent_gy > 2 * alone.independent_gy  # shared errors add up
     assert res.fully_correlated_gy == pytest.approx(alone.fully_correlated_gy)
+
+
+@pytest.mark.parametrize("shape, kshape, box", [
+    ((20, 17, 23), (7, 5, 9), ((6, 11), (3, 9), (10, 14))),      # kernel inside the grid
+    ((12, 15, 10), (31, 25, 27), ((0, 4), (9, 15), (5, 6))),     # kernel wider than the grid
+    ((18, 9, 14), (3, 19, 5), ((15, 18), (0, 9), (0, 2))),       # box on the faces
+])
+def test_convolution_of_a_box_equals_direct_convolution(shape, kshape, box):
+    """The small-structure path of the mean sigma (FFTs of the structure's box and of the
+    kernel window it needs) against scipy.ndimage's direct sum, with an asymmetric kernel
+    (a flipped window would fail) and anisotropic shapes."""
+    from voxdose.dose.uncertainty import _convolve_local
+    rng = np.random.default_rng(7)
+    data = np.zeros(shape)
+    sl = tuple(slice(*b) for b in box)
+    data[sl] = rng.uniform(0.2, 1.0, data[sl].shape)
+    k = rng.uniform(0.0, 1.0, kshape) * np.linspace(1.0, 3.0, kshape[2])
+    got = _convolve_local(data, box, k, cpu_backend())
+    want = ndimage.convolve(data, k, mode="constant", cval=0.0)
+    assert np.max(np.abs(got - want)) < 1e-12 * np.max(np.abs(want))
+
+
+def test_mean_sigma_small_structure_path_equals_whole_grid_path(monkeypatch):
+    """The same two numbers whichever path a structure takes."""
+    import voxdose.dose.uncertainty as unc
+    sigma, w = _case((24, 20, 22))
+    k = _kernel(15)
+    local = mean_dose_sigma(sigma, k, w, cpu_backend())
+    monkeypatch.setattr(unc, "_local_is_cheaper", lambda *a: False)
+    whole = mean_dose_sigma(sigma, k, w, cpu_backend())
+    assert local.independent_gy == pytest.approx(whole.independent_gy, rel=1e-12)
+    assert local.fully_correlated_gy == pytest.approx(whole.fully_correlated_gy, rel=1e-12)
+    monkeypatch.setattr(unc, "_local_is_cheaper", lambda *a: True)
+    assert mean_dose_sigma(sigma, k, w, cpu_backend()).independent_gy == pytest.approx(
+        whole.independent_gy, rel=1e-12)

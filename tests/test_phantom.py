@@ -21,6 +21,42 @@ def test_every_structure_present_on_small_grid():
     assert {s.label for s in STRUCTURES} <= present
 
 
+def _labels_testing_every_voxel(grid, transform, scale):
+    """The rasterization's definition, written out: every voxel centre through every shape."""
+    x, y, z = grid.world_coordinates()
+    if transform is not None:
+        inv = np.linalg.inv(transform)
+        pts = np.stack([x, y, z], axis=-1) @ inv[:3, :3].T + inv[:3, 3]
+        x, y, z = pts[..., 0], pts[..., 1], pts[..., 2]
+    x, y, z = x / scale, y / scale, z / scale
+    labels = np.zeros(grid.shape, dtype=np.uint8)
+    body = None
+    for s in STRUCTURES:
+        inside = np.zeros(grid.shape, dtype=bool)
+        for shape in s.shapes:
+            inside |= shape.contains(x, y, z)
+        body = inside if body is None else body
+        if s.label != 1:
+            inside &= body
+        labels[inside] = s.label
+    return labels
+
+
+@pytest.mark.parametrize("rot, tr, scale", [((0, 0, 0), (0, 0, 0), 1.0),
+                                            ((4.0, -3.0, 6.0), (12.0, -7.5, 20.0), 1.0),
+                                            ((-8.0, 2.0, -5.0), (-30.0, 9.0, -4.0), 1.15),
+                                            ((0, 0, 0), (400.0, 0, 0), 1.0)])
+def test_rasterization_in_shape_boxes_equals_testing_every_voxel(rot, tr, scale):
+    """The shape boxes only skip voxels that cannot be inside: identical labels, moved and
+    scaled anatomy included (the last case: the patient moved out of the field)."""
+    from voxdose.phantom.anatomy import rigid_matrix
+    ct_grid, _ = make_grids(PhantomConfig.small())
+    transform = rigid_matrix(rot, tr)
+    fast = rasterize_labels(ct_grid, transform, scale)
+    assert np.array_equal(fast, _labels_testing_every_voxel(ct_grid, transform, scale))
+    assert (fast > 0).any() == (tr[0] < 300)
+
+
 def test_kinetics_integral_is_analytic():
     # integral of f (e^-l1 t - e^-l2 t) from 0 to inf = f (1/l1 - 1/l2): check numerically
     k = StructureKinetics(0.1, 30.0, 2.0)

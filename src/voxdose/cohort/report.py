@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 from ..report.html import _CSS, esc, table
+from ..report.png import save_png
 from .summary import KEY_ORGANS, PRE_POST_COLUMNS
 
 FIGURE_DIR = "cohort_figures"
@@ -91,8 +92,7 @@ def plot_gy_per_gbq(path: Path, summary: list[dict], limits: dict | None) -> boo
     fig.suptitle("Gy/GBq per organ across patients (pre- and post-therapy studies)",
                  fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
     return True
 
 
@@ -134,8 +134,7 @@ def plot_predicted_vs_delivered(path: Path, pre_post: list[dict],
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
     return True
 
 
@@ -199,8 +198,7 @@ def plot_limiting(path: Path, rows: list[dict]) -> bool:
     ax.set_title("Planned activity per patient and its limiting organ", fontsize=11)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
     return True
 
 

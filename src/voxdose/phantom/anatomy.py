@@ -43,6 +43,12 @@ class Shape:
             return (np.abs(dx) <= 1.0) & (np.abs(dy) <= 1.0) & (np.abs(dz) <= 1.0)
         raise ValueError(self.kind)
 
+    def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
+        """Axis-aligned box (lower, upper corner; x, y, z in mm) that holds the shape: every
+        kind lies within centre +- size."""
+        c, s = np.asarray(self.centre_mm, float), np.abs(np.asarray(self.size_mm, float))
+        return c - s, c + s
+
 
 @dataclass(frozen=True)
 class Structure:
@@ -127,13 +133,38 @@ def rasterize_labels(grid: Grid, patient_to_scanner: np.ndarray | None = None,
     for s in STRUCTURES:
         inside = np.zeros(grid.shape, dtype=bool)
         for shape in s.shapes:
-            inside |= shape.contains(x, y, z)
+            # only the voxels whose centres can fall in the shape are tested (same points,
+            # same test: identical labels to testing every voxel, several times faster)
+            sl = _index_box(grid, shape, patient_to_scanner, scale)
+            if sl is not None:
+                inside[sl] |= shape.contains(x[sl], y[sl], z[sl])
         if s.name == REMAINDER:
             body = inside
         elif s.within_body and body is not None:
             inside &= body
         labels[inside] = s.label
     return labels
+
+
+def _index_box(grid: Grid, shape: Shape, patient_to_scanner, scale: float):
+    """Slices of ``grid`` (z, y, x) that hold every voxel centre whose patient point can lie
+    in ``shape`` (its box, scaled, moved into the scanner frame, one voxel of margin);
+    None when the box misses the grid."""
+    lo, hi = shape.bounds_mm()
+    corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])
+                        for c in (lo[2], hi[2])]) * scale
+    if patient_to_scanner is not None:
+        corners = corners @ patient_to_scanner[:3, :3].T + patient_to_scanner[:3, 3]
+    idx = grid.world_to_index(corners)  # (8, 3) z, y, x
+    first = np.floor(idx.min(axis=0)).astype(int) - 1
+    last = np.ceil(idx.max(axis=0)).astype(int) + 1
+    out = []
+    for f, l_, n in zip(first, last, grid.shape):
+        f, l_ = max(int(f), 0), min(int(l_), n - 1)
+        if f > l_:
+            return None
+        out.append(slice(f, l_ + 1))
+    return tuple(out)
 
 
 def ct_from_labels(labels: np.ndarray, rng: np.random.Generator | None = None,

@@ -18,7 +18,7 @@ def plot_dpks(path, nuclides, r_max_mm: float = 20.0, point_kernels=None) -> Non
     import matplotlib.pyplot as plt
 
     from ..kernels.point import load_point_kernel
-    from ..io.atomic import atomic_path
+    from .png import save_png
 
     from ..kernels.extent import dpk_rows
 
@@ -44,9 +44,7 @@ def plot_dpks(path, nuclides, r_max_mm: float = 20.0, point_kernels=None) -> Non
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def tia_basis_label(results: list[NuclideComparison]) -> str:
@@ -66,7 +64,7 @@ def plot_dvh_overlay(path, results: list[NuclideComparison], max_panels: int = 1
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from ..io.atomic import atomic_path
+    from .png import save_png
 
     names = [h.name for h in results[0].dvhs if h.n_voxels][:max_panels]
     n = max(1, len(names))
@@ -90,6 +88,4 @@ def plot_dvh_overlay(path, results: list[NuclideComparison], max_panels: int = 1
     fig.supxlabel(f"absorbed dose (Gy); {tia_basis_label(results)}", fontsize=8)
     fig.supylabel("volume >= dose (%)", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)

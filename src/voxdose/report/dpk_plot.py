@@ -20,7 +20,7 @@ def plot_dpk_figure(path, nuclides=("Lu-177", "Y-90"), medium: str = "water") ->
     import matplotlib.pyplot as plt
 
     from ..kernels.point import canonical_medium, load_point_kernel
-    from ..io.atomic import atomic_path
+    from .png import save_png
 
     med = canonical_medium(medium)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
@@ -67,7 +67,5 @@ def plot_dpk_figure(path, nuclides=("Lu-177", "Y-90"), medium: str = "water") ->
     ax2.grid(alpha=0.3, which="both")
     ax2.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
     return info

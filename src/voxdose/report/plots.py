@@ -9,7 +9,7 @@ import numpy as np
 
 from ..analysis.dvh import DVH
 from ..core.errors import InputError
-from ..io.atomic import atomic_path
+from .png import save_png
 
 #: CT display window (HU) under dose overlays and in registration checks.
 CT_WINDOW_HU = (-200.0, 400.0)
@@ -65,9 +65,7 @@ def plot_dvhs(path: Path, dvhs: list[DVH], title: str, bands: dict | None = None
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 #: LPS letters at the positive end of each world axis (x, y, z) and at the negative end.
@@ -173,9 +171,7 @@ def plot_dose_slices(path: Path, dose_gy: np.ndarray, spacing_mm_zyx, labels: np
         title = (f"{title}\nCT window {CT_WINDOW_HU[0]:g} to {CT_WINDOW_HU[1]:g} HU; dose below "
                  f"{100 * DOSE_OVERLAY_FLOOR:g} % of {vmax:.3g} Gy not drawn")
     fig.suptitle(title, fontsize=10)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def _with_over(cmap, colour: str):
@@ -309,6 +305,4 @@ def plot_registration_rows(path: Path, rows, spacing_mm_zyx, title: str, tiles: 
                  shrink=0.8)
     fig.suptitle(f"{title}\nCT window {lo:g} to {hi:g} HU; one row per registered time "
                  "point", fontsize=10)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)

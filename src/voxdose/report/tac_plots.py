@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import atomic_path
+from .png import save_png
 from ..kinetics.models import MODEL_IDS, model_curve
 from ..kinetics.organ import OrganFit
 
@@ -44,8 +44,6 @@ def plot_tacs(out_dir: Path, fits: list[OrganFit]) -> list[str]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / f"tac_{of.name}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
+        save_png(fig, path)
         written.append(path.name)
     return written
