@@ -230,3 +230,51 @@ def test_float32_tia_gives_the_float64_path_dose(budget_gb):
     b = eng.dose(img.with_data(img.data.astype(np.float64)), cpu_backend())
     assert a.data.dtype == np.float64 and np.array_equal(a.data, b.data)
     assert (a.meta["convolution"]["memory_plan"]["n_tiles"] > 1) == (budget_gb is not None)
+
+
+def _sitk_file(path, arr, direction=None):
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((2.5, 3.0, 4.5))
+    img.SetOrigin((-10.0, 20.5, 3.25))
+    if direction is not None:
+        img.SetDirection(direction)
+    sitk.WriteImage(img, str(path), useCompression=str(path).endswith(".gz"))
+    return img
+
+
+_ROT = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.uint16, np.int32,
+                                   np.uint32, np.float32, np.float64])
+@pytest.mark.parametrize("suffix, direction", [(".nii.gz", None), (".nii", _ROT)])
+def test_nifti_voxels_from_the_checked_bytes_equal_simpleitk(tmp_path, monkeypatch, dtype,
+                                                             suffix, direction):
+    """The voxels come from the bytes the integrity check decompressed (SimpleITK only reads
+    the header): the same array, type and grid as SimpleITK's full read."""
+    rng = np.random.default_rng(1)
+    arr = (rng.uniform(0, 100, (5, 7, 9))).astype(dtype)
+    path = tmp_path / f"a{suffix}"
+    _sitk_file(path, arr, direction)
+    full = sitk.ReadImage(str(path))
+    want = sitk.GetArrayFromImage(full)
+    monkeypatch.setattr(sitk_adapter, "read_sitk", lambda p: pytest.fail("full read"))
+    got = read_image(path, dtype=None)
+    assert got.data.dtype == want.dtype and np.array_equal(got.data, want)
+    assert got.grid.same_as(sitk_adapter.grid_from_sitk(full), tol_mm=0.0)
+    assert got.data.flags.writeable and got.data.flags.c_contiguous
+
+
+def test_nifti_with_intensity_scaling_is_read_by_simpleitk(tmp_path):
+    """scl_slope 2, scl_inter 5 in the header: ITK applies them; the bytes path stands aside
+    (header offsets 112/116 of NIfTI-1)."""
+    import struct
+    path = tmp_path / "scaled.nii"
+    _sitk_file(path, np.arange(24, dtype=np.int16).reshape(2, 3, 4))
+    raw = bytearray(path.read_bytes())
+    raw[112:120] = struct.pack("<2f", 2.0, 5.0)
+    path.write_bytes(bytes(raw))
+    want = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    got = read_image(path, dtype=None)
+    assert np.array_equal(got.data, want) and got.data.dtype == want.dtype
+    assert float(got.data.ravel()[1]) == 7.0  # 2 x 1 + 5: scaled

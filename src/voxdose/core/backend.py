@@ -48,11 +48,26 @@ class Backend:
 
 
 @lru_cache(maxsize=1)
+class _LazyModule:
+    """A module imported on first attribute access: ``scipy.ndimage`` costs ~0.1 s of
+    start-up and most commands (``voxdose dose``) never call it (issue 18)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self._name}>"
+
+
 def cpu_backend() -> Backend:
     import scipy.fft
-    import scipy.ndimage
 
-    return Backend("cpu", np, scipy.fft, scipy.ndimage)
+    return Backend("cpu", np, scipy.fft, _LazyModule("scipy.ndimage"))
 
 
 @lru_cache(maxsize=1)

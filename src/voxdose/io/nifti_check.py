@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +64,47 @@ def _header(raw: bytes, path: Path) -> tuple[str, list[int], int, int, int]:
                      "give a .nii / .nii.gz image")
 
 
-def check_nifti(path) -> None:
+#: NIfTI datatype codes of the plain scalar voxel types -> NumPy type (the voxels a reader
+#: may take straight from the file's bytes).
+_PLAIN_TYPES = {2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64,
+                256: np.int8, 512: np.uint16, 768: np.uint32}
+
+
+@dataclass(frozen=True)
+class CheckedNifti:
+    """What :func:`check_nifti` read: the voxels as stored (a read-only view of the file's
+    bytes, (z, y, x)) when they are a plain 3D scalar image without intensity scaling, else
+    None; ``dims_xyz`` the header's first three dimensions."""
+
+    voxels: np.ndarray | None
+    dims_xyz: tuple[int, int, int]
+
+
+def _scaling(raw: bytes, order: str) -> tuple[float, float]:
+    """(scl_slope, scl_inter) of a NIfTI-1 (offsets 112, 116) or NIfTI-2 (176, 184) header."""
+    if struct.unpack(order + "i", raw[:4])[0] == 348:
+        return struct.unpack(order + "2f", raw[112:120])
+    return struct.unpack(order + "2d", raw[176:192])
+
+
+def _plain_voxels(raw: bytes, order: str, dim, dtype: int, offset: int, n: int):
+    """The voxels as a (z, y, x) view of ``raw`` when the file is a plain 3D scalar image
+    (no 4th dimension, a type of :data:`_PLAIN_TYPES`, scl_slope 0 or 1 with scl_inter 0:
+    what ITK reads without converting), else None."""
+    if int(dim[0]) != 3 or dtype not in _PLAIN_TYPES:
+        return None
+    slope, inter = _scaling(raw, order)
+    if slope not in (0.0, 1.0) or inter != 0.0:
+        return None
+    data = np.frombuffer(raw, dtype=np.dtype(_PLAIN_TYPES[dtype]).newbyteorder(order),
+                         count=n, offset=offset)
+    return data.reshape(int(dim[3]), int(dim[2]), int(dim[1]))
+
+
+def check_nifti(path) -> CheckedNifti:
     """Raise :class:`InputError` if the NIfTI file at ``path`` is truncated, its gzip stream
-    is damaged, or a floating-point voxel is NaN or infinite."""
+    is damaged, or a floating-point voxel is NaN or infinite; else return the voxels read
+    (:class:`CheckedNifti`), so that a reader need not decompress the file again."""
     path = Path(path)
     raw = _read_bytes(path)
     order, dim, dtype, bitpix, offset = _header(raw, path)
@@ -86,3 +125,5 @@ def check_nifti(path) -> None:
             raise InputError(f"{path}: {bad} voxels are NaN or infinite (a damaged or masked "
                              "image); fix or re-export it: voxdose does not guess a value "
                              "for them")
+    dims = tuple(max(int(d), 1) for d in (list(dim[1:4]) + [1, 1, 1])[:3])
+    return CheckedNifti(_plain_voxels(raw, order, dim, dtype, offset, n), dims)

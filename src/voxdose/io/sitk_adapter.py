@@ -79,6 +79,42 @@ def read_sitk(path) -> sitk.Image:
         raise InputError(f"cannot read image {path}: {first}; is it NIfTI/MHD/NRRD?") from None
 
 
+#: NumPy voxel type -> the SimpleITK pixel type ITK reads it as.
+_SITK_PIXEL = {np.dtype(np.uint8): "sitkUInt8", np.dtype(np.int8): "sitkInt8",
+               np.dtype(np.int16): "sitkInt16", np.dtype(np.uint16): "sitkUInt16",
+               np.dtype(np.int32): "sitkInt32", np.dtype(np.uint32): "sitkUInt32",
+               np.dtype(np.float32): "sitkFloat32", np.dtype(np.float64): "sitkFloat64"}
+
+
+def _voxels_checked(path, checked, dtype):
+    """(voxels, grid) from the bytes the NIfTI check already decompressed, when SimpleITK
+    would read exactly those voxels (its header information agrees: 3D, one component, the
+    same size and pixel type); (None, None) otherwise. Geometry always comes from
+    SimpleITK's reading of the header, so the grid is the one a full read gives; the file
+    is not decompressed a second time (0.27 s at 256^3, issue 18)."""
+    if checked is None or checked.voxels is None:
+        return None, None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None, None  # let the full read report it
+    v = checked.voxels
+    native = v.dtype.newbyteorder("=")
+    if (reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1
+            or tuple(reader.GetSize()) != checked.dims_xyz
+            or _pixel_name(reader) != _SITK_PIXEL.get(native)):
+        return None, None
+    return np.array(v, dtype=dtype if dtype is not None else native), grid_from_sitk(reader)
+
+
+def _pixel_name(reader) -> str:
+    """The reader's pixel type as the name of its SimpleITK constant (``sitkFloat32``)."""
+    pid = reader.GetPixelID()
+    return next((name for name in _SITK_PIXEL.values() if getattr(sitk, name) == pid), "")
+
+
 def read_image(path, quantity: str = "", unit: str = "", dtype=np.float64) -> Image:
     """Read a 3D image (NIfTI, MHD, NRRD, ...) into an :class:`Image` (host memory).
 
@@ -88,13 +124,14 @@ def read_image(path, quantity: str = "", unit: str = "", dtype=np.float64) -> Im
     voxels as 0."""
     from .nifti_check import check_nifti, is_nifti
 
-    if is_nifti(path) and Path(path).is_file():
-        check_nifti(path)
-    img = read_sitk(path)
-    grid = grid_from_sitk(img)
-    view = sitk.GetArrayViewFromImage(img)  # valid while ``img`` lives: copied right here
-    arr = np.array(view, dtype=dtype if dtype is not None else view.dtype)
-    del view
+    checked = check_nifti(path) if is_nifti(path) and Path(path).is_file() else None
+    arr, grid = _voxels_checked(path, checked, dtype)
+    if arr is None:
+        img = read_sitk(path)
+        grid = grid_from_sitk(img)
+        view = sitk.GetArrayViewFromImage(img)  # valid while ``img`` lives: copied right here
+        arr = np.array(view, dtype=dtype if dtype is not None else view.dtype)
+        del view
     if not np.all(np.isfinite(arr)):
         raise InputError(f"image {path} contains NaN or infinite values; fix or mask them first")
     meta = {"source": str(path), **read_sidecar(path)}
@@ -154,10 +191,11 @@ def read_sidecar(path) -> dict:
 def read_labels(path, names: dict[int, str]) -> LabelMap:
     from .nifti_check import check_nifti, is_nifti
 
-    if is_nifti(path) and Path(path).is_file():
-        check_nifti(path)  # ITK would zero-fill a label file cut short: structures lost
-    img = read_sitk(path)
-    arr, grid = sitk_to_array_and_grid(img)
+    # ITK would zero-fill a label file cut short: structures lost
+    checked = check_nifti(path) if is_nifti(path) and Path(path).is_file() else None
+    arr, grid = _voxels_checked(path, checked, None)
+    if arr is None:
+        arr, grid = sitk_to_array_and_grid(read_sitk(path))
     if not np.issubdtype(arr.dtype, np.integer):
         if not np.allclose(arr, np.round(arr)):
             raise InputError(f"label image {path} holds non-integer values; give integer labels")
