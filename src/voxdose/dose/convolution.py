@@ -118,16 +118,17 @@ def rfftn_padded(x, padded, backend, ctype, workers=None, strategy="pruned"):
     rows[:, n1:] = 0
     rows[:, :n1] = a
     del a
-    _into(rows, fft.fft(rows, axis=1, overwrite_x=True, **kw))
-    _into(out, fft.fft(out, axis=0, overwrite_x=True, **kw))
+    _into(rows, fft.fft(rows, axis=1, overwrite_x=True, **kw), xp)
+    _into(out, fft.fft(out, axis=0, overwrite_x=True, **kw), xp)
     return out
 
 
-def _into(dst, result) -> None:
-    """Put an FFT's result into ``dst``. When the FFT ran in place (overwrite_x), ``result``
-    is a view of ``dst``'s own memory and NumPy skips the copy of identical views."""
-    if result is not dst:
-        dst[...] = result
+def _into(dst, result, xp) -> None:
+    """Put an FFT's result into ``dst``, unless the FFT ran in place (overwrite_x): then
+    ``result`` is a view of ``dst``'s own memory (a copy onto itself would cost a pass)."""
+    if result is dst or (result.shape == dst.shape and xp.may_share_memory(dst, result)):
+        return
+    dst[...] = result
 
 
 def irfftn_window(spec, padded, start, length, backend, workers=None, strategy="pruned"):
