@@ -80,3 +80,28 @@ def test_compare_cli(tmp_path, capsys):
     rc = main(["compare", str(tmp_path / "tia.nii.gz"), "--nuclides", "Xx-1", "--out",
                str(tmp_path / "bad")])
     assert rc == 2 and not (tmp_path / "bad").exists()
+
+
+def test_cross_fire_by_the_structures_box_equals_the_whole_grid_convolution(monkeypatch):
+    """The self-dose of each structure from FFTs of its own box (the fast path) equals the
+    engine's whole-grid convolution of the masked TIA."""
+    import voxdose.dose.convolution as conv
+    g = Grid.from_spacing((26, 22, 24), (4.0, 4.0, 4.0))
+    iz, iy, ix = np.indices(g.shape)
+    lab = np.ones(g.shape, dtype=np.int32)
+    lab[(iz - 8) ** 2 + (iy - 10) ** 2 + (ix - 7) ** 2 <= 9] = 2
+    lab[15:19, 4:9, 14:21] = 3
+    tia = np.random.default_rng(2).uniform(1e8, 3e8, g.shape) * np.where(lab > 1, 20.0, 1.0)
+    labels = LabelMap(lab, g, {1: "body", 2: "lesion", 3: "node"})
+    used = []
+    real = conv.convolve_in_box
+    monkeypatch.setattr(conv, "convolve_in_box", lambda *a, **k: used.append(1) or real(*a, **k))
+    fast = compare_nuclides(Image(tia, g), ["Lu-177", "Y-90"], labels, kernel_radius_mm=40.0)
+    assert len(used) == 4  # lesion and node, two nuclides; the body takes the whole grid
+    monkeypatch.setattr(conv, "box_convolution_is_cheaper", lambda *a, **k: False)
+    whole = compare_nuclides(Image(tia, g), ["Lu-177", "Y-90"], labels, kernel_radius_mm=40.0)
+    for f, w in zip(fast, whole):
+        for name in ("lesion", "node", "body"):
+            assert f.cross_fire_fraction[name] == pytest.approx(w.cross_fire_fraction[name],
+                                                                rel=1e-9, abs=1e-12)
+    assert 0 < fast[0].cross_fire_fraction["lesion"] < fast[1].cross_fire_fraction["lesion"]

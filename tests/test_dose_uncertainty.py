@@ -203,15 +203,21 @@ def test_convolution_of_a_box_equals_direct_convolution(shape, kshape, box):
     """The small-structure path of the mean sigma (FFTs of the structure's box and of the
     kernel window it needs) against scipy.ndimage's direct sum, with an asymmetric kernel
     (a flipped window would fail) and anisotropic shapes."""
-    from voxdose.dose.uncertainty import _convolve_local
+    from voxdose.dose.convolution import convolve_in_box
     rng = np.random.default_rng(7)
     data = np.zeros(shape)
     sl = tuple(slice(*b) for b in box)
     data[sl] = rng.uniform(0.2, 1.0, data[sl].shape)
     k = rng.uniform(0.0, 1.0, kshape) * np.linspace(1.0, 3.0, kshape[2])
-    got = _convolve_local(data, box, k, cpu_backend())
     want = ndimage.convolve(data, k, mode="constant", cval=0.0)
+    window, where = convolve_in_box(data, box, k, cpu_backend())
+    got = np.zeros(shape)
+    got[where] = window
     assert np.max(np.abs(got - want)) < 1e-12 * np.max(np.abs(want))
+    # only the structure's own voxels (the cross-fire split of the nuclide comparison)
+    window, where = convolve_in_box(data, box, k, cpu_backend(), out_box=box)
+    assert where == sl
+    assert np.max(np.abs(window - want[sl])) < 1e-12 * np.max(np.abs(want))
 
 
 def test_mean_sigma_small_structure_path_equals_whole_grid_path(monkeypatch):
@@ -220,10 +226,10 @@ def test_mean_sigma_small_structure_path_equals_whole_grid_path(monkeypatch):
     sigma, w = _case((24, 20, 22))
     k = _kernel(15)
     local = mean_dose_sigma(sigma, k, w, cpu_backend())
-    monkeypatch.setattr(unc, "_local_is_cheaper", lambda *a: False)
+    monkeypatch.setattr(unc, "box_convolution_is_cheaper", lambda *a: False)
     whole = mean_dose_sigma(sigma, k, w, cpu_backend())
     assert local.independent_gy == pytest.approx(whole.independent_gy, rel=1e-12)
     assert local.fully_correlated_gy == pytest.approx(whole.fully_correlated_gy, rel=1e-12)
-    monkeypatch.setattr(unc, "_local_is_cheaper", lambda *a: True)
+    monkeypatch.setattr(unc, "box_convolution_is_cheaper", lambda *a: True)
     assert mean_dose_sigma(sigma, k, w, cpu_backend()).independent_gy == pytest.approx(
         whole.independent_gy, rel=1e-12)

@@ -206,6 +206,24 @@ def compare_nuclides(tia: Image, nuclides, labels: LabelMap | None = None,
     return out
 
 
+def _self_dose_mean(eng, tia: Image, mask, be) -> float:
+    """Mean dose over ``mask`` from the activity inside ``mask`` only (Gy): the engine's
+    convolution of the masked TIA, evaluated on the mask's own box by FFTs of that box
+    (:func:`~voxdose.dose.convolution.convolve_in_box`, exact) when that is cheaper than
+    a whole-grid convolution (every structure but the largest)."""
+    from ..dose.convolution import box_convolution_is_cheaper, convolve_in_box, support_box
+
+    xp = be.xp
+    masked = tia.data * mask
+    kernel = eng.kernel.data_gy_per_decay
+    box = support_box(mask, xp)
+    if eng.precision == "float64" and box_convolution_is_cheaper(
+            mask.shape, box, kernel.shape, be, out_box=box):
+        window, where = convolve_in_box(masked, box, kernel, be, out_box=box)
+        return float(xp.maximum(window, 0.0)[mask[where]].mean())
+    return float(eng.dose(tia.with_data(masked), be).data[mask].mean())
+
+
 def _one_nuclide(tia: Image, pk, kern, extent, labels, masks, shells_geo, tia_basis,
                  be) -> NuclideComparison:
     """One nuclide's comparison (``tia`` on ``be``): dose, DVHs, cross-fire, shells, r90."""
@@ -221,8 +239,7 @@ def _one_nuclide(tia: Image, pk, kern, extent, labels, masks, shells_geo, tia_ba
         if not bool(m.any()) or float(d[m].mean()) <= 0:
             cross[n] = None
             continue
-        inside = eng.dose(tia.with_data(tia.data * m), be).data
-        cross[n] = float(max(0.0, 1.0 - float(inside[m].mean()) / float(d[m].mean())))
+        cross[n] = float(max(0.0, 1.0 - _self_dose_mean(eng, tia, m, be) / float(d[m].mean())))
     shells = {s: [_shell_row(lbl, sm, d) for lbl, sm in geo] for s, geo in shells_geo.items()}
     return NuclideComparison(pk.nuclide, dose, dvhs, cross, shells, r90_mm(pk),
                              r90_mm(pk, "all"), eng.provenance(), tia_basis)

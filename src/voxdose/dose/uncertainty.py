@@ -46,7 +46,6 @@ The engine's clipping of FFT round-off negatives (max(D, 0)) is not linear and i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -55,8 +54,8 @@ import numpy as np
 from ..core.backend import backend_of
 from ..core.errors import InputError
 from ..core.units import MEV_PER_G_TO_GY
-from .convolution import SpectrumCache, crop_kernel, default_budget_bytes, fast_len, \
-    fft_convolve_same, irfftn_window, plan_blocks, rfftn_padded
+from .convolution import SpectrumCache, box_convolution_is_cheaper, convolve_in_box, \
+    crop_kernel, default_budget_bytes, fft_convolve_same, plan_blocks, support_box
 from .density import RHO_WATER_G_CM3, bin_index
 
 #: The assumption behind every sigma_D map (written into the sidecars).
@@ -97,82 +96,6 @@ def _convolve(data, kernel, backend, cache: SpectrumCache | None = None):
     h, _ = crop_kernel(k.shape, data.shape)
     plan = plan_blocks(data.shape, h, backend, "float64", default_budget_bytes(backend))
     return fft_convolve_same(data, k, backend, cache, precision="float64", plan=plan)
-
-
-def _support_box(a, xp) -> tuple[tuple[int, int], ...] | None:
-    """(first, stop) per axis of the non-zero voxels of ``a``; None when all are zero."""
-    out = []
-    for axis in range(3):
-        other = tuple(i for i in range(3) if i != axis)
-        nz = xp.flatnonzero(xp.any(a != 0, axis=other))
-        if nz.size == 0:
-            return None
-        out.append((int(nz[0]), int(nz[-1]) + 1))
-    return tuple(out)
-
-
-def _convolve_local(data, box, kernel, backend):
-    """``_convolve(data, kernel)`` for data that are zero outside ``box`` ((first, stop) per
-    axis), by FFTs of the box and of the kernel window it needs.
-
-    Per axis, with the data on [s, s+b), a kernel of half-width h and a grid of n voxels,
-    the output can be non-zero only on [o0, o1) = [max(0, s-h), min(n, s+b+h)) (M voxels),
-    and it uses the kernel offsets [o0-(s+b-1), o1-1-s] (M+b-1 of them): the output is the
-    'valid' part of the linear convolution of that kernel window with the box, exact with a
-    circular period P >= M+b-1 (the wrapped tail lands below the valid part). Three
-    transforms of P (box, kernel window, inverse) instead of two of n+h: cheaper when the
-    box is small. Returns a float64 array of ``data.shape`` on the backend."""
-    xp = backend.xp
-    k = np.asarray(kernel, dtype=np.float64)
-    n = tuple(int(v) for v in data.shape)
-    h, _ = crop_kernel(k.shape, n)
-    hk = tuple(v // 2 for v in k.shape)
-    out_sl, kern_sl, place_sl, data_sl, periods, valid = [], [], [], [], [], []
-    for a in range(3):
-        s0, s1 = box[a]
-        b = s1 - s0
-        o0, o1 = max(0, s0 - h[a]), min(n[a], s1 + h[a])
-        m = o1 - o0
-        length = m + b - 1
-        off0 = o0 - (s1 - 1)           # kernel offset at window index 0
-        lo, hi = max(off0, -h[a]), min(off0 + length - 1, h[a])  # offsets the kernel has
-        out_sl.append(slice(o0, o1))
-        kern_sl.append(slice(lo + hk[a], hi + hk[a] + 1))
-        place_sl.append(slice(lo - off0, hi - off0 + 1))
-        data_sl.append(slice(s0, s1))
-        periods.append(fast_len(length, backend))
-        valid.append((b - 1, m))
-    kw = xp.zeros(tuple(m + (d.stop - d.start) - 1 for (_, m), d in zip(valid, data_sl)),
-                  dtype=xp.float64)
-    kw[tuple(place_sl)] = xp.asarray(k[tuple(kern_sl)])
-    ctype = xp.complex128
-    spec = rfftn_padded(kw, periods, backend, ctype)
-    del kw
-    spec *= rfftn_padded(xp.asarray(data[tuple(data_sl)], dtype=xp.float64), periods, backend,
-                         ctype)
-    start, length = zip(*valid)
-    out = xp.zeros(n, dtype=xp.float64)
-    out[tuple(out_sl)] = irfftn_window(spec, periods, start, length, backend)
-    return out
-
-
-def _local_is_cheaper(shape, box, kernel_shape, backend) -> bool:
-    """Three transforms of the box's periods cost less than two of the whole grid's, and
-    the box's two half spectra and the output fit the backend's memory budget."""
-    if box is None:
-        return False
-    h, _ = crop_kernel(kernel_shape, shape)
-    full = local = 1.0
-    half = 1
-    for a, (n, (s0, s1), ha) in enumerate(zip(shape, box, h)):
-        m = min(n, s1 + ha) - max(0, s0 - ha)
-        full *= fast_len(n + ha, backend)
-        p = fast_len(m + (s1 - s0) - 1, backend)
-        local *= p
-        half *= p // 2 + 1 if a == 2 else p
-    need = 2 * half * 16 + 2 * math.prod(shape) * 8
-    return (3.0 * local * math.log2(max(local, 2.0)) < 2.0 * full * math.log2(max(full, 2.0))
-            and need <= default_budget_bytes(backend))
 
 
 def linear_terms(engine, backend, density=None) -> tuple[list[LinearTerm], str]:
@@ -281,12 +204,14 @@ def mean_sigma_from_terms(tia_sigma, terms: list[LinearTerm], weights, backend,
     if total <= 0:
         return MeanDoseSigma(0.0, 0.0)
     g = xp.zeros(w.shape, dtype=xp.float64)
-    box = _support_box(w, xp)
+    box = support_box(w, xp)
     for i, t in enumerate(terms):
         flipped = t.flipped_kernel
         wm = w if t.multiplier is None else w * t.multiplier
-        if flipped.size > 1 and _local_is_cheaper(w.shape, box, flipped.shape, backend):
-            g += _convolve_local(wm, box, flipped, backend)  # a small structure: its box
+        if flipped.size > 1 and box_convolution_is_cheaper(w.shape, box, flipped.shape,
+                                                           backend):
+            window, where = convolve_in_box(wm, box, flipped, backend)  # a small structure
+            g[where] += window
         else:
             g += _convolve(wm, flipped, backend, None if caches is None else caches[i])
     s = xp.asarray(tia_sigma, dtype=xp.float64)
