@@ -42,7 +42,9 @@ def plot_tacs(out_dir: Path, fits: list[OrganFit]) -> list[str]:
         ax.set_title(f"{of.name}: chosen {of.best}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        fig.tight_layout()
+        # fixed margins for this fixed layout (tight_layout measured every label again:
+        # 40 % of the figure's time, 13 figures per run)
+        fig.subplots_adjust(left=0.13, right=0.975, bottom=0.12, top=0.92)
         path = out_dir / f"tac_{of.name}.png"
         save_png(fig, path)
         written.append(path.name)
