@@ -112,7 +112,9 @@ def _key_digest(key: dict) -> str:
 def _data_digest(data: np.ndarray) -> str:
     import hashlib
 
-    return hashlib.sha256(np.ascontiguousarray(data, dtype=np.float64).tobytes()).hexdigest()
+    # the array's own buffer (no bytes copy: half the time for a 150 MB kernel; same digest)
+    return hashlib.sha256(memoryview(np.ascontiguousarray(data, dtype=np.float64)).cast("B")
+                          ).hexdigest()
 
 
 def _read_cached(npz_path, json_path, key: dict):

@@ -60,6 +60,9 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
         and Lu-177 otherwise; None: no comparison), dosed from the same biological kinetics
         with its own physical decay.
     """
+    from ..report.png import import_matplotlib_in_background
+
+    import_matplotlib_in_background()  # the figures come last; the import overlaps the work
     rep = reporter or NullReporter()
     options = PipelineOptions(device=device, kernel_radius_mm=kernel_radius_mm,
                               tia_model=tia_model, density_mode=density_mode,

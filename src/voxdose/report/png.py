@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from ..io.atomic import atomic_path
@@ -21,3 +22,21 @@ def save_png(fig, path: Path, **savefig_kw) -> None:
         fig.savefig(tmp, format="png", pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL},
                     **savefig_kw)
     plt.close(fig)
+
+
+def import_matplotlib_in_background() -> threading.Thread:
+    """Import matplotlib (Agg) and pyplot on a daemon thread, so that a pipeline's first
+    figure does not wait for it (~1 s of imports, overlapped with the computing stages,
+    which spend most of their time in FFTs and Numba code that release the GIL)."""
+    def _import() -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg", force=True)
+            import matplotlib.pyplot
+        except Exception:  # pragma: no cover - the figure itself will report the problem
+            pass
+
+    t = threading.Thread(target=_import, name="voxdose-import-matplotlib", daemon=True)
+    t.start()
+    return t
