@@ -141,6 +141,30 @@ print(json.dumps({"tia": r.tia.tolist(), "sigma": r.sigma.tolist(),
 """
 
 
+@pytest.mark.parametrize("samples", [[5e4, 0, 3e4, 0, 0], [5e4, 0, 0, 3e4, 0],
+                                     [0, 4e4, 0, 0, 2e4], [5e4, 0, 3e4, 1e3, 0]])
+def test_samples_that_do_not_identify_a_model_fall_back_to_the_trapezoid(samples):
+    """Edge-of-field curves like [a, 0, b, 0, 0]: before, a 'converged' mono-exponential
+    with sigma 37x (and up to 1e14x) its TIA. A fit with sigma_TIA > TIA is no
+    determination: the trapezoid (status 2) integrates what was measured."""
+    t_s = T5_H * 3600
+    r = fit_curves(t_s, np.array([samples, [5e4, 4e4, 3e4, 2e4, 1e4]]), LAM_S)
+    assert r.status[0] == 2 and r.model[0] == 0
+    # the trapezoid (head rule, physical tail) of what was measured, Bq/mL h -> Bq/mL s
+    assert r.tia[0] == pytest.approx(trapz_tia(T5_H, samples, LAM_H) * 3600, rel=1e-12)
+    assert r.sigma[0] <= r.tia[0]
+    assert r.status[1] == 0 and r.sigma[1] <= r.tia[1]  # a determined curve stays fitted
+
+
+def test_fitted_voxels_never_carry_a_sigma_above_their_tia():
+    rng = np.random.default_rng(4)
+    y = rng.poisson(rng.uniform(0.5, 30.0, (4000, 1)) * np.exp(-0.01 * T5_H)).astype(float)
+    r = fit_curves(T5_H * 3600, y, LAM_S)
+    fitted = r.status <= 1
+    assert fitted.sum() > 1000
+    assert np.all(r.sigma[fitted] <= r.tia[fitted] * (1 + 1e-12))
+
+
 def test_cuda_kernel_under_simulator_matches_cpu():
     rng = np.random.default_rng(7)
     n = 24
@@ -148,6 +172,7 @@ def test_cuda_kernel_under_simulator_matches_cpu():
     l2 = l1 + math.log(2) / rng.uniform(0.5, 3.0, n)
     y = rng.poisson(1e3 * (np.exp(-l1[:, None] * T5_H) - np.exp(-l2[:, None] * T5_H))) * 1.0
     y[0] = 0.0  # an empty curve too
+    y[1], y[2] = [5e3, 0, 3e3, 0, 0], [0, 4e3, 0, 0, 2e3]  # not identified: trapezoid
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
     payload = json.dumps({"t": (T5_H * 3600).tolist(), "y": y.tolist(), "lam": LAM_S})
     proc = subprocess.run([sys.executable, "-c", CUDASIM_SCRIPT], input=payload, env=env,

@@ -28,9 +28,12 @@ Per curve (times t_i in h, samples y_i normalised by the curve's maximum):
 * uncertainty (delta method): Cov = s^2 (J^T W J)^-1 with s^2 = RSS / (n - k), and
   sigma_TIA^2 = g^T Cov g, g = dTIA/dtheta (analytic); parameters that end on a bound are
   treated as fixed (their rows and columns are dropped), so sigma is conditional on them;
-* validity: converged, finite positive TIA, and the fitted curve nowhere above
+* validity: converged, finite positive TIA, the fitted curve nowhere above
   ``MAX_OVERSHOOT`` x the largest sample between t = 0 and the last sample (no runaway
-  extrapolation through a single sample);
+  extrapolation through a single sample), and a finite sigma_TIA of at most
+  ``MAX_RELATIVE_SIGMA`` x the TIA: samples that do not identify the model (edge-of-field
+  voxels such as [a, 0, b, 0, 0] gave sigma = 37 x to 1e14 x the TIA with status
+  'converged') are not a determination, and the next model or the trapezoid is used;
 * model choice (``auto``): AICc = n ln(RSS/n) + 2k + 2k(k+1)/(n-k-1) over the valid fits of
   the models with enough points; ties go to the simpler model;
   otherwise the trapezoid + physical tail (status 2);
@@ -62,6 +65,7 @@ MAX_T = 16      # most time points per curve
 MAX_P = 5       # most parameters of a model
 MAX_ITER = 200
 MAX_OVERSHOOT = 5.0  # fitted curve <= 5 x the largest sample before the last one
+MAX_RELATIVE_SIGMA = 1.0  # a fit is a determination only when sigma_TIA <= 1 x its TIA
 N_OUT = 8       # per-curve scalar outputs, see OUT_* below
 OUT_TIA, OUT_SIGMA, OUT_LAM, OUT_MODEL, OUT_STATUS, OUT_AICC, OUT_RSS, OUT_R2 = range(8)
 
@@ -512,6 +516,8 @@ def fit_one_model(model, t, y, w, n, kpeak, lam_lo, lam_hi, p, f, f2, J, A, L, g
         var *= s2
     else:
         var = math.inf
+    if not var <= (MAX_RELATIVE_SIGMA * tia) ** 2:  # also false for NaN and inf
+        return 0
     # weighted R^2 about the weighted mean
     sw = 0.0
     swy = 0.0
