@@ -278,3 +278,41 @@ def test_nifti_with_intensity_scaling_is_read_by_simpleitk(tmp_path):
     got = read_image(path, dtype=None)
     assert np.array_equal(got.data, want) and got.data.dtype == want.dtype
     assert float(got.data.ravel()[1]) == 7.0  # 2 x 1 + 5: scaled
+
+
+def _patched(tmp_path, name, arr, patches, cut=0):
+    """A SimpleITK-written .nii with header fields overwritten: [(offset, fmt, values)]."""
+    import struct
+    path = tmp_path / name
+    _sitk_file(path, arr)
+    raw = bytearray(path.read_bytes())
+    for off, fmt, vals in patches:
+        struct.pack_into(fmt, raw, off, *vals)
+    path.write_bytes(bytes(raw[:len(raw) - cut] if cut else raw))
+    return path
+
+
+@pytest.mark.parametrize("patches", [
+    [(108, "<f", (0.0,))], [(108, "<f", (348.0,))],          # vox_offset inside the header
+    [(40, "<8h", (3, 5, 4, 0, 1, 1, 1, 1))],                   # dim[3] = 0 (ITK: 1)
+    [(40, "<8h", (3, 5, 0, 3, 1, 1, 1, 1))],                   # dim[2] = 0
+    [(72, "<h", (32,))],                                       # bitpix disagreeing (ITK: type)
+], ids=["offset0", "offset348", "dim3-zero", "dim2-zero", "bitpix32"])
+def test_odd_headers_read_as_simpleitk_reads_them(tmp_path, patches):
+    """Headers found by an adversarial sweep: where the bytes path cannot be sure it reads
+    what ITK reads it stands aside, and nothing escapes as a raw error."""
+    path = _patched(tmp_path, "odd.nii", (np.arange(60) - 30).astype(np.int16).reshape(3, 4, 5),
+                    patches)
+    want = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    got = read_image(path, dtype=None)
+    assert got.data.dtype == want.dtype and np.array_equal(got.data, want)
+
+
+def test_truncated_file_with_a_zero_bitpix_is_refused(tmp_path):
+    """bitpix 0 and the last voxels cut off: the datatype's size finds the missing bytes
+    (SimpleITK would zero-fill them)."""
+    from voxdose.core.errors import InputError
+    path = _patched(tmp_path, "cut.nii", (np.arange(60) - 30).astype(np.int16).reshape(3, 4, 5),
+                    [(72, "<h", (0,))], cut=10)
+    with pytest.raises(InputError, match="cut"):
+        read_image(path, dtype=None)

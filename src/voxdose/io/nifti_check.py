@@ -45,7 +45,8 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _header(raw: bytes, path: Path) -> tuple[str, list[int], int, int, int]:
-    """(byte order, dims, datatype, bitpix, vox_offset) of a NIfTI-1 or -2 header."""
+    """(byte order, dims, datatype, bitpix, vox_offset) of a NIfTI-1 or -2 header (the
+    offset at least the header's own size plus the 4 extension bytes: 352 / 544)."""
     for order in "<>":
         if len(raw) < 4:
             break
@@ -87,18 +88,35 @@ def _scaling(raw: bytes, order: str) -> tuple[float, float]:
     return struct.unpack(order + "2d", raw[176:192])
 
 
+def _declared_offset(raw: bytes, order: str) -> float:
+    """vox_offset as the header states it (NIfTI-1 float at 108, NIfTI-2 int64 at 168)."""
+    if struct.unpack(order + "i", raw[:4])[0] == 348:
+        return struct.unpack(order + "f", raw[108:112])[0]
+    return float(struct.unpack(order + "q", raw[168:176])[0])
+
+
+def _voxel_bits(dtype: int, bitpix: int) -> int:
+    """Bits per voxel: the datatype's own for the types voxdose reads from the bytes (ITK
+    goes by the datatype too), else the header's bitpix."""
+    known = _PLAIN_TYPES.get(dtype) or _FLOAT_TYPES.get(dtype)
+    return 8 * np.dtype(known).itemsize if known is not None else int(bitpix)
+
+
 def _plain_voxels(raw: bytes, order: str, dim, dtype: int, offset: int, n: int):
     """The voxels as a (z, y, x) view of ``raw`` when the file is a plain 3D scalar image
-    (no 4th dimension, a type of :data:`_PLAIN_TYPES`, scl_slope 0 or 1 with scl_inter 0:
-    what ITK reads without converting), else None."""
+    (no 4th dimension, a type of :data:`_PLAIN_TYPES`, scl_slope 0 or 1 with scl_inter 0,
+    a vox_offset past the header: what ITK reads as stored), else None (ITK reads it)."""
     if int(dim[0]) != 3 or dtype not in _PLAIN_TYPES:
         return None
     slope, inter = _scaling(raw, order)
     if slope not in (0.0, 1.0) or inter != 0.0:
         return None
+    if not _declared_offset(raw, order) >= offset:  # 0 or 348: ITK reads from there
+        return None
+    shape = tuple(max(int(d), 1) for d in (dim[3], dim[2], dim[1]))
     data = np.frombuffer(raw, dtype=np.dtype(_PLAIN_TYPES[dtype]).newbyteorder(order),
                          count=n, offset=offset)
-    return data.reshape(int(dim[3]), int(dim[2]), int(dim[1]))
+    return data.reshape(shape)
 
 
 def check_nifti(path) -> CheckedNifti:
@@ -112,7 +130,7 @@ def check_nifti(path) -> CheckedNifti:
     if not 1 <= ndim <= 7:
         raise InputError(f"{path}: NIfTI header gives {ndim} dimensions; the file is damaged")
     n = int(np.prod([max(int(d), 1) for d in dim[1:ndim + 1]], dtype=np.int64))
-    need = offset + n * int(bitpix) // 8
+    need = offset + n * _voxel_bits(dtype, bitpix) // 8
     if len(raw) < need:
         raise InputError(f"{path}: the file holds {len(raw) - offset} of the "
                          f"{need - offset} bytes of voxel data its header announces (cut "
