@@ -152,8 +152,19 @@ def test_samples_that_do_not_identify_a_model_fall_back_to_the_trapezoid(samples
     assert r.status[0] == 2 and r.model[0] == 0
     # the trapezoid (head rule, physical tail) of what was measured, Bq/mL h -> Bq/mL s
     assert r.tia[0] == pytest.approx(trapz_tia(T5_H, samples, LAM_H) * 3600, rel=1e-12)
-    assert r.sigma[0] <= r.tia[0]
+    assert r.sigma[0] == pytest.approx(r.tia[0], rel=1e-12)  # undetermined: sigma = TIA
     assert r.status[1] == 0 and r.sigma[1] <= r.tia[1]  # a determined curve stays fitted
+
+
+def test_singular_covariance_keeps_the_fit_with_sigma_equal_to_tia():
+    """Both rates of a bi-exponential sum on the physical bound: identical amplitude columns,
+    no Cholesky factor; the TIA (sum of amplitudes) is still determined: the fit stays
+    (status 1, sigma = TIA), not the trapezoid (found in review, 21 % higher here)."""
+    t_h = np.array([1.0, 4.0, 24.0, 48.0, 96.0, 168.0])
+    y = 500 * np.array([0.4593, 1.0, 0.8961, 0.7784, 0.6934, 0.4574])
+    r = fit_curves(t_h * 3600, y[None, :], LAM_S, model="biexp_sum")
+    assert r.model[0] == MODEL_IDS["biexp_sum"] and r.status[0] == 1
+    assert r.sigma[0] == pytest.approx(r.tia[0], rel=1e-12)
 
 
 def test_fitted_voxels_never_carry_a_sigma_above_their_tia():

@@ -47,7 +47,6 @@ class Backend:
         return to_numpy(a)
 
 
-@lru_cache(maxsize=1)
 class _LazyModule:
     """A module imported on first attribute access: ``scipy.ndimage`` costs ~0.1 s of
     start-up and most commands (``voxdose dose``) never call it (issue 18)."""
@@ -56,6 +55,8 @@ class _LazyModule:
         self._name = name
 
     def __getattr__(self, attr):
+        if attr.startswith("__") or attr == "_name":  # copy/pickle probes, not the module's
+            raise AttributeError(attr)
         import importlib
 
         return getattr(importlib.import_module(self._name), attr)
@@ -64,6 +65,7 @@ class _LazyModule:
         return f"<lazy module {self._name}>"
 
 
+@lru_cache(maxsize=1)
 def cpu_backend() -> Backend:
     import scipy.fft
 

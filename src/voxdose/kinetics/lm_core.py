@@ -33,7 +33,8 @@ Per curve (times t_i in h, samples y_i normalised by the curve's maximum):
   extrapolation through a single sample), and a finite sigma_TIA of at most
   ``MAX_RELATIVE_SIGMA`` x the TIA: samples that do not identify the model (edge-of-field
   voxels such as [a, 0, b, 0, 0] gave sigma = 37 x to 1e14 x the TIA with status
-  'converged') are not a determination, and the next model or the trapezoid is used;
+  'converged') are not a determination, and the next model or the trapezoid is used (with
+  sigma = TIA when every model was rejected this way);
 * model choice (``auto``): AICc = n ln(RSS/n) + 2k + 2k(k+1)/(n-k-1) over the valid fits of
   the models with enough points; ties go to the simpler model;
   otherwise the trapezoid + physical tail (status 2);
@@ -470,7 +471,10 @@ def trapz(t, y, n, lam_phys, tail_fitted, noise_rel, out):
 def fit_one_model(model, t, y, w, n, kpeak, lam_lo, lam_hi, p, f, f2, J, A, L, g, d, pn,
                   T, out):
     """Fit one model; write TIA, sigma, lambda, AICc, RSS, R^2 into out.
-    Returns 1 if the result is valid (converged, finite positive TIA)."""
+    Returns 1 if the result is valid (converged, finite positive TIA, sigma <= TIA), 2 if
+    it converged with a finite sigma above ``MAX_RELATIVE_SIGMA`` x its TIA (not a
+    determination), 0 otherwise. (A failed Cholesky factor leaves sigma = TIA, valid: the
+    parameters, not necessarily the TIA, are then undetermined.)"""
     k = NPAR[model]
     init_params(model, t, y, n, kpeak, lam_lo, lam_hi, p)
     rss, conv, at_bound = lm(model, t, y, w, n, p, lam_lo, lam_hi, f, f2, J, A, L, g, d, pn,
@@ -516,8 +520,8 @@ def fit_one_model(model, t, y, w, n, kpeak, lam_lo, lam_hi, p, f, f2, J, A, L, g
         var *= s2
     else:
         var = math.inf
-    if not var <= (MAX_RELATIVE_SIGMA * tia) ** 2:  # also false for NaN and inf
-        return 0
+    if math.isfinite(var) and var > (MAX_RELATIVE_SIGMA * tia) ** 2:
+        return 2  # converged, but the samples do not determine the TIA
     # weighted R^2 about the weighted mean
     sw = 0.0
     swy = 0.0
@@ -585,13 +589,17 @@ def fit_curve(t, Y, v, n, model, lam_phys, lift_bound, poisson, background, nois
         out[OUT_STATUS] = 3.0 if ymax < background else 0.0
     else:
         nbest = 0
+        undetermined = False
         first = model if model > 0 else 1
         last = model if model > 0 else 4
         for m in range(first, last + 1):
             if n < MIN_POINTS[m]:
                 continue
-            if fit_one_model(m, t, y, w, n, kpeak, lam_lo, lam_hi, p, f, f2, J, A, L, g,
-                             d, pn, T, best):
+            ok = fit_one_model(m, t, y, w, n, kpeak, lam_lo, lam_hi, p, f, f2, J, A, L, g,
+                               d, pn, T, best)
+            if ok == 2:
+                undetermined = True
+            if ok == 1:
                 if nbest == 0 or best[OUT_AICC] < out[OUT_AICC]:
                     for a in range(N_OUT):
                         out[a] = best[a]
@@ -605,6 +613,9 @@ def fit_curve(t, Y, v, n, model, lam_phys, lift_bound, poisson, background, nois
                     enough = True
             trapz(t, y, n, lam_phys, False, noise_rel, out)
             out[OUT_STATUS] = 2.0 if enough else 4.0
+            if undetermined:  # the data scatter more than the frame-noise model says: the
+                # trapezoid's sigma would understate it; the fits said sigma > TIA
+                out[OUT_SIGMA] = fmax(out[OUT_SIGMA], MAX_RELATIVE_SIGMA * out[OUT_TIA])
     # back to the unit of Y
     out[OUT_TIA] *= ymax
     out[OUT_SIGMA] *= ymax
