@@ -95,3 +95,27 @@ def test_rtdose_refuses_a_tia_map(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "not Gy" in err and "tia.nii.gz" in err
     assert not out.exists()
+
+
+def test_labels_changed_after_loading_are_checked_again(small_study, tmp_path):
+    """The loader checks the label values once and records the file's size and mtime; the
+    pipeline's read skips a second check only while the file is unchanged."""
+    import os
+
+    from voxdose.io.sitk_adapter import read_labels
+    from voxdose.study.images import read_study_labels
+    from voxdose.study.load import load_study
+
+    dst = tmp_path / "study"
+    shutil.copytree(small_study.parent, dst)
+    study = load_study(dst / "study.toml")
+    assert study.info["labels_checked"]["file"] == str(study.labels)
+    assert read_study_labels(study).data.max() > 0  # unchanged: read, not checked again
+    lab = read_labels(study.labels, study.names)
+    data = lab.data.copy()
+    data[0, 0, 0] = 99  # a value without a name
+    write_labels(study.labels, LabelMap(data, lab.grid, study.names))
+    st = os.stat(study.labels)
+    os.utime(study.labels, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(StudyError, match="99"):
+        read_study_labels(study)

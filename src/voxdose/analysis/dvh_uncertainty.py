@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.backend import to_numpy
+from ..core.backend import backend_of
 from ..core.grid import Image, LabelMap
 from ..dose.convolution import SpectrumCache
 from ..dose.uncertainty import CORRELATION_NOTE, MeanDoseSigma, engine_terms, \
@@ -71,9 +71,10 @@ def dvh_bands(nominal: list[DVH], dose: Image, sigma: Image, labels: LabelMap,
               ) -> list[DvhBand]:
     """The envelope band of every structure of ``nominal`` (same order and weights: the
     DVHs of ``compute_dvhs(dose, labels, density)``); edges 0 .. the upper map's maximum."""
-    d = np.asarray(to_numpy(dose.data), dtype=np.float64)
-    s = np.asarray(to_numpy(sigma.data), dtype=np.float64)
-    lo = compute_dvhs(dose.with_data(np.maximum(d - k * s, 0.0)), labels, density)
+    be = backend_of(dose.data)  # on the dose's device, as the nominal DVHs
+    d = be.asarray(dose.data, dtype=be.xp.float64)
+    s = be.asarray(sigma.data, dtype=be.xp.float64)
+    lo = compute_dvhs(dose.with_data(be.xp.maximum(d - k * s, 0.0)), labels, density)
     hi = compute_dvhs(dose.with_data(d + k * s), labels, density)
     out = []
     for h, a, b in zip(nominal, lo, hi):

@@ -131,8 +131,9 @@ class SphereVOI:
 
 
 def sphere_voi(grid: Grid, centre_mm_xyz, radius_mm: float, name: str = "voi",
-               supersample: int = 5) -> SphereVOI:
-    """Partial-volume weights of a sphere on ``grid`` (``supersample``^3 points per voxel)."""
+               supersample: int = 5, backend=None) -> SphereVOI:
+    """Partial-volume weights of a sphere on ``grid`` (``supersample``^3 points per voxel),
+    the sample points tested on ``backend`` (default the CPU; the VOI is held on the host)."""
     r = float(radius_mm)
     if not math.isfinite(r) or r <= 0:
         raise InputError(f"VOI radius must be > 0 mm, got {radius_mm}")
@@ -152,10 +153,14 @@ def sphere_voi(grid: Grid, centre_mm_xyz, radius_mm: float, name: str = "voi",
     n = int(supersample)
     sub = (np.arange(n) + 0.5) / n - 0.5
     offs = np.stack(np.meshgrid(sub, sub, sub, indexing="ij"), axis=-1).reshape(-1, 3)
-    pts = (idx[:, None, :] + offs[None, :, :]).reshape(-1, 3)
-    world = grid.index_to_world(pts).reshape(idx.shape[0], offs.shape[0], 3)
-    inside = np.sum((world - c) ** 2, axis=-1) <= r * r
-    w = inside.mean(axis=1)
+    be = backend or cpu_backend()
+    xp = be.xp
+    pts = (be.asarray(idx, dtype=xp.float64)[:, None, :]
+           + be.asarray(offs)[None, :, :]).reshape(-1, 3)
+    a = be.asarray(grid.affine)
+    world = (pts @ a[:3, :3].T + a[:3, 3]).reshape(idx.shape[0], offs.shape[0], 3)
+    inside = xp.sum((world - be.asarray(c)) ** 2, axis=-1) <= r * r
+    w = to_numpy(inside.mean(axis=1))
     keep = w > 0
     if not np.any(keep):
         raise InputError(f"VOI '{name}' of radius {r} mm contains no voxel centre sample; "
@@ -231,7 +236,8 @@ def vois_from_labels(labels: LabelMap, max_radius_mm: float | None = 10.0,
         else:
             r = fit if max_radius_mm is None else min(fit, float(max_radius_mm))
         centre = labels.grid.index_to_world(pick.astype(float))
-        out.append(sphere_voi(labels.grid, centre, r, name=labels.names[found[key]]))
+        out.append(sphere_voi(labels.grid, centre, r, name=labels.names[found[key]],
+                              backend=be))
     return out
 
 

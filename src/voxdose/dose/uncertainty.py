@@ -253,8 +253,9 @@ def bounded_tia_sigma(tia, tia_sigma, max_relative: float = MAX_RELATIVE_TIA_SIG
     [a, 0, b, 0, 0] gave sigma ~1e21 Bq s for a TIA of 2e7, status 'converged'); one such
     voxel would put ~1e11 Gy of sigma into every voxel through the photon tail of the
     kernel. The fit now refuses such fits itself (``lm_core.MAX_RELATIVE_SIGMA``: the
-    trapezoid is used), so this cap is a guard for TIA maps made elsewhere. A TIA is non-negative, so a relative uncertainty above 100 % says only "between
-    0 and about twice the estimate": the cap keeps that statement and drops the divergence.
+    trapezoid is used), so this cap is a guard for TIA maps made elsewhere. A TIA is
+    non-negative, so a relative uncertainty above 100 % says only "between 0 and about
+    twice the estimate": the cap keeps that statement and drops the divergence.
     ``meta['capped']`` reports how many voxels were capped, their share of the total TIA
     and of the uncapped sum of sigma_A^2. On the TIA's device."""
     be = backend_of(tia.data)

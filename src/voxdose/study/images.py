@@ -47,5 +47,9 @@ def read_study_labels(study: Study) -> LabelMap | None:
     if study.labels is None:
         return None
     lab = read_labels(study.labels, study.names)
-    check_labels_named(lab.data, study.names, study.labels, error=StudyError)
+    from .sections import labels_fingerprint
+
+    if (study.info or {}).get("labels_checked") != labels_fingerprint(study.labels):
+        # not checked when the study was loaded (a Study made in code), or changed since
+        check_labels_named(lab.data, study.names, study.labels, error=StudyError)
     return lab

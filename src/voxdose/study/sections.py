@@ -198,7 +198,15 @@ def _read_names(names_path: Path) -> dict[int, str]:
     return read_names_json(names_path, error=StudyError)
 
 
-def _label_structures(s: Section, ref_tp: TimePoint, ref: int, base: Path, path: Path):
+def labels_fingerprint(labels: Path) -> dict:
+    """The label file as it was when its values were checked (path, bytes, mtime): the
+    pipeline reads it again and need not check it again while this still holds."""
+    st = Path(labels).stat()
+    return {"file": str(labels), "bytes": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+
+
+def _label_structures(s: Section, ref_tp: TimePoint, ref: int, base: Path, path: Path,
+                      info: dict):
     labels = resolve_file(base, s.need("labels"), "structures.labels", path)
     names = _read_names(resolve_file(base, s.need("names"), "structures.names", path))
     lab_grid = header_grid(labels, "structures.labels", path)
@@ -217,6 +225,7 @@ def _label_structures(s: Section, ref_tp: TimePoint, ref: int, base: Path, path:
     from ..io.sitk_adapter import read_labels
 
     check_labels_named(read_labels(labels, names).data, names, labels, error=StudyError)
+    info["labels_checked"] = labels_fingerprint(labels)
     return labels, names
 
 
@@ -228,7 +237,7 @@ def structures(s: Section, tps: list[TimePoint], ref: int, base: Path, path: Pat
     if s.has("rtstruct"):
         names, rts = _rtstruct_structures(s, tps[ref], base, path, info)
         return None, names, rts
-    labels, names = _label_structures(s, tps[ref], ref, base, path)
+    labels, names = _label_structures(s, tps[ref], ref, base, path, info)
     return labels, names, None
 
 
