@@ -133,7 +133,7 @@ def test_demo_study_loads_as_before(small_study):
     assert st.plan_after_h == {"marrow": 336.0}
     assert (st.registration, st.dose_grid) == ("rigid", "spect")
     assert st.dpk is None and st.s_table is None and st.rtstruct is None
-    assert st.administration is None and st.info == {}
+    assert st.administration is None and list(st.info) == ["labels_checked"]
     assert st.labels == folder / "labels.nii.gz"
     assert len(st.names) == 13 and st.names[3] == "liver" and st.names[13] == "lesion_lung"
     tp = st.timepoints[0]

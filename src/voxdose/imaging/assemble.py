@@ -216,11 +216,13 @@ def assemble_series(study: Study, progress=None) -> tuple[ActivitySeries, list[R
     if lab is not None:
         labels, lab_warns = labels_on_grid(lab, grid)
         warns.extend(lab_warns)
+    # what the loader found (sidecars, DICOM keys), without its bookkeeping of the checks
+    inputs = {k: v for k, v in (study.info or {}).items() if k != "labels_checked"}
     series = ActivitySeries(np.stack(frames), grid,
                             np.array([hours_to_seconds(t) for t in study.times_h]),
                             study.nuclide, False,
                             {"registration": ("CT-to-CT " if use_ct else "SPECT-to-SPECT ")
                              + study.registration, "grid": study.dose_grid, "frames": reports,
                              "warnings": warns,
-                             **({"inputs": study.info} if study.info else {})})
+                             **({"inputs": inputs} if inputs else {})})
     return series, regs, labels
