@@ -36,13 +36,8 @@ def _label(option: str, path) -> str:
 def input_file(path, option: str = "", what: str = "file") -> Path:
     """``path`` as a readable file, else :class:`InputError` (not found, a folder, a broken
     link or symlink loop, unreadable). ``what`` names the file in the message."""
-    p = Path(path)
+    p = input_path(path, option, what)
     label = _label(option, p)
-    if os.path.lexists(p) and not p.exists():
-        raise InputError(f"{label}: a broken symbolic link or a symlink loop; give the "
-                         f"{what} itself")
-    if not p.exists():
-        raise InputError(f"{label}: {what} not found; check the path")
     if p.is_dir():
         hint = ""
         if (p / "study.toml").is_file() and "study" in what:

@@ -117,19 +117,19 @@ def build_regions(labels, grid: Grid, names: dict[int, str],
     kinds = [STRUCTURE] * len(named)
     values: list[int | None] = list(named)
     counts = [int(counts_v[v]) for v in named]
-    bg_no = out_no = 0
-    if n_bg > 0:
-        region_names.append(BACKGROUND)
-        kinds.append(BACKGROUND)
+
+    def extra_region(kind: str, n: int) -> int:
+        """Append a region without a label value; its 1-based number (0: none, empty)."""
+        if n <= 0:
+            return 0
+        region_names.append(kind)
+        kinds.append(kind)
         values.append(None)
-        counts.append(n_bg)
-        bg_no = len(region_names)
-    if n_out > 0:
-        region_names.append(OUTSIDE)
-        kinds.append(OUTSIDE)
-        values.append(None)
-        counts.append(n_out)
-        out_no = len(region_names)
+        counts.append(n)
+        return len(region_names)
+
+    bg_no = extra_region(BACKGROUND, n_bg)
+    out_no = extra_region(OUTSIDE, n_out)
     lut = np.zeros(len(counts_v), dtype=np.uint16 if len(region_names) < 65535 else np.int32)
     for k, v in enumerate(named, start=1):
         lut[v] = k
