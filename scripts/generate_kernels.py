@@ -16,9 +16,10 @@ settings.
 Lu-177 and Y-90 (the shipped tables) use the fixed history counts of
 ``DEFAULT_HISTORIES`` and 20 batches; any other nuclide (``--nuclides I-131``) is planned
 like a table built on first use (:func:`voxdose.montecarlo.dpk.plan_build`: a pilot run,
-then enough electrons for <= 0.5 % statistical uncertainty in the first three shells,
-1 000 000 photons, 40 batches) unless ``--electrons``/``--photons`` are given.  Every table
-prints (and records) the uncertainty of its first three shells.
+then the fewest electrons and photons for <= 0.5 % statistical uncertainty in the voxel
+kernel's first three shells of voxels at 1, 2 and 4 mm, 40 batches) unless
+``--electrons``/``--photons`` are given.  Every table prints (and records) the uncertainty
+of its first three (radial) shells.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from voxdose import __version__  # noqa: E402
+from voxdose.kernels.voxel import voxel_shell_scores  # noqa: E402
 from voxdose.montecarlo.dpk import (  # noqa: E402
     build_dpk,
     plan_build,
@@ -101,7 +103,7 @@ def _run(name: str, medium: str, args):
     asked = None
     if args.electrons or args.photons:
         asked = (args.electrons or 1_000_000, args.photons or 1_000_000)
-    plan = plan_build(name, medium, asked, seed=args.seed)
+    plan = plan_build(name, medium, asked, scores=voxel_shell_scores, seed=args.seed)
     print(f"{name} in {medium}: {plan.n_electrons} e- + {plan.n_photons} photons "
           f"(expected ~{plan.estimate_s or 0:.0f} s)")
     return build_dpk(name, medium, plan, seed=args.seed)

@@ -125,12 +125,13 @@ def _say_built(pk, name: str, med: str) -> None:
         console.print(f"{name} in {med}: {pk.provenance().get('source')}; nothing to build",
                       highlight=False)
         return
-    u = ", ".join(f"{v:.2%}" for v in rec.get("first_shells_rel_uncertainty", []))
+    from ..kernels.cache import voxel_uncertainty_text
+
     console.print(f"{name} in {med}: Monte Carlo table [bold]{rec['cache_file']}[/] "
                   f"({rec.get('n_electron_histories', 0):,} electron + "
                   f"{rec.get('n_photon_histories', 0):,} photon histories, built in "
-                  f"{rec.get('wall_seconds', 0.0):.0f} s; statistical uncertainty of the "
-                  f"first three shells {u})", highlight=False)
+                  f"{rec.get('wall_seconds', 0.0):.0f} s; {voxel_uncertainty_text(rec)})",
+                  highlight=False)
 
 
 @app.command()

@@ -245,13 +245,15 @@ def dpk_cache_key(nuclide: str, medium: str, histories=None) -> dict:
     the first-shell uncertainty target, or ``[electrons, photons]``), the target, seed and
     batches, the Monte Carlo's code version and :func:`mc_builder_digest`."""
     from ..montecarlo import dpk
+    from . import voxel
 
     return {
         "format": DPK_CACHE_FORMAT,
         "nuclide": str(nuclide),
         "medium": str(medium),
         "histories": "auto" if histories is None else [int(histories[0]), int(histories[1])],
-        "first_shells": dpk.FIRST_SHELLS,
+        "planned_for": {"voxels_mm": list(voxel.PLAN_VOXELS_MM),
+                        "voxel_shells": voxel.PLAN_VOXEL_SHELLS},
         "target_rel_uncertainty": dpk.TARGET_REL_UNCERTAINTY,
         "seed": dpk.BUILD_SEED,
         "n_batches": dpk.BUILD_BATCHES,
@@ -306,6 +308,7 @@ def build_cached_dpk(nuclide: str, medium: str, histories=None, cache_dir=None,
     import time
 
     from ..montecarlo.dpk import build_dpk, check_buildable, plan_build
+    from .voxel import voxel_shell_scores
 
     check_buildable(nuclide)   # energies beyond the transport: refused before any notice
     say = notify or _stderr_notice
@@ -315,22 +318,34 @@ def build_cached_dpk(nuclide: str, medium: str, histories=None, cache_dir=None,
     what = f"a Monte Carlo dose-point kernel for {nuclide} in {medium}"
     say(f"building {what} ({reason}; once, cached in {folder}): timing a short pilot run")
     t0 = time.perf_counter()
-    plan = plan_build(nuclide, medium, histories)
+    plan = plan_build(nuclide, medium, histories, scores=voxel_shell_scores)
     est = "a few s" if plan.estimate_s is None else f"~{plan.estimate_s:.0f} s"
     say(f"building {what}: {est} for {plan.n_electrons:,} electron + {plan.n_photons:,} "
         f"photon histories (once; cached in {folder})")
     res = build_dpk(nuclide, medium, plan)
     record = _built_record(res, key, time.perf_counter() - t0, reason)
     stored = _store_dpk(res, record, csv_path, json_path)
-    u = record["first_shells_rel_uncertainty"]
-    say(f"built {what} in {record['wall_seconds']:.0f} s; statistical uncertainty of the "
-        f"first {len(u)} shells {', '.join(f'{v:.2%}' for v in u)}"
+    say(f"built {what} in {record['wall_seconds']:.0f} s; {voxel_uncertainty_text(record)}"
         + ("" if stored else " (not cached: the cache folder cannot be written)"))
     for w in record["warnings"]:
         say(f"warning: {w}")
     # read back what was stored, so that this first use and every later one agree exactly
     hit = read_cached_dpk(nuclide, medium, histories, cache_dir) if stored else None
     return hit or (res.r_mm, res.dose_gy_per_decay, record, None)
+
+
+def voxel_uncertainty_text(record: dict) -> str:
+    """'statistical uncertainty of the voxel kernel's first 3 shells of voxels: at most
+    X % (1, 2, 4 mm voxels)' from a built table's record, or its provenance's
+    ``table_record`` ('' for a table without a build)."""
+    build = record.get("build") or (record.get("settings") or {}).get("build") or {}
+    u = build.get("achieved_rel_uncertainty")
+    if not u:
+        return ""
+    sizes = sorted({lab.split(" mm")[0] for lab in build.get("scores", [])}, key=float)
+    shells = len(build.get("scores", [])) // max(1, len(sizes))
+    return (f"statistical uncertainty of its voxel kernels' first {shells} shells of voxels "
+            f"at most {max(u):.2%} ({', '.join(sizes)} mm voxels)")
 
 
 def _built_record(res, key: dict, wall_s: float, reason: str) -> dict:
@@ -348,12 +363,14 @@ def _built_record(res, key: dict, wall_s: float, reason: str) -> dict:
     build = rec["settings"]["build"]
     warnings = []
     if not build["target_met"]:
-        u = max(build["achieved_first_shells_rel_uncertainty"])
+        u = build["achieved_rel_uncertainty"]
+        worst = int(np.argmax(u))
         warnings.append(
-            f"the Monte Carlo table of {res.nuclide} in {res.medium} has a statistical "
-            f"uncertainty of up to {u:.2%} in its first {build['first_shells']} shells "
-            f"(target {build['target_rel_uncertainty']:.1%}; {res.n_electrons:,} electron "
-            "histories): build it with more (VOXDOSE_DPK_HISTORIES=ELECTRONS,PHOTONS)")
+            f"the Monte Carlo table of {res.nuclide} in {res.medium} gives voxel kernels a "
+            f"statistical uncertainty of up to {u[worst]:.2%} in their first shells of "
+            f"voxels ({build['scores'][worst]}; target {build['target_rel_uncertainty']:.1%}"
+            f"; {res.n_electrons:,} electron + {res.n_photons:,} photon histories): build it "
+            "with more (VOXDOSE_DPK_HISTORIES=ELECTRONS,PHOTONS)")
     rec.update({
         "generated_by": f"voxdose {__version__}: Monte Carlo table built on first use "
                         f"({reason})",

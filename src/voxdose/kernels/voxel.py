@@ -209,17 +209,11 @@ def _near_radial_edges(dmin: float, dmax: float, n_r: int) -> np.ndarray:
     return np.union1d(np.concatenate([[0.0], geo]), lin)
 
 
-def _near_offset_value(pk: PointKernel, offset_zyx, spacing_zyx,
-                       n_directions: int = N_DIRECTIONS, n_radial: int = N_RADIAL) -> float:
-    """S(o) in Gy per decay by the near-field method (radial E_abs x spherical average).
-
-    ``S(o) = (1/rho) sum_i [E_abs(r_i+1) - E_abs(r_i)] g_o(r_mid,i) (+ E_loc/(rho V) at o=0)``;
-    see the module docstring.  Works for any offset (it is only costly far away).
-    """
+def _near_geometry(offset_zyx, spacing_zyx, n_directions: int, n_radial: int):
+    """The near-field quadrature of one offset, independent of the kernel: (radial edges
+    (mm), the tent box centre |o| s (mm), spacing (mm), directions (n, 3), cap fraction)."""
     s = np.asarray(spacing_zyx, dtype=np.float64)
     c = np.abs(np.asarray(offset_zyx, dtype=np.float64)) * s
-    volume = float(np.prod(s))
-    rho_g_mm3 = pk.density_g_cm3 / 1000.0
     dmin = float(np.linalg.norm(np.clip(c - s, 0.0, None)))
     dmax = float(np.linalg.norm(c + s))
     cnorm = float(np.linalg.norm(c))
@@ -231,22 +225,114 @@ def _near_offset_value(pk: PointKernel, offset_zyx, spacing_zyx,
     else:
         dirs = _fibonacci_cap(n_directions, -1.0, np.array([0.0, 0.0, 1.0]))
         cap_fraction = 1.0
-    edges = _near_radial_edges(dmin, dmax, n_radial)
-    d_e = np.diff(pk.cumulative_energy_mev(edges, include_local=False))
-    r_mid = 0.5 * (edges[:-1] + edges[1:])
-    keep = d_e != 0.0
-    r_mid, d_e = r_mid[keep], d_e[keep]
-    energy = 0.0
+    return _near_radial_edges(dmin, dmax, n_radial), c, s, dirs, cap_fraction
+
+
+def _spherical_tent_average(r_mid: np.ndarray, c, s, dirs, cap_fraction) -> list:
+    """g_o(r) (1/mm^3) at the radii ``r_mid``, in chunks of at most ~2 million products
+    (a list of arrays, one per chunk)."""
+    volume = float(np.prod(s))
     step = max(1, 2_000_000 // max(1, dirs.shape[0]))
+    out = []
     for i in range(0, r_mid.size, step):
         rr = r_mid[i:i + step, None]
         prod = np.ones((rr.shape[0], dirs.shape[0]))
         for a in range(3):
             prod *= np.clip(1.0 - np.abs(rr * dirs[None, :, a] - c[a]) / s[a], 0.0, None)
-        g = cap_fraction * prod.mean(axis=1) / volume          # 1/mm^3
-        energy += float(d_e[i:i + step] @ g)
+        out.append(cap_fraction * prod.mean(axis=1) / volume)
+    return out
+
+
+def _near_offset_value(pk: PointKernel, offset_zyx, spacing_zyx,
+                       n_directions: int = N_DIRECTIONS, n_radial: int = N_RADIAL) -> float:
+    """S(o) in Gy per decay by the near-field method (radial E_abs x spherical average).
+
+    ``S(o) = (1/rho) sum_i [E_abs(r_i+1) - E_abs(r_i)] g_o(r_mid,i) (+ E_loc/(rho V) at o=0)``;
+    see the module docstring.  Works for any offset (it is only costly far away).
+    """
+    edges, c, s, dirs, cap_fraction = _near_geometry(offset_zyx, spacing_zyx, n_directions,
+                                                     n_radial)
+    volume = float(np.prod(s))
+    rho_g_mm3 = pk.density_g_cm3 / 1000.0
+    d_e = np.diff(pk.cumulative_energy_mev(edges, include_local=False))
+    r_mid = 0.5 * (edges[:-1] + edges[1:])
+    keep = d_e != 0.0
+    r_mid, d_e = r_mid[keep], d_e[keep]
+    energy = 0.0
+    i = 0
+    for g in _spherical_tent_average(r_mid, c, s, dirs, cap_fraction):
+        energy += float(d_e[i:i + g.size] @ g)
+        i += g.size
     energy += pk.local_energy_mev * float(np.prod(np.clip(1.0 - c / s, 0.0, None))) / volume
     return energy / rho_g_mm3 * MEV_PER_G_TO_GY
+
+
+def near_shell_weights(shell_edges_mm, offset_zyx, spacing_zyx, density_g_cm3: float = 1.0,
+                       n_directions: int = N_DIRECTIONS, n_radial: int = N_RADIAL
+                       ) -> np.ndarray:
+    """dS(o)/dE_k, Gy per decay per MeV: the near-field S-value of offset ``o`` is linear in
+    the energies E_k (MeV per decay) a table holds in its shells ``[e_k, e_k+1)`` (the
+    :class:`voxdose.kernels.point.TabulatedPointKernel` reading: E_abs(r) interpolated in
+    r^3 within a shell), so ``S(o) = w . E`` with these weights w.  It lets a Monte Carlo
+    run turn its per-batch shell energies into per-batch voxel S-values (their spread is
+    the voxel kernel's statistical uncertainty) without building a kernel per batch.
+    No local-energy term (a Monte Carlo table has none)."""
+    e = np.asarray(shell_edges_mm, dtype=np.float64)
+    edges, c, s, dirs, cap_fraction = _near_geometry(offset_zyx, spacing_zyx, n_directions,
+                                                     n_radial)
+    g = np.concatenate(_spherical_tent_average(0.5 * (edges[:-1] + edges[1:]), c, s, dirs,
+                                               cap_fraction))
+    # F[k](r) = fraction of shell k's energy within radius r; the radial bins take the
+    # differences F(r_i+1) - F(r_i), weighted by g
+    lo3, hi3 = e[:-1] ** 3, e[1:] ** 3
+    rc = np.clip(edges, 0.0, e[-1])[:, None] ** 3
+    frac = np.clip((rc - lo3[None, :]) / (hi3 - lo3)[None, :], 0.0, 1.0)
+    w = g @ np.diff(frac, axis=0)                      # MeV -> MeV/mm^3 per MeV
+    return w / (float(density_g_cm3) / 1000.0) * MEV_PER_G_TO_GY
+
+
+#: The voxel kernels a Monte Carlo table built on first use is planned for
+#: (:func:`voxel_shell_scores`): cubic voxels of these sides (mm), and the first
+#: ``PLAN_VOXEL_SHELLS`` shells of voxels around the source voxel (shell k: the voxels
+#: with max_a |o_a| = k, i.e. the source voxel, its 26 neighbours, the 98 beyond them).
+PLAN_VOXELS_MM = (1.0, 2.0, 4.0)
+PLAN_VOXEL_SHELLS = 3
+#: Quadrature of the planning weights (an uncertainty estimate needs no 1e-5 accuracy).
+_PLAN_DIRECTIONS = 600
+_PLAN_RADIAL = 200
+
+
+def _cube_shell_classes(k: int) -> dict:
+    """{sorted |offset| class: number of voxels} of the cube shell max_a |o_a| = k."""
+    import itertools
+
+    out: dict = {}
+    for o in itertools.product(range(-k, k + 1), repeat=3):
+        if max(abs(v) for v in o) == k:
+            c = tuple(sorted(abs(v) for v in o))
+            out[c] = out.get(c, 0) + 1
+    return out
+
+
+def voxel_shell_scores(shell_edges_mm, density_g_cm3: float = 1.0,
+                       voxels_mm=PLAN_VOXELS_MM, n_shells: int = PLAN_VOXEL_SHELLS):
+    """The voxel kernel's first shells of voxels as linear functions of a radial table's
+    shell energies: ``(W, labels)`` with ``W @ E`` = sum of S(o) over the voxels of shell
+    k (Gy per decay) of a cubic voxel of side v (mm), one row per (v, k), for the shell
+    energies E (MeV per decay) of a table with edges ``shell_edges_mm`` in a medium of
+    ``density_g_cm3`` (:func:`near_shell_weights`).  A Monte Carlo run's per-batch shell
+    energies then give per-batch shell S-values, whose spread is the kernel's statistical
+    uncertainty there (:func:`voxdose.montecarlo.dpk.plan_build` plans its histories by
+    them).  Labels: ``"<v> mm voxels, shell <k>"``."""
+    rows, labels = [], []
+    for v in voxels_mm:
+        for k in range(int(n_shells)):
+            w = sum(m * near_shell_weights(shell_edges_mm, o, (float(v),) * 3, density_g_cm3,
+                                           _PLAN_DIRECTIONS, _PLAN_RADIAL)
+                    for o, m in _cube_shell_classes(k).items())
+            rows.append(w)
+            labels.append(f"{float(v):g} mm voxels, shell {k}")
+    return np.array(rows), labels
 
 
 class _TabulatedDose:

@@ -52,20 +52,21 @@ R_MAX_MM = 1500.0
 N_BETA_NODES = 4000
 
 # -- tables built on first use (nuclides without a shipped table): :func:`build_dpk` ------
-#: The default history count of a built table is planned so that the relative statistical
-#: uncertainty (1 sigma, batch statistics) of the energy in each of the first
-#: ``FIRST_SHELLS`` shells is at most ``TARGET_REL_UNCERTAINTY``; the plan aims at
-#: ``PLAN_REL_UNCERTAINTY`` (a margin for the ~11 % noise of a 40-batch sigma estimate).
-FIRST_SHELLS = 3
+#: The default histories of a built table are the fewest (by the pilot's expected time)
+#: that keep the relative statistical uncertainty (1 sigma, batch statistics) of every
+#: planned score at most ``TARGET_REL_UNCERTAINTY``; the scores are the voxel kernel's
+#: first shells of voxels (:func:`voxdose.kernels.voxel.voxel_shell_scores`).  The plan aims
+#: at ``PLAN_REL_UNCERTAINTY`` (a margin for the ~11 % noise of a 40-batch sigma estimate).
 TARGET_REL_UNCERTAINTY = 0.005
 PLAN_REL_UNCERTAINTY = 0.004
+#: The table's own first shells whose uncertainty every record reports (not planned for).
+FIRST_SHELLS = 3
 #: Electron (and photon) histories of the pilot run that plans (and times) a build.
 PILOT_HISTORIES = 20_000
-#: Bounds of the planned electron count; photons of a built table (their share of the
-#: first shells is small; they make the cross-fire tail: 1-3 % per 2 % shell at 10 cm).
-MIN_BUILD_ELECTRONS = 100_000
-MAX_BUILD_ELECTRONS = 20_000_000
-BUILD_PHOTONS = 1_000_000
+#: Bounds of a planned source (electrons, photons): no fewer than the pilot that planned
+#: it, no more than 20 million.
+MIN_BUILD_HISTORIES = PILOT_HISTORIES
+MAX_BUILD_HISTORIES = 20_000_000
 BUILD_BATCHES = 40
 BUILD_SEED = 20240607
 
@@ -177,6 +178,11 @@ class DPKResult:
     medium: str = "water"
     density_g_cm3: float = 1.0
     medium_record: dict | None = None
+    #: linearised deviation of each batch's energy per shell from the mean (MeV per decay,
+    #: [n_batches, n_shells]; their standard error is ``rel_uncertainty * energy_mev``):
+    #: what turns into the statistical uncertainty of anything linear in the shell
+    #: energies, e.g. a voxel S-value (:func:`voxel_rel_uncertainty`)
+    batch_deviation_mev: np.ndarray | None = None
 
     @property
     def r_mm(self) -> np.ndarray:
@@ -282,9 +288,8 @@ def simulate_dpk(nuclide: str | Nuclide, n_electrons: int = 200_000,
     lines, yields, photon_local = _photon_emissions(nuc)
     if edges_mm is None:
         # every nuclide has photons to follow: its own and its electrons' bremsstrahlung
-        if r_max_mm is None:
-            r_max_mm = R_MAX_MM / min(1.0, float(med["density_g_cm3"]))
-        edges_mm = shell_edges(nuc, r_max_mm=r_max_mm, with_photons=True, medium=med)
+        edges_mm = (default_edges(nuc, med) if r_max_mm is None else
+                    shell_edges(nuc, r_max_mm=r_max_mm, with_photons=True, medium=med))
     edges = np.asarray(edges_mm, dtype=np.float64)
     ne = int(math.ceil(max(int(n_electrons), 0) / n_batches))
     npb = (int(math.ceil(max(int(n_photons), 0) / n_batches))
@@ -416,7 +421,8 @@ def _merge(part_e: _SourcePart, part_p: _SourcePart, photon_local: float,
             "emitted_mev": part_e.emitted_mev + emitted_p,
             "bremsstrahlung_mev": part_e.brems_mev, "escaped_mev": escaped,
             "electron_mev": part_e.emitted_mev, "photon_mev": emitted_p,
-            "electron_shell_mev": energy_e[:-1], "photon_shell_mev": energy_p[:-1]}
+            "electron_shell_mev": energy_e[:-1], "photon_shell_mev": energy_p[:-1],
+            "batch_deviation_mev": dev_all[:, :-1]}
 
 
 def _expected_electron_mev(beta_yield, e, p, line_e, line_cum) -> float:
@@ -480,9 +486,11 @@ class BuildPlan:
     """The histories of a table to build, how they were chosen and what they should cost.
 
     ``histories_spec``: ``"auto"`` (planned from the pilot for :data:`PLAN_REL_UNCERTAINTY`
-    in the first :data:`FIRST_SHELLS` shells) or the ``[electrons, photons]`` asked for;
-    ``estimate_s``: wall seconds expected on this machine (from the pilot's rates; None
-    without a pilot); ``pilot``: its histories, first-shell uncertainties and rates.
+    in every score) or the ``[electrons, photons]`` asked for; ``estimate_s``: wall seconds
+    expected on this machine (from the pilot's rates; None without a pilot); ``pilot``: its
+    histories, rates and per-score uncertainties; ``scores`` [m, n_shells] and
+    ``score_labels``: the linear functions of the shell energies the plan is for (the
+    build reports their achieved uncertainty).
     """
 
     n_electrons: int
@@ -490,6 +498,8 @@ class BuildPlan:
     histories_spec: str | list = "auto"
     estimate_s: float | None = None
     pilot: dict | None = None
+    scores: np.ndarray | None = None
+    score_labels: list | None = None
 
 
 def check_buildable(nuclide: str | Nuclide) -> None:
@@ -499,82 +509,151 @@ def check_buildable(nuclide: str | Nuclide) -> None:
     _table_limits(nuc, _photon_emissions(nuc)[0])
 
 
-def planned_histories(pilot_rel_uncertainty, n_pilot: int,
-                      target: float = PLAN_REL_UNCERTAINTY, lo: int = MIN_BUILD_ELECTRONS,
-                      hi: int = MAX_BUILD_ELECTRONS) -> int:
-    """Histories for ``target`` relative uncertainty in the first :data:`FIRST_SHELLS`
-    shells, from a pilot of ``n_pilot`` histories (sigma ~ 1/sqrt(N)): ``n_pilot (u /
-    target)^2`` with u the pilot's largest first-shell uncertainty, rounded up to 10 000,
-    within [lo, hi] (lo when the pilot scored nothing there)."""
-    u = float(np.max(np.asarray(pilot_rel_uncertainty, dtype=np.float64)[:FIRST_SHELLS],
-                     initial=0.0))
-    if not math.isfinite(u) or u <= 0:
-        return int(lo)
-    n = int(n_pilot) * (u / float(target)) ** 2
-    return int(min(hi, max(lo, math.ceil(n / 10_000) * 10_000)))
+def default_edges(nuc: Nuclide, medium="water") -> np.ndarray:
+    """The shell edges (mm) :func:`simulate_dpk` uses when given none."""
+    med = media.get_medium(medium)
+    return shell_edges(nuc, r_max_mm=R_MAX_MM / min(1.0, float(med["density_g_cm3"])),
+                       with_photons=True, medium=med)
 
 
-def _pilot(nuc: Nuclide, medium, seed: int) -> dict:
-    """Electron-only and photon-only pilot runs: first-shell uncertainties and seconds per
-    history (the transport already compiled)."""
+def score_statistics(res: DPKResult, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(value, standard error) of each linear score ``scores @ energy_mev`` of a table (one
+    row per score), the error from the batches' linearised deviations."""
+    w = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    value = w @ res.energy_mev
+    dev = res.batch_deviation_mev @ w.T
+    return value, dev.std(axis=0, ddof=1) / math.sqrt(dev.shape[0])
+
+
+def _required(alpha: np.ndarray, beta: np.ndarray, n_other: float) -> float:
+    """Histories of one source so that alpha/N + beta/n_other <= 1 for every score (inf
+    when n_other alone already exceeds the budget of a score)."""
+    room = 1.0 - beta / n_other
+    if np.any((room <= 0) & (alpha > 0)):
+        return math.inf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.max(np.where(alpha > 0, alpha / room, 0.0), initial=0.0))
+
+
+def planned_histories(value_e, se_e, value_p, se_p, n_pilot: int, s_per_electron: float,
+                      s_per_photon: float, *, electrons: bool = True, photons: bool = True,
+                      target: float = PLAN_REL_UNCERTAINTY,
+                      lo: int = MIN_BUILD_HISTORIES, hi: int = MAX_BUILD_HISTORIES
+                      ) -> tuple[int, int]:
+    """(electrons, photons) of least expected time for which every score's relative
+    uncertainty is at most ``target``, from electron-only and photon-only pilots of
+    ``n_pilot`` histories each (their score values and standard errors; sigma^2 ~ 1/N;
+    scores without a value are left out).
+
+    A score of value S = S_e + S_p needs ``a_e/N_e + a_p/N_p <= (target S)^2`` with the
+    per-history variances a = se^2 n_pilot; the photon-to-electron ratio is searched on a
+    logarithmic grid (cost s_e N_e + s_p N_p).  Each source with emissions gets at least
+    ``lo``, at most ``hi``, rounded up to 10 000; a source without emissions gets 0."""
+    v = np.asarray(value_e, float) + np.asarray(value_p, float)
+    ok = np.isfinite(v) & (v > 0)
+    budget = (target * v[ok]) ** 2
+    alpha = np.asarray(se_e, float)[ok] ** 2 * n_pilot / budget if electrons else 0 * budget
+    beta = np.asarray(se_p, float)[ok] ** 2 * n_pilot / budget if photons else 0 * budget
+    alpha, beta = np.nan_to_num(alpha), np.nan_to_num(beta)
+    if electrons and photons:
+        best = None
+        for rho in np.geomspace(1e-4, 1e4, 401):           # N_p / N_e
+            n_e = float(np.max(alpha + beta / rho, initial=0.0))
+            n_e, n_p = max(n_e, lo), max(rho * n_e, lo)
+            # a floor frees budget for the other source
+            n_e = max(lo, min(n_e, _required(alpha, beta, n_p)))
+            n_p = max(lo, min(n_p, _required(beta, alpha, n_e)))
+            cost = s_per_electron * n_e + s_per_photon * n_p
+            if best is None or cost < best[0]:
+                best = (cost, n_e, n_p)
+        n_e, n_p = best[1], best[2]
+    else:
+        n_e = float(np.max(alpha, initial=0.0)) if electrons else 0.0
+        n_p = float(np.max(beta, initial=0.0)) if photons else 0.0
+
+    def rounded(n: float, on: bool) -> int:
+        return int(min(hi, max(lo, math.ceil(n / 10_000) * 10_000))) if on else 0
+
+    return rounded(n_e, electrons), rounded(n_p, photons)
+
+
+def _pilot(nuc: Nuclide, medium, seed: int, scores: np.ndarray) -> dict:
+    """Electron-only and photon-only pilot runs: seconds per history (the transport
+    already compiled) and each score's value and standard error."""
     out = {"n_histories": PILOT_HISTORIES}
     for label, ne, npb in (("electron", PILOT_HISTORIES, 0), ("photon", 0, PILOT_HISTORIES)):
         t0 = time.perf_counter()
         res = simulate_dpk(nuc, ne, npb, seed=seed + 1, n_batches=BUILD_BATCHES, medium=medium)
         out[f"{label}_s_per_history"] = (time.perf_counter() - t0) / PILOT_HISTORIES
+        value, se = score_statistics(res, scores)
+        out[f"{label}_score_values"] = [float(x) for x in value]
+        out[f"{label}_score_standard_errors"] = [float(x) for x in se]
         out[f"{label}_first_shells_rel_uncertainty"] = res.first_shells_rel_uncertainty()
     return out
 
 
-def plan_build(nuclide: str | Nuclide, medium="water", histories=None, *,
+def plan_build(nuclide: str | Nuclide, medium="water", histories=None, *, scores,
                seed: int = BUILD_SEED) -> BuildPlan:
     """The :class:`BuildPlan` of a table of ``nuclide`` in ``medium``.
 
-    ``histories`` None: a pilot run (:data:`PILOT_HISTORIES` electrons, then as many
-    photons) gives the first-shell uncertainty; the electron count follows from
-    :func:`planned_histories`, photons :data:`BUILD_PHOTONS` (a nuclide without electrons
-    plans its photons instead).  ``histories`` (electrons, photons): used as given; a
-    pilot only times them when they are many.
+    ``scores``: a callable ``(edges_mm, density_g_cm3) -> (W, labels)`` giving the linear
+    functions of the table's shell energies to plan for (one row of W each; the project
+    plans for the voxel kernel's first shells of voxels,
+    :func:`voxdose.kernels.voxel.voxel_shell_scores`).  ``histories`` None: electron-only
+    and photon-only pilots (:data:`PILOT_HISTORIES` each) measure every score's
+    uncertainty per history and the cost of a history; :func:`planned_histories` gives the
+    cheapest (electrons, photons) for :data:`PLAN_REL_UNCERTAINTY` in every score.
+    ``histories`` (electrons, photons): used as given; a pilot only times them when they
+    are many.
     """
     nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
     check_buildable(nuc)
+    med = media.get_medium(medium)
+    w, labels = scores(default_edges(nuc, med), float(med["density_g_cm3"]))
+    w = np.atleast_2d(np.asarray(w, dtype=np.float64))
+    labels = list(labels)
     # compile (or load from Numba's cache) the transport, so that the pilot times transport
     simulate_dpk(nuc, 200, 200, n_batches=2, seed=1, medium=medium, r_max_mm=10.0)
     if histories is not None:
         n_e, n_p = (max(0, int(v)) for v in histories)
         if n_e + n_p <= 2 * PILOT_HISTORIES:
-            return BuildPlan(n_e, n_p, [n_e, n_p])
-    pilot = _pilot(nuc, medium, seed)
+            return BuildPlan(n_e, n_p, [n_e, n_p], scores=w, score_labels=labels)
+    pilot = _pilot(nuc, medium, seed, w)
     if histories is None:
-        if _emission_arrays(nuc)[-1] > 0:
-            n_e = planned_histories(pilot["electron_first_shells_rel_uncertainty"],
-                                    PILOT_HISTORIES)
-            n_p = BUILD_PHOTONS if _photon_emissions(nuc)[0].size else 0
-        else:
-            n_e = 0
-            n_p = max(BUILD_PHOTONS, planned_histories(
-                pilot["photon_first_shells_rel_uncertainty"], PILOT_HISTORIES))
+        n_e, n_p = planned_histories(
+            pilot["electron_score_values"], pilot["electron_score_standard_errors"],
+            pilot["photon_score_values"], pilot["photon_score_standard_errors"],
+            PILOT_HISTORIES, pilot["electron_s_per_history"], pilot["photon_s_per_history"],
+            electrons=_emission_arrays(nuc)[-1] > 0,
+            photons=bool(_photon_emissions(nuc)[0].size))
     est = n_e * pilot["electron_s_per_history"] + n_p * pilot["photon_s_per_history"]
-    return BuildPlan(n_e, n_p, "auto" if histories is None else [n_e, n_p], est, pilot)
+    return BuildPlan(n_e, n_p, "auto" if histories is None else [n_e, n_p], est, pilot,
+                     w, labels)
 
 
 def build_dpk(nuclide: str | Nuclide, medium="water", plan: BuildPlan | None = None, *,
-              seed: int = BUILD_SEED) -> DPKResult:
+              scores=None, seed: int = BUILD_SEED) -> DPKResult:
     """Build the table of a nuclide without a shipped one: :func:`simulate_dpk` with the
-    histories of ``plan`` (default :func:`plan_build`), :data:`BUILD_BATCHES` batches and
-    ``seed``.  ``record()['settings']['build']`` holds the plan, the target and the
-    achieved first-shell uncertainties (``target_met``)."""
+    histories of ``plan`` (default :func:`plan_build` with ``scores``),
+    :data:`BUILD_BATCHES` batches and ``seed``.  ``record()['settings']['build']`` holds
+    the plan, the target and each score's achieved uncertainty (``target_met``)."""
     nuc = load_nuclide(nuclide) if isinstance(nuclide, str) else nuclide
-    plan = plan if plan is not None else plan_build(nuc, medium, seed=seed)
+    if plan is None:
+        if scores is None:
+            raise InputError("build_dpk needs a plan or the scores to plan for")
+        plan = plan_build(nuc, medium, scores=scores, seed=seed)
     res = simulate_dpk(nuc, plan.n_electrons, plan.n_photons, seed=seed,
                        n_batches=BUILD_BATCHES, medium=medium)
-    achieved = res.first_shells_rel_uncertainty()
+    value, se = score_statistics(res, plan.scores)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        achieved = [float(x) for x in np.where(value > 0, se / value, 0.0)]
     res.settings["build"] = {
         "histories": plan.histories_spec,
-        "first_shells": FIRST_SHELLS,
+        "planned_for": "the voxel kernel's first shells of voxels (sum of S over each shell)",
+        "scores": plan.score_labels,
         "target_rel_uncertainty": TARGET_REL_UNCERTAINTY,
         "planned_for_rel_uncertainty": PLAN_REL_UNCERTAINTY if plan.pilot else None,
-        "achieved_first_shells_rel_uncertainty": achieved,
+        "achieved_rel_uncertainty": achieved,
         "target_met": bool(max(achieved, default=0.0) <= TARGET_REL_UNCERTAINTY),
         "estimate_s": plan.estimate_s,
         "pilot": plan.pilot,
