@@ -130,7 +130,9 @@ def _say_built(pk, name: str, med: str) -> None:
     console.print(f"{name} in {med}: Monte Carlo table [bold]{rec['cache_file']}[/] "
                   f"({rec.get('n_electron_histories', 0):,} electron + "
                   f"{rec.get('n_photon_histories', 0):,} photon histories, built in "
-                  f"{rec.get('wall_seconds', 0.0):.0f} s; {voxel_uncertainty_text(rec)})",
+                  f"{rec.get('wall_seconds', 0.0):.0f} s at "
+                  f"{rec.get('histories_per_second') or 0:,.0f} histories/s; "
+                  f"{voxel_uncertainty_text(rec)})",
                   highlight=False)
 
 

@@ -325,7 +325,9 @@ def build_cached_dpk(nuclide: str, medium: str, histories=None, cache_dir=None,
     res = build_dpk(nuclide, medium, plan)
     record = _built_record(res, key, time.perf_counter() - t0, reason)
     stored = _store_dpk(res, record, csv_path, json_path)
-    say(f"built {what} in {record['wall_seconds']:.0f} s; {voxel_uncertainty_text(record)}"
+    rate = record.get("histories_per_second")
+    say(f"built {what} in {record['wall_seconds']:.0f} s"
+        + (f" ({rate:,.0f} histories/s)" if rate else "") + f"; {voxel_uncertainty_text(record)}"
         + ("" if stored else " (not cached: the cache folder cannot be written)"))
     for w in record["warnings"]:
         say(f"warning: {w}")
