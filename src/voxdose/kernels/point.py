@@ -549,7 +549,8 @@ class TabulatedPointKernel:
                 "code_version", "n_electron_histories", "n_photon_histories", "seed",
                 "energy_balance_residual", "bremsstrahlung_photon_mev_per_decay",
                 "escaped_beyond_table_mev_per_decay", "first_shells_rel_uncertainty",
-                "generated_by", "created_utc", "wall_seconds", "cache_file")
+                "generated_by", "created_utc", "wall_seconds", "histories_per_second",
+                "cache_file")
                 if k in self.record}
             build = (self.record.get("settings") or {}).get("build")
             if build:
