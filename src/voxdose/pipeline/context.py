@@ -77,6 +77,10 @@ class PipelineContext:
     #                                      bands), or None
     decisions: Any = None
     comparison: list = field(default_factory=list)
+    # figures (report/render.py): where they are drawn, and those final after the dose
+    figures: Any = None                  # FigureRenderer (a helper process on the CPU)
+    early_figures: dict | None = None    # name -> (plot function, args, keywords)
+    late_figures: dict | None = None     # the same for the analysis' figures
     # write
     writer: Any = None                   # ResultsWriter on the staged folder
     provenance: dict = field(default_factory=dict)

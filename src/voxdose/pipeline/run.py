@@ -60,19 +60,21 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
         and Lu-177 otherwise; None: no comparison), dosed from the same biological kinetics
         with its own physical decay.
     """
-    from ..report.png import import_matplotlib_in_background
+    from ..report.render import FigureRenderer
 
-    import_matplotlib_in_background()  # the figures come last; the import overlaps the work
     rep = reporter or NullReporter()
     options = PipelineOptions(device=device, kernel_radius_mm=kernel_radius_mm,
                               tia_model=tia_model, density_mode=density_mode,
                               compare_nuclide=compare_nuclide)
-    ctx = PipelineContext(study_path, Path(out_dir), options)
-    run_stages(ctx, STAGES, rep)
-    previous = _previous_outputs(ctx.out_dir)
-    with staged_directory(ctx.out_dir) as stage:
-        ctx.writer = ResultsWriter(stage)
-        run_stages(ctx, [WRITE_STAGE], rep)
+    ctx = PipelineContext(study_path, Path(out_dir), options, figures=FigureRenderer())
+    try:
+        run_stages(ctx, STAGES, rep)
+        previous = _previous_outputs(ctx.out_dir)
+        with staged_directory(ctx.out_dir) as stage:
+            ctx.writer = ResultsWriter(stage, renderer=ctx.figures)
+            run_stages(ctx, [WRITE_STAGE], rep)
+    finally:
+        ctx.figures.close()
     files = ctx.writer.files
     _remove_stale(ctx.out_dir, previous, files)
     return PipelineResult(ctx.out_dir, ctx.dvhs, files, ctx.timings, ctx.provenance,

@@ -102,6 +102,8 @@ def stage_validate(ctx: PipelineContext) -> None:
         check_kernel_emissions(ctx.nuclide)
     if ctx.other_nuclide is not None:
         check_kernel_emissions(load_nuclide(ctx.other_nuclide))
+    if ctx.figures is not None:   # a CPU run draws its figures in a helper process
+        ctx.figures.start(parallel=ctx.backend.name == "cpu")
     ctx.advance(1, 1)
 
 
@@ -229,6 +231,7 @@ def _dose_sigmas(ctx: PipelineContext, ldm, rho) -> None:
 
 def stage_analysis(ctx: PipelineContext) -> None:
     study, nuc, labels, rho = ctx.study, ctx.nuclide, ctx.labels, ctx.density
+    _submit(ctx, _early_figures(ctx))   # drawn while the analysis runs
     ctx.dvhs = {"kernel": compute_dvhs(ctx.dose_kernel, labels, rho),
                 "ldm": compute_dvhs(ctx.dose_ldm, labels, rho)}
     ctx.dvh_uncertainty = None if ctx.dose_kernel_sigma is None else dvh_uncertainty(
@@ -312,12 +315,10 @@ def _write_analysis(ctx: PipelineContext) -> None:
         doc = dvh_json(dvhs["kernel"])
         w.json("dvh.json", doc if unc is None else unc.add_to(doc))
         w.text("dvh_ldm.csv", dvh_csv(dvhs["ldm"]))
-        w.figure("dvh.png", plot_dvhs, dvhs["kernel"],
-                 f"{ctx.study.name}: {ctx.nuclide.name} cumulative DVH (kernel convolution)",
-                 bands=None if unc is None else unc.plot_bands())
+        _figure(ctx, _late_figures(ctx), "dvh.png")
     if ctx.organ_fits:
         w.text("organ_tia.csv", organ_table_csv(ctx.organ_fits))
-        w.figure("tac", plot_tacs, ctx.organ_fits)
+        _figure(ctx, _early_figures(ctx), "tac")
     if dec is not None:
         w.text("mird_check.csv", organ_check_csv(dec.mird))
         if dec.marrow is not None:
@@ -337,9 +338,8 @@ def _write_comparison(ctx: PipelineContext) -> None:
                          "tia": "swapped physical decay from the "
                          f"{nuc.name} fit (biological kinetics kept)"})
         w.text(f"dvh_{t2}.csv", dvh_csv(r.dvhs))
-    w.figure("dvh_compare.png", plot_dvh_overlay, comparison)
-    w.figure("dpk.png", plot_dpks, [r.nuclide for r in comparison],
-             point_kernels={nuc.name: ctx.point_kernel})
+    _figure(ctx, _late_figures(ctx), "dvh_compare.png")
+    _figure(ctx, _late_figures(ctx), "dpk.png")
     w.json("compare.json", {
         "tia_basis": comparison[0].tia_basis,
         "assumption": f"{ctx.other_nuclide} dosed with the biological kinetics fitted for "
@@ -360,20 +360,71 @@ def _display_centre(ctx: PipelineContext):
 
 
 def _write_figures(ctx: PipelineContext) -> None:
-    w, study, grid, ct_ref = ctx.writer, ctx.study, ctx.grid, ctx.ct_ref
-    lab = None if ctx.labels is None else ctx.labels.data
-    centre = _display_centre(ctx)
-    w.figure("dose_slice.png", plot_dose_slices, to_numpy(ctx.dose_kernel.data),
-             grid.spacing_mm, lab, centre,
-             f"{study.name}: {ctx.nuclide.name} absorbed dose (Gy)",
-             ct_hu=None if ct_ref is None else ct_ref.data, affine=grid.affine)
+    study, early = ctx.study, _early_figures(ctx)
+    _figure(ctx, early, "dose_slice.png")
     for i, (tp, reg) in enumerate(zip(study.timepoints, ctx.registrations)):
         # reference point -> this time point's point
-        w.transform(f"registration/tp{i}_{tp.time_h:g}h_{reg.kind}.tfm", reg)
-    if ct_ref is not None and len(study.timepoints) > 1:
-        w.figure("registration.png", plot_registration_rows, _registration_rows(ctx, centre),
-                 grid.spacing_mm, f"reference CT (time point {study.reference_index}, fixed) "
-                 "vs each time point's registered CT (moving)")
+        ctx.writer.transform(f"registration/tp{i}_{tp.time_h:g}h_{reg.kind}.tfm", reg)
+    _figure(ctx, early, "registration.png")
+
+
+# -- figures: what each one draws, and where (report/render.py) ----------------------------
+# A figure is (plot function, arguments, keywords) by result name; with a helper process
+# (a CPU run) it is submitted as soon as its data are final and written in its place.
+
+def _early_figures(ctx: PipelineContext) -> dict:
+    """The figures final once the dose and the organ fits are (made once: the
+    registration rows resample the CTs)."""
+    if ctx.early_figures is None:
+        study, grid, ct_ref = ctx.study, ctx.grid, ctx.ct_ref
+        lab = None if ctx.labels is None else ctx.labels.data
+        centre = _display_centre(ctx)
+        jobs = {"dose_slice.png": (plot_dose_slices, (
+            to_numpy(ctx.dose_kernel.data), grid.spacing_mm, lab, centre,
+            f"{study.name}: {ctx.nuclide.name} absorbed dose (Gy)"), {
+            "ct_hu": None if ct_ref is None else ct_ref.data, "affine": grid.affine})}
+        if ctx.organ_fits:
+            jobs["tac"] = (plot_tacs, (ctx.organ_fits,), {})
+        if ct_ref is not None and len(study.timepoints) > 1:
+            jobs["registration.png"] = (plot_registration_rows, (
+                _registration_rows(ctx, centre), grid.spacing_mm,
+                f"reference CT (time point {study.reference_index}, fixed) vs each time "
+                "point's registered CT (moving)"), {})
+        ctx.early_figures = jobs
+    return ctx.early_figures
+
+
+def _late_figures(ctx: PipelineContext) -> dict:
+    """The figures of the analysis: the DVHs (with their bands) and the comparison (made
+    once)."""
+    if ctx.late_figures is not None:
+        return ctx.late_figures
+    jobs, dvhs, comparison, nuc = {}, ctx.dvhs, ctx.comparison, ctx.nuclide
+    if dvhs:
+        unc = ctx.dvh_uncertainty
+        jobs["dvh.png"] = (plot_dvhs, (
+            dvhs["kernel"], f"{ctx.study.name}: {nuc.name} cumulative DVH (kernel "
+            "convolution)"), {"bands": None if unc is None else unc.plot_bands()})
+    if comparison:
+        jobs["dvh_compare.png"] = (plot_dvh_overlay, (comparison,), {})
+        jobs["dpk.png"] = (plot_dpks, ([r.nuclide for r in comparison],),
+                           {"point_kernels": {nuc.name: ctx.point_kernel}})
+    ctx.late_figures = jobs
+    return jobs
+
+
+def _submit(ctx: PipelineContext, jobs: dict) -> None:
+    """Start drawing ``jobs`` in the helper process (nothing without one)."""
+    if ctx.figures is not None and ctx.figures.parallel:
+        for name, (fn, args, kw) in jobs.items():
+            ctx.figures.submit(name, fn, *args, **kw)
+
+
+def _figure(ctx: PipelineContext, jobs: dict, name: str) -> None:
+    """Write figure ``name`` of ``jobs`` (if it is one) through the results writer."""
+    if name in jobs:
+        fn, args, kw = jobs[name]
+        ctx.writer.figure(name, fn, *args, **kw)
 
 
 def _registration_rows(ctx: PipelineContext, centre) -> list:
@@ -394,6 +445,7 @@ def _registration_rows(ctx: PipelineContext, centre) -> list:
 
 def stage_write(ctx: PipelineContext) -> None:
     """Every result file except provenance.json and report.html (see finish_write)."""
+    _submit(ctx, _late_figures(ctx))   # drawn while the maps are written
     _write_maps(ctx)
     _write_analysis(ctx)
     _write_comparison(ctx)

@@ -29,9 +29,10 @@ class ResultsWriter:
     can never claim more than the folder holds.
     """
 
-    def __init__(self, root):
+    def __init__(self, root, renderer=None):
         self.root = Path(root)
         self._files: list[str] = []
+        self.renderer = renderer   # report.render.FigureRenderer, or None: drawn here
 
     @property
     def files(self) -> list[str]:
@@ -73,8 +74,12 @@ class ResultsWriter:
     def figure(self, name: str, plot_fn: Callable, *args, **kw) -> None:
         """``plot_fn(path, *args, **kw)`` writes the file ``name``; a function that writes a
         set of files into the folder ``name`` instead returns their names (list) within it,
-        like :func:`plot_tacs`."""
-        written = plot_fn(self.path(name), *args, **kw)
+        like :func:`plot_tacs`. With a renderer, drawn where it draws (a figure it was
+        given earlier is taken from it)."""
+        if self.renderer is None:
+            written = plot_fn(self.path(name), *args, **kw)
+        else:
+            written = self.renderer.draw(self.path(name), name, plot_fn, *args, **kw)
         if isinstance(written, (list, tuple)):
             for n in written:
                 self._record(self.path(name) / n)

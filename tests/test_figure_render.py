@@ -1,0 +1,137 @@
+"""Figures drawn in the helper process (report/render.py) are the figures drawn in the
+pipeline's own process, byte for byte; a figure the helper cannot draw is drawn here, so
+that its real error is raised here; the helper never runs the caller's script again."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from voxdose.analysis.dvh import DVH
+from voxdose.report.plots import plot_dvhs
+from voxdose.report.render import FigureRenderer
+
+
+def _dvhs():
+    rng = np.random.default_rng(3)
+    out = []
+    for name in ("kidney_left", "liver", "marrow"):
+        out.append(DVH(name, 0.11, np.sort(rng.gamma(4.0, 1.5, 500))[::-1].copy()))
+    return out
+
+
+def _set_of_figures(path, n: int):
+    """A figure function that writes a set of files into the folder ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from voxdose.report.png import save_png
+
+    path.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(n):
+        fig, ax = plt.subplots(figsize=(3, 2), dpi=60)
+        ax.plot(np.arange(10) ** (1 + i / 3))
+        save_png(fig, path / f"f{i}.png")
+        names.append(f"f{i}.png")
+    return names
+
+
+def _fails(path):
+    raise ValueError("this figure cannot be drawn")
+
+
+@pytest.fixture()
+def renderer():
+    r = FigureRenderer()
+    r.start(parallel=True)
+    yield r
+    r.close()
+
+
+def test_helper_figures_are_the_figures_drawn_here(renderer, tmp_path):
+    assert renderer.parallel
+    dvhs = _dvhs()
+    renderer.submit("dvh.png", plot_dvhs, dvhs, "title")
+    renderer.submit("set", _set_of_figures, 3)
+    there = tmp_path / "helper"
+    here = tmp_path / "here"
+    assert renderer.draw(there / "dvh.png", "dvh.png", plot_dvhs, dvhs, "title") is None
+    assert renderer.draw(there / "set", "set", _set_of_figures, 3) == [
+        "f0.png", "f1.png", "f2.png"]
+    plot_dvhs(here / "dvh.png", dvhs, "title")
+    _set_of_figures(here / "set", 3)
+    for rel in ("dvh.png", "set/f0.png", "set/f1.png", "set/f2.png"):
+        assert (there / rel).read_bytes() == (here / rel).read_bytes(), rel
+    # a figure never submitted is drawn by the helper when asked for
+    assert renderer.draw(there / "late.png", "late.png", plot_dvhs, dvhs[:1], "t") is None
+    assert (there / "late.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_figure_the_helper_cannot_draw_raises_its_own_error_here(renderer, tmp_path):
+    renderer.submit("bad.png", _fails)
+    with pytest.raises(ValueError, match="cannot be drawn"):
+        renderer.draw(tmp_path / "bad.png", "bad.png", _fails)
+    # arguments that do not pickle: drawn here
+    calls = []
+
+    def local(path):
+        calls.append(path)
+        path.write_bytes(b"x")
+
+    renderer.submit("local.png", local)
+    renderer.draw(tmp_path / "local.png", "local.png", local)
+    assert calls == [tmp_path / "local.png"]
+    assert renderer.parallel   # the helper is still there for the next figure
+
+
+def test_a_dead_helper_leaves_the_figures_to_this_process(tmp_path):
+    r = FigureRenderer()
+    r.start(parallel=True)
+    r.submit("a.png", plot_dvhs, _dvhs(), "t")
+    r._proc.kill()
+    r.draw(tmp_path / "a.png", "a.png", plot_dvhs, _dvhs(), "t")
+    assert (tmp_path / "a.png").is_file()
+    r.close()
+
+
+def test_serial_without_start_or_when_asked(monkeypatch, tmp_path):
+    assert not FigureRenderer().parallel
+    monkeypatch.setenv("VOXDOSE_SERIAL_FIGURES", "1")
+    r = FigureRenderer()
+    r.start(parallel=True)
+    assert not r.parallel
+    r.draw(tmp_path / "a.png", "a.png", plot_dvhs, _dvhs(), "t")
+    assert (tmp_path / "a.png").is_file()
+    r.close()
+
+
+def test_the_helper_does_not_run_the_callers_script_again(tmp_path):
+    """multiprocessing's spawn would import an unguarded script again in its child."""
+    script = tmp_path / "unguarded.py"
+    marker = tmp_path / "runs.txt"
+    script.write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        from voxdose.report.plots import plot_dvhs
+        from voxdose.report.render import FigureRenderer
+        import numpy as np
+        from voxdose.analysis.dvh import DVH
+        with open({str(marker)!r}, "a") as f:
+            f.write("run\\n")
+        r = FigureRenderer()
+        r.start(parallel=True)
+        assert r.parallel
+        d = [DVH("a", 0.1, np.linspace(1, 0, 50))]
+        r.submit("x.png", plot_dvhs, d, "t")
+        r.draw(Path({str(tmp_path)!r}) / "x.png", "x.png", plot_dvhs, d, "t")
+        r.close()
+    """))
+    subprocess.run([sys.executable, str(script)], check=True, timeout=120)
+    assert marker.read_text() == "run\n"
+    assert (tmp_path / "x.png").is_file()
