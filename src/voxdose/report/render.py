@@ -78,7 +78,7 @@ def serve(stdin=None, stdout=None) -> int:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.pyplot
 
     from . import compare_plots, dpk_plot, plots, tac_plots  # noqa: F401
 
