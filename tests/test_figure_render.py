@@ -4,6 +4,7 @@ that its real error is raised here; the helper never runs the caller's script ag
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import pytest
 
 from voxdose.analysis.dvh import DVH
 from voxdose.report.plots import plot_dvhs
-from voxdose.report.render import FigureRenderer
+from voxdose.report.render import SERIAL_ENV, FigureRenderer
 
 
 def _dvhs():
@@ -47,14 +48,20 @@ def _fails(path):
     raise ValueError("this figure cannot be drawn")
 
 
+needs_two_cores = pytest.mark.skipif((os.cpu_count() or 1) < 2,
+                                     reason="the helper process is used from two cores on")
+
+
 @pytest.fixture()
-def renderer():
+def renderer(monkeypatch):
+    monkeypatch.delenv(SERIAL_ENV, raising=False)
     r = FigureRenderer()
     r.start(parallel=True)
     yield r
     r.close()
 
 
+@needs_two_cores
 def test_helper_figures_are_the_figures_drawn_here(renderer, tmp_path):
     assert renderer.parallel
     dvhs = _dvhs()
@@ -74,6 +81,7 @@ def test_helper_figures_are_the_figures_drawn_here(renderer, tmp_path):
     assert (there / "late.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@needs_two_cores
 def test_a_figure_the_helper_cannot_draw_raises_its_own_error_here(renderer, tmp_path):
     renderer.submit("bad.png", _fails)
     with pytest.raises(ValueError, match="cannot be drawn"):
@@ -91,7 +99,9 @@ def test_a_figure_the_helper_cannot_draw_raises_its_own_error_here(renderer, tmp
     assert renderer.parallel   # the helper is still there for the next figure
 
 
-def test_a_dead_helper_leaves_the_figures_to_this_process(tmp_path):
+@needs_two_cores
+def test_a_dead_helper_leaves_the_figures_to_this_process(tmp_path, monkeypatch):
+    monkeypatch.delenv(SERIAL_ENV, raising=False)
     r = FigureRenderer()
     r.start(parallel=True)
     r.submit("a.png", plot_dvhs, _dvhs(), "t")
@@ -112,14 +122,15 @@ def test_serial_without_start_or_when_asked(monkeypatch, tmp_path):
     r.close()
 
 
-def test_the_helper_does_not_run_the_callers_script_again(tmp_path):
+@needs_two_cores
+def test_the_helper_does_not_run_the_callers_script_again(tmp_path, monkeypatch):
     """multiprocessing's spawn would import an unguarded script again in its child."""
     script = tmp_path / "unguarded.py"
     marker = tmp_path / "runs.txt"
     script.write_text(textwrap.dedent(f"""
         from pathlib import Path
         from voxdose.report.plots import plot_dvhs
-        from voxdose.report.render import FigureRenderer
+        from voxdose.report.render import SERIAL_ENV, FigureRenderer
         import numpy as np
         from voxdose.analysis.dvh import DVH
         with open({str(marker)!r}, "a") as f:
@@ -132,6 +143,7 @@ def test_the_helper_does_not_run_the_callers_script_again(tmp_path):
         r.draw(Path({str(tmp_path)!r}) / "x.png", "x.png", plot_dvhs, d, "t")
         r.close()
     """))
+    monkeypatch.delenv(SERIAL_ENV, raising=False)
     subprocess.run([sys.executable, str(script)], check=True, timeout=120)
     assert marker.read_text() == "run\n"
     assert (tmp_path / "x.png").is_file()
