@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +27,8 @@ def _dvhs():
 
 
 def _set_of_figures(path, n: int):
-    """A figure function that writes a set of files into the folder ``path``."""
+    """A figure function that writes a set of files into the folder ``path`` (and which
+    process drew them, in pid.txt)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -41,11 +43,8 @@ def _set_of_figures(path, n: int):
         ax.plot(np.arange(10) ** (1 + i / 3))
         save_png(fig, path / f"f{i}.png")
         names.append(f"f{i}.png")
-    return names
-
-
-def _fails(path):
-    raise ValueError("this figure cannot be drawn")
+    (path / "pid.txt").write_text(str(os.getpid()))
+    return [*names, "pid.txt"]
 
 
 needs_two_cores = pytest.mark.skipif((os.cpu_count() or 1) < 2,
@@ -54,7 +53,11 @@ needs_two_cores = pytest.mark.skipif((os.cpu_count() or 1) < 2,
 
 @pytest.fixture()
 def renderer(monkeypatch):
+    """A started helper that can import this test module (tests/ on its PYTHONPATH)."""
     monkeypatch.delenv(SERIAL_ENV, raising=False)
+    here = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [here, *filter(None, [os.environ.get("PYTHONPATH")])]))
     r = FigureRenderer()
     r.start(parallel=True)
     yield r
@@ -71,7 +74,8 @@ def test_helper_figures_are_the_figures_drawn_here(renderer, tmp_path):
     here = tmp_path / "here"
     assert renderer.draw(there / "dvh.png", "dvh.png", plot_dvhs, dvhs, "title") is None
     assert renderer.draw(there / "set", "set", _set_of_figures, 3) == [
-        "f0.png", "f1.png", "f2.png"]
+        "f0.png", "f1.png", "f2.png", "pid.txt"]
+    assert int((there / "set" / "pid.txt").read_text()) == renderer._proc.pid  # drawn there
     plot_dvhs(here / "dvh.png", dvhs, "title")
     _set_of_figures(here / "set", 3)
     for rel in ("dvh.png", "set/f0.png", "set/f1.png", "set/f2.png"):
@@ -83,9 +87,10 @@ def test_helper_figures_are_the_figures_drawn_here(renderer, tmp_path):
 
 @needs_two_cores
 def test_a_figure_the_helper_cannot_draw_raises_its_own_error_here(renderer, tmp_path):
-    renderer.submit("bad.png", _fails)
-    with pytest.raises(ValueError, match="cannot be drawn"):
-        renderer.draw(tmp_path / "bad.png", "bad.png", _fails)
+    # fails in the helper (no DVHs to draw), then here with its own error
+    renderer.submit("bad.png", plot_dvhs, None, "t")
+    with pytest.raises(TypeError):
+        renderer.draw(tmp_path / "bad.png", "bad.png", plot_dvhs, None, "t")
     # arguments that do not pickle: drawn here
     calls = []
 
@@ -96,11 +101,38 @@ def test_a_figure_the_helper_cannot_draw_raises_its_own_error_here(renderer, tmp
     renderer.submit("local.png", local)
     renderer.draw(tmp_path / "local.png", "local.png", local)
     assert calls == [tmp_path / "local.png"]
-    assert renderer.parallel   # the helper is still there for the next figure
+    # the helper is alive and draws the next figure
+    assert renderer._proc.poll() is None and renderer.parallel
+    assert renderer.draw(tmp_path / "set", "set", _set_of_figures, 1)[-1] == "pid.txt"
+    assert int((tmp_path / "set" / "pid.txt").read_text()) == renderer._proc.pid
+
+
+def _drawn_where(path, tag: str):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "pid.txt").write_text(f"{tag} {os.getpid()}")
+    return ["pid.txt"]
 
 
 @needs_two_cores
-def test_a_dead_helper_leaves_the_figures_to_this_process(tmp_path, monkeypatch):
+def test_a_function_the_helper_cannot_import_is_drawn_here_and_the_helper_lives_on(
+        tmp_path, monkeypatch):
+    monkeypatch.delenv(SERIAL_ENV, raising=False)
+    monkeypatch.delenv("PYTHONPATH", raising=False)   # this test module: not importable there
+    r = FigureRenderer()
+    r.start(parallel=True)
+    r.submit("x", _drawn_where, "here")
+    assert r.draw(tmp_path / "x", "x", _drawn_where, "here") == ["pid.txt"]
+    assert (tmp_path / "x" / "pid.txt").read_text() == f"here {os.getpid()}"
+    assert r._proc.poll() is None and r.parallel
+    r.draw(tmp_path / "d.png", "d.png", plot_dvhs, _dvhs(), "t")
+    assert (tmp_path / "d.png").is_file() and r._proc.poll() is None
+    r.close()
+
+
+@needs_two_cores
+def test_a_dead_helper_leaves_every_later_figure_to_this_process(tmp_path, monkeypatch):
+    """The helper killed (or gone after a job it could not import): the figure waiting
+    for it and every later one are drawn here, none hangs."""
     monkeypatch.delenv(SERIAL_ENV, raising=False)
     r = FigureRenderer()
     r.start(parallel=True)
@@ -108,6 +140,12 @@ def test_a_dead_helper_leaves_the_figures_to_this_process(tmp_path, monkeypatch)
     r._proc.kill()
     r.draw(tmp_path / "a.png", "a.png", plot_dvhs, _dvhs(), "t")
     assert (tmp_path / "a.png").is_file()
+    for i in range(3):   # submitted after the death, or drawn without a submit
+        if i == 1:
+            r.submit(f"b{i}", _drawn_where, "late")
+        assert r.draw(tmp_path / f"b{i}", f"b{i}", _drawn_where, "late") == ["pid.txt"]
+        assert (tmp_path / f"b{i}" / "pid.txt").read_text() == f"late {os.getpid()}"
+    assert not r.parallel
     r.close()
 
 

@@ -102,6 +102,15 @@ def test_allocation_of_electrons_and_photons_is_the_cheapest():
                                  photons=False) == (dpk.MIN_BUILD_HISTORIES, 0)
     assert dpk.planned_histories([1e-9], [0.5e-9], [0.0], [0.0], n_pilot, t_e, t_p,
                                  photons=False) == (dpk.MAX_BUILD_HISTORIES, 0)
+    # electrons at their ceiling: the photons make up for it (a = 1.95 M, b = 20 000 per
+    # unit budget, ceiling 2 M electrons: N_p = b / (1 - a / 2 M) = 800 000; the
+    # unconstrained optimum would ask 2.01 M electrons and only 644 000 photons)
+    v = 1e-9
+    se_a = target * v * math.sqrt(1.95e6 / n_pilot)
+    se_b = target * v * math.sqrt(2e4 / n_pilot)
+    capped = dpk.planned_histories([0.5 * v], [se_a], [0.5 * v], [se_b], n_pilot, t_e, t_p,
+                                   hi=2_000_000)
+    assert capped == (2_000_000, 800_000)
     # photons that add nothing near the source get the floor
     e_floor = dpk.planned_histories([1e-9], [0.012e-9], [1e-13], [0.0], n_pilot, t_e, t_p)
     assert e_floor == (180_000, dpk.MIN_BUILD_HISTORIES)
@@ -120,3 +129,17 @@ def test_a_planned_build_meets_its_target_in_every_shell_of_voxels():
                              seed=dpk.BUILD_SEED, n_batches=dpk.BUILD_BATCHES)
     v, se = dpk.score_statistics(fewer, plan.scores)
     assert max(se / v) > dpk.TARGET_REL_UNCERTAINTY
+
+
+def test_the_pilots_split_each_score_between_electrons_and_photons_once():
+    """The two pilots' shares add up to the score of one run of both sources (the same
+    streams): the photon lines below the transport's cut, deposited in the first shell of
+    either run, are counted once (I-125: ~2 % of the 1 mm source voxel)."""
+    nuc = load_nuclide("I-125")
+    w, _ = V.voxel_shell_scores(dpk.default_edges(nuc), 1.0, voxels_mm=(1.0,))
+    pilot = dpk._pilot(nuc, "water", 5, w)
+    both = dpk.simulate_dpk(nuc, dpk.PILOT_HISTORIES, dpk.PILOT_HISTORIES, seed=6,
+                            n_batches=dpk.BUILD_BATCHES)
+    shares = np.add(pilot["electron_score_values"], pilot["photon_score_values"])
+    np.testing.assert_allclose(shares, w @ both.energy_mev, rtol=1e-12)
+    assert dpk._photon_emissions(nuc)[2] * w[0, 0] > 0.01 * shares[0]   # it matters here

@@ -184,7 +184,9 @@ def run_study(study_path: str, out_dir: str, device: str = "auto",
                                         plan_after_h=dict(after_h) if after_h else None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            res = run_pipeline(study, Path(out_dir), device=device, reporter=_SerialWrites())
+            # figures in the worker itself: the cohort's workers already use every core
+            res = run_pipeline(study, Path(out_dir), device=device, reporter=_SerialWrites(),
+                               figure_helper=False)
         return {"status": DONE, "seconds": time.perf_counter() - t0, "where": where,
                 "device": res.provenance.get("device", "")}
     except MemoryError:

@@ -559,13 +559,15 @@ def planned_histories(value_e, se_e, value_p, se_p, n_pilot: int, s_per_electron
         best = None
         for rho in np.geomspace(1e-4, 1e4, 401):           # N_p / N_e
             n_e = float(np.max(alpha + beta / rho, initial=0.0))
-            n_e, n_p = max(n_e, lo), max(rho * n_e, lo)
-            # a floor frees budget for the other source
-            n_e = max(lo, min(n_e, _required(alpha, beta, n_p)))
-            n_p = max(lo, min(n_p, _required(beta, alpha, n_e)))
-            cost = s_per_electron * n_e + s_per_photon * n_p
-            if best is None or cost < best[0]:
-                best = (cost, n_e, n_p)
+            n_e, n_p = min(hi, max(n_e, lo)), min(hi, max(rho * n_e, lo))
+            # a floor frees budget for the other source, a ceiling asks more of it
+            n_e = min(hi, max(lo, _required(alpha, beta, n_p)))
+            n_p = min(hi, max(lo, _required(beta, alpha, n_e)))
+            worst = float(np.max(alpha / n_e + beta / n_p, initial=0.0))
+            key = (worst > 1.0 + 1e-9, worst if worst > 1.0 + 1e-9 else 0.0,
+                   s_per_electron * n_e + s_per_photon * n_p)   # feasible first, cheapest
+            if best is None or key < best[0]:
+                best = (key, n_e, n_p)
         n_e, n_p = best[1], best[2]
     else:
         n_e = float(np.max(alpha, initial=0.0)) if electrons else 0.0
@@ -585,7 +587,11 @@ def _pilot(nuc: Nuclide, medium, seed: int, scores: np.ndarray) -> dict:
         t0 = time.perf_counter()
         res = simulate_dpk(nuc, ne, npb, seed=seed + 1, n_batches=BUILD_BATCHES, medium=medium)
         out[f"{label}_s_per_history"] = (time.perf_counter() - t0) / PILOT_HISTORIES
-        value, se = score_statistics(res, scores)
+        _, se = score_statistics(res, scores)
+        # each source's own share: the photon lines below the transport's cut sit in the
+        # first shell of both runs, and belong to the photons
+        value = scores @ (res.electron_shell_mev if label == "electron" else
+                          res.photon_shell_mev)
         out[f"{label}_score_values"] = [float(x) for x in value]
         out[f"{label}_score_standard_errors"] = [float(x) for x in se]
         out[f"{label}_first_shells_rel_uncertainty"] = res.first_shells_rel_uncertainty()

@@ -18,6 +18,7 @@ class PipelineOptions:
     tia_model: str = "auto"
     density_mode: str = "none"
     compare_nuclide: str | None = "auto"
+    figure_helper: bool = True     # a CPU run may draw its figures in a helper process
 
 
 def _no_progress(done=None, total=None) -> None:

@@ -46,8 +46,8 @@ class PipelineResult:
 
 def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
                  kernel_radius_mm: float | None = None, tia_model: str = "auto",
-                 density_mode: str = "none", compare_nuclide: str | None = "auto"
-                 ) -> PipelineResult:
+                 density_mode: str = "none", compare_nuclide: str | None = "auto",
+                 figure_helper: bool = True) -> PipelineResult:
     """Run every stage on a study (path of study.toml, or a validated :class:`Study`);
     write results into ``out_dir``.
 
@@ -59,13 +59,16 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
     compare_nuclide : a second nuclide for the comparison ('auto': Y-90 for a Lu-177 study
         and Lu-177 otherwise; None: no comparison), dosed from the same biological kinetics
         with its own physical decay.
+    figure_helper : on a CPU run, draw the figures in a helper process while the pipeline
+        computes (:mod:`voxdose.report.render`); False: in this process.
     """
     from ..report.render import FigureRenderer
 
     rep = reporter or NullReporter()
     options = PipelineOptions(device=device, kernel_radius_mm=kernel_radius_mm,
                               tia_model=tia_model, density_mode=density_mode,
-                              compare_nuclide=compare_nuclide)
+                              compare_nuclide=compare_nuclide,
+                              figure_helper=bool(figure_helper))
     ctx = PipelineContext(study_path, Path(out_dir), options, figures=FigureRenderer())
     try:
         run_stages(ctx, STAGES, rep)

@@ -103,7 +103,7 @@ def stage_validate(ctx: PipelineContext) -> None:
     if ctx.other_nuclide is not None:
         check_kernel_emissions(load_nuclide(ctx.other_nuclide))
     if ctx.figures is not None:   # a CPU run draws its figures in a helper process
-        ctx.figures.start(parallel=ctx.backend.name == "cpu")
+        ctx.figures.start(parallel=opt.figure_helper and ctx.backend.name == "cpu")
     ctx.advance(1, 1)
 
 

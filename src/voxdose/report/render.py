@@ -3,7 +3,7 @@
 Drawing a figure is Python-bound matplotlib work (the demo's six figures: ~6 s of one
 core), and the pipeline's computing stages leave the second core of a small machine
 mostly idle. So a CPU run draws its figures in one helper process, a fresh interpreter
-(``python -m voxdose.report.render``: never a fork of a process that runs threads, and
+(``python -P -c`` running :func:`serve`: never a fork of a process that runs threads, and
 never a re-run of the caller's script, as multiprocessing's ``spawn`` would do for a
 script without a ``__main__`` guard). A figure whose data are final is submitted as soon
 as they are (:meth:`FigureRenderer.submit`, pickled through the helper's stdin by a sender
@@ -13,9 +13,10 @@ so the results folder, the order of ``provenance.json``'s outputs and the pixels
 drawing in the process gives (test).
 
 Drawn in the process instead: runs on a GPU (their arrays may live on the device), a
-machine with one core, :data:`SERIAL_ENV` set to 1, and every figure whose helper failed
-for any reason (drawn again here, so that a real error in a figure is raised here, with
-its own traceback).
+process with one core, the studies of a cohort (its workers already use every core), a
+frozen application, :data:`SERIAL_ENV` set to 1, and every figure whose helper failed or
+ended for any reason (drawn again here, so that a real error in a figure is raised here,
+with its own traceback).
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ import subprocess
 import sys
 import tempfile
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, TimeoutError
 from pathlib import Path
 
 from ..io.atomic import atomic_path
 
 #: Set to 1 to draw every figure in the pipeline's own process.
 SERIAL_ENV = "VOXDOSE_SERIAL_FIGURES"
+#: Seconds a figure may take in the helper before the helper is stopped (the demo's
+#: slowest takes ~2 s).
+DRAW_TIMEOUT_S = 300.0
 _HEADER = struct.Struct("<Q")
 
 
@@ -44,8 +48,8 @@ def _send(stream, obj) -> None:
     stream.flush()
 
 
-def _receive(stream):
-    """The next message, or EOFError at the end of the stream."""
+def _receive_bytes(stream) -> bytes:
+    """The next message's bytes, or EOFError at the end of the stream."""
     head = stream.read(_HEADER.size)
     if len(head) < _HEADER.size:
         raise EOFError
@@ -53,7 +57,19 @@ def _receive(stream):
     data = stream.read(n)
     if len(data) < n:
         raise EOFError
-    return pickle.loads(data)
+    return data
+
+
+def _receive(stream):
+    """The next message, or EOFError at the end of the stream."""
+    return pickle.loads(_receive_bytes(stream))
+
+
+def _job_message(job: int, basename: str, plot_fn, args: tuple, kwargs: dict) -> tuple:
+    """What the helper is sent: the job id and the job pickled on its own, so that a job
+    the helper cannot unpickle still has an id to answer."""
+    return job, pickle.dumps((basename, plot_fn, args, kwargs),
+                             protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _render(basename: str, plot_fn, args: tuple, kwargs: dict):
@@ -69,8 +85,9 @@ def _render(basename: str, plot_fn, args: tuple, kwargs: dict):
 
 
 def serve(stdin=None, stdout=None) -> int:
-    """The helper's loop: (job id, file name, plot function, args, keywords) in, (job id,
-    result or None) out, until the input ends."""
+    """The helper's loop: (job id, pickled (file name, plot function, args, keywords)) in,
+    (job id, result or None) out, until the input ends. A job it cannot unpickle (a plot
+    function it cannot import) or draw is answered None."""
     stdin = stdin or sys.stdin.buffer
     if stdout is None:  # the protocol keeps file 1; anything else printed goes to stderr
         stdout = os.fdopen(os.dup(1), "wb")
@@ -84,13 +101,16 @@ def serve(stdin=None, stdout=None) -> int:
 
     while True:
         try:
-            job, basename, fn, args, kwargs = _receive(stdin)
+            data = _receive_bytes(stdin)
         except EOFError:
             return 0
+        job, payload = pickle.loads(data)   # (int, bytes): always readable
+        result = None
         try:
+            basename, fn, args, kwargs = pickle.loads(payload)
             result = _render(basename, fn, args, kwargs)
-        except BaseException:  # the pipeline draws it again and raises the real error
-            result = None
+        except BaseException:  # a function it cannot import, or a failing figure: the
+            result = None      # pipeline draws it again and raises the real error
         _send(stdout, (job, result))
 
 
@@ -100,6 +120,7 @@ class FigureRenderer:
 
     def __init__(self) -> None:
         self._proc = None
+        self._dead = False            # the helper ended: everything is drawn here
         self._jobs: dict[str, Future] = {}
         self._futures: dict[int, Future] = {}
         self._outbox: list = []
@@ -109,13 +130,14 @@ class FigureRenderer:
     @property
     def parallel(self) -> bool:
         """True while figures go to the helper process."""
-        return self._proc is not None
+        return self._proc is not None and not self._dead
 
     def start(self, parallel: bool) -> None:
         """Start the helper (and its imports) when ``parallel`` and the machine has a
         second core; otherwise import matplotlib on a background thread for this process."""
-        if (parallel and self._proc is None and (os.cpu_count() or 1) >= 2
-                and os.environ.get(SERIAL_ENV, "") != "1"):
+        if (parallel and self._proc is None and _cores() >= 2
+                and os.environ.get(SERIAL_ENV, "") != "1"
+                and not getattr(sys, "frozen", False)):   # a frozen app has no "-m"
             try:
                 self._proc = _start_helper()
             except OSError:
@@ -133,10 +155,10 @@ class FigureRenderer:
         """Start drawing the figure of result ``name`` now (``plot_fn(path, *args,
         **kwargs)``) in the helper; :meth:`draw` of the same name takes the result.
         Nothing happens without a helper."""
-        if self._proc is None:
-            return
         fut: Future = Future()
         with self._cv:
+            if self._proc is None or self._dead:
+                return
             job, self._next = self._next, self._next + 1
             self._futures[job] = fut
             self._outbox.append((job, Path(name).name, plot_fn, args, kwargs))
@@ -150,7 +172,12 @@ class FigureRenderer:
         if name not in self._jobs:
             self.submit(name, plot_fn, *args, **kwargs)
         fut = self._jobs.pop(name, None)
-        result = None if fut is None else fut.result()
+        result = None
+        if fut is not None:
+            try:
+                result = fut.result(timeout=DRAW_TIMEOUT_S)
+            except TimeoutError:          # a hung helper: stop it, draw everything here
+                self._kill()
         if result is not None:
             kind, payload = result
             if kind == "file":
@@ -181,6 +208,12 @@ class FigureRenderer:
                 proc.wait()
         self._fail_all()
 
+    def _kill(self) -> None:
+        proc = self._proc
+        if proc is not None:
+            proc.kill()
+        self._fail_all()
+
     # -- the two threads that talk to the helper --------------------------------------
     def _sender(self) -> None:
         proc = self._proc
@@ -193,7 +226,7 @@ class FigureRenderer:
                 if msg is None:
                     proc.stdin.close()
                     return
-                _send(proc.stdin, msg)
+                _send(proc.stdin, _job_message(*msg))
             except Exception:  # a closed pipe, or arguments that do not pickle
                 if msg is not None:
                     self._resolve(msg[0], None)
@@ -218,27 +251,42 @@ class FigureRenderer:
             fut.set_result(result)
 
     def _fail_all(self) -> None:
+        """The helper ended: every figure not back yet, and every later one, is drawn here."""
         with self._cv:
+            self._dead = True
+            self._outbox[:] = [None]
+            self._cv.notify_all()
             futures, self._futures = list(self._futures.values()), {}
         for fut in futures:
             if not fut.done():
                 fut.set_result(None)
 
 
+def _cores() -> int:
+    """The cores this process may run on (its affinity where the system says)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+#: The helper's start: no current folder on its path (``-P``: a ``voxdose/`` or
+#: ``numpy.py`` in the working folder must not shadow the real ones), this voxdose's
+#: folder added when the interpreter would not find it otherwise.
+_HELPER_CODE = ("import sys; root = sys.argv[1]\n"
+                "if root not in sys.path: sys.path.insert(0, root)\n"
+                "from voxdose.report.render import serve; raise SystemExit(serve())")
+
+
 def _start_helper() -> subprocess.Popen:
-    """``python -m voxdose.report.render`` with this voxdose first on its path."""
+    """A fresh interpreter running :func:`serve`, with this voxdose on its path."""
     root = str(Path(__file__).resolve().parents[2])   # the folder holding voxdose/
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    return subprocess.Popen([sys.executable, "-m", "voxdose.report.render"],
+    return subprocess.Popen([sys.executable, "-P", "-c", _HELPER_CODE, root],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=env)
+                            stderr=subprocess.DEVNULL)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
 
-
-if __name__ == "__main__":
-    raise SystemExit(serve())
