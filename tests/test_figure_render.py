@@ -15,6 +15,7 @@ import pytest
 
 from voxdose.analysis.dvh import DVH
 from voxdose.report.plots import plot_dvhs
+from voxdose.report import render
 from voxdose.report.render import SERIAL_ENV, FigureRenderer
 
 
@@ -51,6 +52,12 @@ needs_two_cores = pytest.mark.skipif((os.cpu_count() or 1) < 2,
                                      reason="the helper process is used from two cores on")
 
 
+def _fresh_helper() -> None:
+    """The next start makes a new helper (with this test's environment)."""
+    render._stop_shared()
+    render._SHARED[0] = None
+
+
 @pytest.fixture()
 def renderer(monkeypatch):
     """A started helper that can import this test module (tests/ on its PYTHONPATH)."""
@@ -58,10 +65,12 @@ def renderer(monkeypatch):
     here = str(Path(__file__).parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [here, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    _fresh_helper()
     r = FigureRenderer()
     r.start(parallel=True)
     yield r
     r.close()
+    _fresh_helper()
 
 
 @needs_two_cores
@@ -118,6 +127,7 @@ def test_a_function_the_helper_cannot_import_is_drawn_here_and_the_helper_lives_
         tmp_path, monkeypatch):
     monkeypatch.delenv(SERIAL_ENV, raising=False)
     monkeypatch.delenv("PYTHONPATH", raising=False)   # this test module: not importable there
+    _fresh_helper()
     r = FigureRenderer()
     r.start(parallel=True)
     r.submit("x", _drawn_where, "here")
@@ -134,6 +144,7 @@ def test_a_dead_helper_leaves_every_later_figure_to_this_process(tmp_path, monke
     """The helper killed (or gone after a job it could not import): the figure waiting
     for it and every later one are drawn here, none hangs."""
     monkeypatch.delenv(SERIAL_ENV, raising=False)
+    _fresh_helper()
     r = FigureRenderer()
     r.start(parallel=True)
     r.submit("a.png", plot_dvhs, _dvhs(), "t")
@@ -168,7 +179,7 @@ def test_the_helper_does_not_run_the_callers_script_again(tmp_path, monkeypatch)
     script.write_text(textwrap.dedent(f"""
         from pathlib import Path
         from voxdose.report.plots import plot_dvhs
-        from voxdose.report.render import SERIAL_ENV, FigureRenderer
+        from voxdose.report.render import FigureRenderer
         import numpy as np
         from voxdose.analysis.dvh import DVH
         with open({str(marker)!r}, "a") as f:
@@ -185,3 +196,19 @@ def test_the_helper_does_not_run_the_callers_script_again(tmp_path, monkeypatch)
     subprocess.run([sys.executable, str(script)], check=True, timeout=120)
     assert marker.read_text() == "run\n"
     assert (tmp_path / "x.png").is_file()
+
+
+@needs_two_cores
+def test_one_helper_serves_every_run_of_a_process(tmp_path, monkeypatch):
+    monkeypatch.delenv(SERIAL_ENV, raising=False)
+    _fresh_helper()
+    first, second = FigureRenderer(), FigureRenderer()
+    first.start(parallel=True)
+    pid = first._proc.pid
+    first.draw(tmp_path / "a.png", "a.png", plot_dvhs, _dvhs(), "t")
+    first.close()
+    second.start(parallel=True)
+    assert second._proc.pid == pid and second._proc.poll() is None
+    second.draw(tmp_path / "b.png", "b.png", plot_dvhs, _dvhs(), "t")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    second.close()

@@ -2,7 +2,8 @@
 
 Drawing a figure is Python-bound matplotlib work (the demo's six figures: ~6 s of one
 core), and the pipeline's computing stages leave the second core of a small machine
-mostly idle. So a CPU run draws its figures in one helper process, a fresh interpreter
+mostly idle. So a CPU run draws its figures in a helper process (one per process,
+started by the first run that needs it and kept for the next), a fresh interpreter
 (``python -P -c`` running :func:`serve`: never a fork of a process that runs threads, and
 never a re-run of the caller's script, as multiprocessing's ``spawn`` would do for a
 script without a ``__main__`` guard). A figure whose data are final is submitted as soon
@@ -114,109 +115,50 @@ def serve(stdin=None, stdout=None) -> int:
         _send(stdout, (job, result))
 
 
-class FigureRenderer:
-    """Draws figures in a helper process once :meth:`start`-ed with ``parallel=True``,
-    else in this process (the default)."""
+class _Helper:
+    """One helper process and the two threads that talk to it: a sender (jobs are pickled
+    and written off the pipeline's thread, so a large one never blocks it) and a reader
+    (results resolve their futures). ``dead`` once it has ended: its futures give None."""
 
     def __init__(self) -> None:
-        self._proc = None
-        self._dead = False            # the helper ended: everything is drawn here
-        self._jobs: dict[str, Future] = {}
+        self.pid = os.getpid()
+        self.dead = False
         self._futures: dict[int, Future] = {}
         self._outbox: list = []
         self._cv = threading.Condition()
         self._next = 0
+        self.proc = _start_helper()
+        for target in (self._sender, self._reader):
+            threading.Thread(target=target, name=f"voxdose-figures-{target.__name__}",
+                             daemon=True).start()
 
-    @property
-    def parallel(self) -> bool:
-        """True while figures go to the helper process."""
-        return self._proc is not None and not self._dead
-
-    def start(self, parallel: bool) -> None:
-        """Start the helper (and its imports) when ``parallel`` and the machine has a
-        second core; otherwise import matplotlib on a background thread for this process."""
-        if (parallel and self._proc is None and _cores() >= 2
-                and os.environ.get(SERIAL_ENV, "") != "1"
-                and not getattr(sys, "frozen", False)):   # a frozen app has no "-m"
-            try:
-                self._proc = _start_helper()
-            except OSError:
-                self._proc = None
-            else:
-                for target in (self._sender, self._reader):
-                    threading.Thread(target=target, name=f"voxdose-figures-{target.__name__}",
-                                     daemon=True).start()
-                return
-        from .png import import_matplotlib_in_background
-
-        import_matplotlib_in_background()
-
-    def submit(self, name: str, plot_fn, *args, **kwargs) -> None:
-        """Start drawing the figure of result ``name`` now (``plot_fn(path, *args,
-        **kwargs)``) in the helper; :meth:`draw` of the same name takes the result.
-        Nothing happens without a helper."""
+    def submit(self, basename: str, plot_fn, args: tuple, kwargs: dict) -> Future | None:
         fut: Future = Future()
         with self._cv:
-            if self._proc is None or self._dead:
-                return
+            if self.dead:
+                return None
             job, self._next = self._next, self._next + 1
             self._futures[job] = fut
-            self._outbox.append((job, Path(name).name, plot_fn, args, kwargs))
+            self._outbox.append((job, basename, plot_fn, args, kwargs))
             self._cv.notify_all()
-        self._jobs[name] = fut
+        return fut
 
-    def draw(self, target: Path, name: str, plot_fn, *args, **kwargs):
-        """Write the figure of result ``name`` at ``target``: the helper's drawing when it
-        was submitted (or is submitted now), else ``plot_fn(target, *args, **kwargs)``
-        here. Returns what ``plot_fn`` returns (a list of file names for a set)."""
-        if name not in self._jobs:
-            self.submit(name, plot_fn, *args, **kwargs)
-        fut = self._jobs.pop(name, None)
-        result = None
-        if fut is not None:
-            try:
-                result = fut.result(timeout=DRAW_TIMEOUT_S)
-            except TimeoutError:          # a hung helper: stop it, draw everything here
-                self._kill()
-        if result is not None:
-            kind, payload = result
-            if kind == "file":
-                _write_bytes(Path(target), payload)
-                return None
-            Path(target).mkdir(parents=True, exist_ok=True)
-            for n, data in payload:
-                _write_bytes(Path(target) / n, data)
-            return [n for n, _ in payload]
-        return plot_fn(target, *args, **kwargs)
+    def kill(self) -> None:
+        self.proc.kill()
+        self._fail_all()
 
-    def close(self) -> None:
-        """Stop the helper (figures not taken are dropped)."""
-        proc = self._proc
+    def stop(self) -> None:
+        """End the helper after the jobs already sent (at exit)."""
         with self._cv:
-            self._proc = None
-            self._outbox[:] = [None]          # what was not sent yet is dropped
-            busy = bool(self._futures)
+            self._outbox.append(None)
             self._cv.notify_all()
-        self._jobs.clear()
-        if proc is not None:
-            if busy:                          # a failed run: its figures are not needed
-                proc.kill()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a hung figure
-                proc.kill()
-                proc.wait()
-        self._fail_all()
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
-    def _kill(self) -> None:
-        proc = self._proc
-        if proc is not None:
-            proc.kill()
-        self._fail_all()
-
-    # -- the two threads that talk to the helper --------------------------------------
     def _sender(self) -> None:
-        proc = self._proc
+        proc = self.proc
         while True:
             with self._cv:
                 while not self._outbox:
@@ -235,7 +177,7 @@ class FigureRenderer:
                     return
 
     def _reader(self) -> None:
-        proc = self._proc
+        proc = self.proc
         while True:
             try:
                 job, result = _receive(proc.stdout)
@@ -251,15 +193,114 @@ class FigureRenderer:
             fut.set_result(result)
 
     def _fail_all(self) -> None:
-        """The helper ended: every figure not back yet, and every later one, is drawn here."""
+        """Every figure not back yet, and every later one, is drawn in the process."""
         with self._cv:
-            self._dead = True
+            self.dead = True
             self._outbox[:] = [None]
             self._cv.notify_all()
             futures, self._futures = list(self._futures.values()), {}
         for fut in futures:
             if not fut.done():
                 fut.set_result(None)
+
+
+_SHARED: list = [None]          # this process's helper, started on first use
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_helper() -> _Helper | None:
+    """The process's helper (one for every run in it: its start-up, ~1 s of imports, is
+    paid once), started now if there is none alive; None when it cannot start."""
+    import atexit
+
+    with _SHARED_LOCK:
+        h = _SHARED[0]
+        if h is None or h.dead or h.pid != os.getpid():   # none, ended, or a fork's copy
+            try:
+                h = _Helper()
+            except OSError:
+                return None
+            if _SHARED[0] is None:
+                atexit.register(_stop_shared)
+            _SHARED[0] = h
+        return h
+
+
+def _stop_shared() -> None:
+    h = _SHARED[0]
+    if h is not None and not h.dead and h.pid == os.getpid():
+        h.stop()
+
+
+class FigureRenderer:
+    """One run's figures: drawn in the process's helper once :meth:`start`-ed with
+    ``parallel=True``, else in this process (the default)."""
+
+    def __init__(self) -> None:
+        self._helper: _Helper | None = None
+        self._jobs: dict[str, Future] = {}
+
+    @property
+    def parallel(self) -> bool:
+        """True while figures go to the helper process."""
+        return self._helper is not None and not self._helper.dead
+
+    @property
+    def _proc(self):
+        """The helper's process (None without one)."""
+        return None if self._helper is None else self._helper.proc
+
+    def start(self, parallel: bool) -> None:
+        """Use (or start) the helper when ``parallel`` and the machine has a second core;
+        otherwise import matplotlib on a background thread for this process."""
+        if (parallel and self._helper is None and _cores() >= 2
+                and os.environ.get(SERIAL_ENV, "") != "1"
+                and not getattr(sys, "frozen", False)):   # a frozen app has no "-c"
+            self._helper = _shared_helper()
+            if self._helper is not None:
+                return
+        from .png import import_matplotlib_in_background
+
+        import_matplotlib_in_background()
+
+    def submit(self, name: str, plot_fn, *args, **kwargs) -> None:
+        """Start drawing the figure of result ``name`` now (``plot_fn(path, *args,
+        **kwargs)``) in the helper; :meth:`draw` of the same name takes the result.
+        Nothing happens without a helper."""
+        if self.parallel:
+            fut = self._helper.submit(Path(name).name, plot_fn, args, kwargs)
+            if fut is not None:
+                self._jobs[name] = fut
+
+    def draw(self, target: Path, name: str, plot_fn, *args, **kwargs):
+        """Write the figure of result ``name`` at ``target``: the helper's drawing when it
+        was submitted (or is submitted now), else ``plot_fn(target, *args, **kwargs)``
+        here. Returns what ``plot_fn`` returns (a list of file names for a set)."""
+        if name not in self._jobs:
+            self.submit(name, plot_fn, *args, **kwargs)
+        fut = self._jobs.pop(name, None)
+        result = None
+        if fut is not None:
+            try:
+                result = fut.result(timeout=DRAW_TIMEOUT_S)
+            except TimeoutError:          # a hung helper: stop it, draw everything here
+                self._helper.kill()
+        if result is not None:
+            kind, payload = result
+            if kind == "file":
+                _write_bytes(Path(target), payload)
+                return None
+            Path(target).mkdir(parents=True, exist_ok=True)
+            for n, data in payload:
+                _write_bytes(Path(target) / n, data)
+            return [n for n, _ in payload]
+        return plot_fn(target, *args, **kwargs)
+
+    def close(self) -> None:
+        """This run is over: its figures not taken are dropped (the helper stays for the
+        process's next run, and ends with the process)."""
+        self._jobs.clear()
+        self._helper = None
 
 
 def _cores() -> int:
