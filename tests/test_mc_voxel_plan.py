@@ -143,3 +143,39 @@ def test_the_pilots_split_each_score_between_electrons_and_photons_once():
     shares = np.add(pilot["electron_score_values"], pilot["photon_score_values"])
     np.testing.assert_allclose(shares, w @ both.energy_mev, rtol=1e-12)
     assert dpk._photon_emissions(nuc)[2] * w[0, 0] > 0.01 * shares[0]   # it matters here
+
+
+def test_a_planned_table_used_below_its_voxel_sizes_is_said_and_recorded(tmp_path,
+                                                                         monkeypatch):
+    """A table built with the planned histories holds its target for voxels of 1 mm and
+    more; `voxdose dose` on 0.5 mm voxels says so (a warning on the console and in the
+    dose's sidecar), on 1 mm voxels it does not."""
+    import json
+
+    import voxdose.kernels.point as pkmod
+    from voxdose.cli.app import main
+    from voxdose.core.grid import Grid, Image
+    from voxdose.io.sitk_adapter import write_image
+    from voxdose.kernels.cache import planned_voxel_warning
+
+    monkeypatch.setenv("VOXDOSE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv(pkmod.HISTORIES_ENV, raising=False)
+    pkmod._load_point_kernel_cached.cache_clear()
+    try:
+        pk = load_point_kernel("I-125")          # built now, planned (~3 s)
+        assert planned_voxel_warning(pk, (1.0, 1.0, 1.0)) is None
+        assert "planned for voxels of 1 mm" in planned_voxel_warning(pk, (2.0, 0.5, 2.0))
+        assert planned_voxel_warning(load_point_kernel("Lu-177"), (0.5,) * 3) is None
+        for side, warned in ((0.5, True), (1.0, False)):
+            tia = np.zeros((9, 9, 9), np.float32)
+            tia[4, 4, 4] = 1e9
+            src = tmp_path / f"tia_{side}.nii.gz"
+            write_image(src, Image(tia, Grid.from_spacing((9, 9, 9), (side,) * 3), "TIA",
+                                   "Bq*s"))
+            out = tmp_path / f"dose_{side}.nii.gz"
+            assert main(["dose", str(src), "--nuclide", "I-125", "--out", str(out),
+                         "--kernel-radius-mm", "3"]) in (0, None)
+            sidecar = json.loads(out.with_name(out.name[:-7] + ".json").read_text())
+            assert bool(sidecar.get("warnings")) is warned, sidecar.get("warnings")
+    finally:
+        pkmod._load_point_kernel_cached.cache_clear()

@@ -89,9 +89,10 @@ def _user_kernel(dpk, nuc):
     return read_dpk_csv(input_file(dpk, "--dpk", "DPK table"), nuclide=nuc.name)
 
 
-def _check_kernel(nuc, user_pk, tia, radius_mm, precision, tia_path) -> None:
+def _check_kernel(nuc, user_pk, tia, radius_mm, precision, tia_path) -> list[str]:
     """The kernel ``voxdose dose`` will build, checked before any work: precision,
-    radius, voxel size, near-field work and memory (voxdose.kernels.extent)."""
+    radius, voxel size, near-field work and memory (voxdose.kernels.extent); returns its
+    warnings (a built table used below the voxel size it was planned for)."""
     from ..dose.convolution import PRECISIONS
     from ..kernels.extent import check_kernel_build, kernel_extent
     from ..kernels.point import load_point_kernel
@@ -105,6 +106,9 @@ def _check_kernel(nuc, user_pk, tia, radius_mm, precision, tia_path) -> None:
     ext = kernel_extent(pk, tia.grid.spacing_mm, tia.grid.shape, radius_mm)
     check_kernel_build(pk, tia.grid.spacing_mm, ext.radius_mm,
                        where=f"the voxels of {tia_path}")
+    from ..kernels.cache import planned_voxel_warning
+
+    return [w for w in [planned_voxel_warning(pk, tia.grid.spacing_mm)] if w]
 
 
 @app.command()
@@ -156,8 +160,13 @@ def dose(
     nuc, tia, density, mode = _load_inputs(tia_path, nuclide, method, ct, density_mode,
                                            device, out, resample_ct, compression_level)
     user_pk = _user_kernel(dpk, nuc)  # validated before any work, like every other input
+    kernel_warnings = []
     if method == "kernel":
-        _check_kernel(nuc, user_pk, tia, kernel_radius_mm, precision, tia_path)
+        kernel_warnings = _check_kernel(nuc, user_pk, tia, kernel_radius_mm, precision,
+                                        tia_path)
+    for w in kernel_warnings:
+        console.print(f"voxdose: warning: {w}", style="yellow", markup=False,
+                      highlight=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         backend = get_backend(device)
@@ -188,6 +197,8 @@ def dose(
         timings["dose_s"] = time.perf_counter() - t0
     sidecar = _sidecar(nuc, backend, mode, {"tia": tia_path, "ct": ct, "dpk": dpk}, timings,
                        density)
+    if kernel_warnings:
+        sidecar["warnings"] = kernel_warnings
     check_finite_output(out, result, np.float32)  # an overflowing dose is never written
     with staged_files([out]) as stage:  # the image and its sidecar, both or neither
         write_image(stage(out), result, dtype=np.float32, sidecar=sidecar,

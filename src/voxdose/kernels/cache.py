@@ -350,6 +350,28 @@ def voxel_uncertainty_text(record: dict) -> str:
             f"at most {max(u):.2%} ({', '.join(sizes)} mm voxels)")
 
 
+def planned_voxel_warning(point_kernel, spacing_mm_zyx) -> str | None:
+    """A warning when a Monte Carlo table built on first use with the planned histories is
+    used for voxels smaller than it was planned for (its voxel kernel's first shells may
+    then carry more than the target uncertainty); None otherwise (shipped tables, tables
+    built with given histories, voxels at or above the plan's smallest)."""
+    rec = getattr(point_kernel, "record", None) or {}
+    key = rec.get("cache_key") or {}
+    voxels = (key.get("planned_for") or {}).get("voxels_mm")
+    if key.get("histories") != "auto" or not voxels:
+        return None
+    smallest = min(float(v) for v in voxels)
+    side = min(float(v) for v in spacing_mm_zyx)
+    if side >= smallest - 1e-9:
+        return None
+    target = float(key.get("target_rel_uncertainty", 0.005))
+    return (f"the Monte Carlo table of {rec.get('nuclide', '?')} in {rec.get('medium', '?')} "
+            f"was planned for voxels of {smallest:g} mm and larger (at most {target:.1%} "
+            f"statistical uncertainty in the first shells of voxels); at {side:g} mm its "
+            "voxel kernel's first shells may carry more: build it with more histories "
+            "(VOXDOSE_DPK_HISTORIES=ELECTRONS,PHOTONS) if that matters")
+
+
 def _built_record(res, key: dict, wall_s: float, reason: str) -> dict:
     """The JSON record of a built table: the Monte Carlo's record, how and when it was
     built, and a warning when the first-shell target was missed."""

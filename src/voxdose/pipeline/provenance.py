@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import __version__
 from ..analysis.dvh import empty_structure_warnings
+from ..kernels.cache import planned_voxel_warning
 from ..io.atomic import sha256_file
 from ..kinetics.models import MODEL_NAMES, STATUS
 from ..study.load import study_inputs
@@ -96,8 +97,11 @@ def build_provenance(ctx) -> dict:
         "skipped": skipped(study, ctx.labels, ctx.decisions, ctx.comparison),
         "warnings": [*ctx.series.info.get("warnings", []),
                      *empty_structure_warnings(ctx.dvhs.get("kernel", [])),
-                     # a built kernel table that missed its uncertainty target
-                     *(getattr(ctx.point_kernel, "provenance", dict)().get("warnings", []))],
+                     # a built kernel table that missed its uncertainty target, or one
+                     # used below the voxel size it was planned for
+                     *(getattr(ctx.point_kernel, "provenance", dict)().get("warnings", [])),
+                     *filter(None, [planned_voxel_warning(ctx.point_kernel,
+                                                          ctx.grid.spacing_mm)])],
         "timings_s": ctx.timings,
     }
 
