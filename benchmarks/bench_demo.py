@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_registration import _markdown, demo_stage_split
+from bench_registration import _markdown, demo_stage_split, record_demo
 
 SERIAL_ENV = "VOXDOSE_SERIAL_FIGURES"
 
@@ -53,13 +53,8 @@ def demo_split(out_dir: Path, serial: bool) -> dict:
 
 
 def _demo(benchmark, tmp_path, serial: bool):
-    benchmark.group = "voxdose demo (full, CPU): figures in the process vs a helper process"
-    splits = []
-    benchmark.pedantic(lambda: splits.append(demo_split(tmp_path / "demo", serial)),
-                       rounds=1, warmup_rounds=0)
-    for key, (wall, cpu) in splits[-1].items():
-        benchmark.extra_info[f"{key}_wall_s"] = round(wall, 2)
-        benchmark.extra_info[f"{key}_cpu_s"] = round(cpu, 2)
+    record_demo(benchmark, "voxdose demo (full, CPU): figures in the process vs a helper "
+                "process", lambda: demo_split(tmp_path / "demo", serial))
 
 
 def test_demo_figures_in_the_process(benchmark, tmp_path):

@@ -223,14 +223,20 @@ def demo_stage_split(out_dir: Path, previous: bool) -> dict:
     return split
 
 
-def _demo(benchmark, tmp_path, previous: bool):
-    benchmark.group = "voxdose demo (full, CPU), stage split in extra_info"
+def record_demo(benchmark, group: str, run) -> None:
+    """One round of ``run()`` (a demo's {stage: (wall s, CPU s)}) timed by pytest-benchmark,
+    its stage split in ``extra_info``."""
+    benchmark.group = group
     splits = []
-    benchmark.pedantic(lambda: splits.append(demo_stage_split(tmp_path / "demo", previous)),
-                       rounds=1, warmup_rounds=0)
+    benchmark.pedantic(lambda: splits.append(run()), rounds=1, warmup_rounds=0)
     for key, (wall, cpu) in splits[-1].items():
         benchmark.extra_info[f"{key}_wall_s"] = round(wall, 2)
         benchmark.extra_info[f"{key}_cpu_s"] = round(cpu, 2)
+
+
+def _demo(benchmark, tmp_path, previous: bool):
+    record_demo(benchmark, "voxdose demo (full, CPU), stage split in extra_info",
+                lambda: demo_stage_split(tmp_path / "demo", previous))
 
 
 def test_demo_previous_registration(benchmark, tmp_path):
