@@ -121,13 +121,17 @@ def test_engine_sigma_and_mean_sigma_match_realisations_through_the_engine(kind)
     assert abs(rel.mean()) < 0.01
     assert np.quantile(np.abs(rel), 0.99) < 4 / np.sqrt(2 * n)
     terms, _ = engine_terms(eng, grid, be, dens)
-    res = mean_sigma_from_terms(sigma, terms, w, be)
+    res = mean_sigma_from_terms(sigma, terms, w, be, precision="float64")
     emp = float(np.std((sims * w).sum(axis=(1, 2, 3)) / w.sum()))
     assert emp == pytest.approx(res.independent_gy, rel=4 / np.sqrt(2 * n))
     # fully correlated (one common deviate): exactly the engine's dose of sigma
     corr = float((w * (np.asarray(eng.dose(Image(tia + sigma, grid, "t", "Bq*s"), be,
                                                 dens).data) - base)).sum() / w.sum())
     assert res.fully_correlated_gy == pytest.approx(corr, rel=1e-9)
+    # the default's float32 transforms: the same two numbers to float32 rounding
+    fast = mean_sigma_from_terms(sigma, terms, w, be)
+    assert fast.independent_gy == pytest.approx(res.independent_gy, rel=2e-6)
+    assert fast.fully_correlated_gy == pytest.approx(corr, rel=2e-6)
 
 
 def test_mvs_terms_use_each_bins_kernel():
@@ -218,6 +222,12 @@ def test_convolution_of_a_box_equals_direct_convolution(shape, kshape, box):
     window, where = convolve_in_box(data, box, k, cpu_backend(), out_box=box)
     assert where == sl
     assert np.max(np.abs(window - want[sl])) < 1e-12 * np.max(np.abs(want))
+    # float32 transforms: float32 result, rounding-level error
+    window, where = convolve_in_box(data, box, k, cpu_backend(), precision="float32")
+    assert window.dtype == np.float32
+    got = np.zeros(shape)
+    got[where] = window
+    assert 1e-12 < np.max(np.abs(got - want)) / np.max(np.abs(want)) < 2e-6
 
 
 def test_mean_sigma_small_structure_path_equals_whole_grid_path(monkeypatch):
@@ -225,11 +235,43 @@ def test_mean_sigma_small_structure_path_equals_whole_grid_path(monkeypatch):
     import voxdose.dose.uncertainty as unc
     sigma, w = _case((24, 20, 22))
     k = _kernel(15)
-    local = mean_dose_sigma(sigma, k, w, cpu_backend())
+    be = cpu_backend()
+    local = mean_dose_sigma(sigma, k, w, be, precision="float64")
+    local32 = mean_dose_sigma(sigma, k, w, be)
     monkeypatch.setattr(unc, "box_convolution_is_cheaper", lambda *a: False)
-    whole = mean_dose_sigma(sigma, k, w, cpu_backend())
+    whole = mean_dose_sigma(sigma, k, w, be, precision="float64")
     assert local.independent_gy == pytest.approx(whole.independent_gy, rel=1e-12)
     assert local.fully_correlated_gy == pytest.approx(whole.fully_correlated_gy, rel=1e-12)
+    whole32 = mean_dose_sigma(sigma, k, w, be)
+    for a, b in ((local32, whole), (whole32, whole)):  # float32 transforms, either path
+        assert a.independent_gy == pytest.approx(b.independent_gy, rel=2e-6)
+        assert a.fully_correlated_gy == pytest.approx(b.fully_correlated_gy, rel=2e-6)
+        assert a.independent_gy != b.independent_gy  # they did run in float32
     monkeypatch.setattr(unc, "box_convolution_is_cheaper", lambda *a: True)
-    assert mean_dose_sigma(sigma, k, w, cpu_backend()).independent_gy == pytest.approx(
-        whole.independent_gy, rel=1e-12)
+    assert mean_dose_sigma(sigma, k, w, be, precision="float64").independent_gy == \
+        pytest.approx(whole.independent_gy, rel=1e-12)
+
+
+def test_float32_mean_sigma_over_a_kernels_dynamic_range():
+    """The default float32 transforms against the float64 ones where rounding could show:
+    a point-like kernel whose tail is 1e-6 of its centre (a beta core and a photon tail),
+    sigma larger far from the structure than inside it, a 3-voxel lesion and a large
+    organ. Both numbers within 2e-6 relative (measured on the demo: 2.2e-7)."""
+    from voxdose.dose.uncertainty import LinearTerm, mean_sigma_from_terms
+    n = 41
+    r = np.linalg.norm(np.indices((n, n, n)) - n // 2, axis=0)
+    k = np.exp(-3.0 * r) + 1e-6 / (1.0 + r ** 2)
+    shape = (30, 34, 28)
+    rng = np.random.default_rng(12)
+    sigma = rng.uniform(0.5, 2.0, shape) * (1 + 20 * (np.indices(shape)[2] > 14))
+    lesion = np.zeros(shape)
+    lesion[8:10, 9:11, 5:7] = 1.0
+    lesion[8, 9, 7] = 0.3
+    organ = np.zeros(shape)
+    organ[3:27, 4:30, 2:12] = 1.0
+    be = cpu_backend()
+    for w in (lesion, organ):
+        ref = mean_sigma_from_terms(sigma, [LinearTerm(k)], w, be, precision="float64")
+        got = mean_sigma_from_terms(sigma, [LinearTerm(k)], w, be)
+        assert got.independent_gy == pytest.approx(ref.independent_gy, rel=2e-6)
+        assert got.fully_correlated_gy == pytest.approx(ref.fully_correlated_gy, rel=2e-6)

@@ -22,12 +22,14 @@ def test_every_structure_present_on_small_grid():
 
 
 def _labels_testing_every_voxel(grid, transform, scale):
-    """The rasterization's definition, written out: every voxel centre through every shape."""
+    """The rasterization's definition, written out: every voxel centre through every shape
+    (its patient point T^-1 p, element by element, on the whole grid)."""
     x, y, z = grid.world_coordinates()
     if transform is not None:
-        inv = np.linalg.inv(transform)
-        pts = np.stack([x, y, z], axis=-1) @ inv[:3, :3].T + inv[:3, 3]
-        x, y, z = pts[..., 0], pts[..., 1], pts[..., 2]
+        m = np.linalg.inv(transform)
+        x, y, z = (m[0, 0] * x + m[0, 1] * y + m[0, 2] * z + m[0, 3],
+                   m[1, 0] * x + m[1, 1] * y + m[1, 2] * z + m[1, 3],
+                   m[2, 0] * x + m[2, 1] * y + m[2, 2] * z + m[2, 3])
     x, y, z = x / scale, y / scale, z / scale
     labels = np.zeros(grid.shape, dtype=np.uint8)
     body = None

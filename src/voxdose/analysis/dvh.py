@@ -261,10 +261,12 @@ def dvh_from_mask(name: str, dose_gy: np.ndarray, mask: np.ndarray, voxel_volume
     if d.shape != m.shape:
         raise InputError(f"dose {d.shape} and mask {m.shape} for '{name}' differ in shape")
     vals = d[m]
-    order = be.xp.argsort(vals, kind="stable")[::-1]
-    rho = None
-    if density_g_cm3 is not None:
-        rho = to_numpy(be.asarray(density_g_cm3, dtype=be.xp.float64)[m][order])
+    if density_g_cm3 is None:  # the doses alone: a sort, no permutation to carry
+        return DVH(name, float(voxel_volume_ml), to_numpy(be.xp.sort(vals)[::-1]), None)
+    # equal doses in any order give the same DVH (every statistic is a sum over the voxels
+    # at or above a dose): the default sort, 3-4x faster than a stable one
+    order = be.xp.argsort(vals)[::-1]
+    rho = to_numpy(be.asarray(density_g_cm3, dtype=be.xp.float64)[m][order])
     return DVH(name, float(voxel_volume_ml), to_numpy(vals[order]), rho)
 
 
@@ -287,7 +289,7 @@ def dvh_from_fraction(name: str, dose_gy: np.ndarray, fraction: np.ndarray,
         raise InputError(f"volume fractions of '{name}' must lie in [0, 1]")
     sel = f >= FRACTION_MIN
     vals = d[sel]
-    order = xp.argsort(vals, kind="stable")[::-1]
+    order = xp.argsort(vals)[::-1]  # ties in any order: the same DVH (dvh_from_mask)
     w = to_numpy(xp.minimum(f[sel][order], 1.0))
     rho = None
     if density_g_cm3 is not None:

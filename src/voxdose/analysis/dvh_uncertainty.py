@@ -32,7 +32,7 @@ from ..core.backend import backend_of
 from ..core.grid import Image, LabelMap
 from ..dose.convolution import SpectrumCache
 from ..dose.uncertainty import CORRELATION_NOTE, MeanDoseSigma, engine_terms, \
-    fit_voxel_parents, mean_sigma_from_terms
+    MEAN_SIGMA_PRECISION, fit_voxel_parents, mean_sigma_from_terms
 from .dvh import DVH, FRACTION_MIN, compute_dvhs, structure_fractions
 
 #: Coverage factor of the DVH band (k = 1: one standard uncertainty).
@@ -144,6 +144,7 @@ class DvhUncertainty:
         doc["uncertainty"] = {
             "sigma_mean": "standard uncertainty of mean_gy (Gy) from the TIA fit's sigma "
                           "map through the dose engine (" + self.engine_terms + ")",
+            "sigma_mean_fft_precision": MEAN_SIGMA_PRECISION + " transforms, float64 sums",
             "correlation": CORRELATION_NOTE, "dose_band": BAND_CONSTRUCTION,
             "sigma_map": "dose_<nuclide>_kernel_sigma_gy.nii.gz",
             **({"partial_volume_correction": PVC_NOTES[self.pvc_method]}

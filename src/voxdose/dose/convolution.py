@@ -238,9 +238,10 @@ def _box_axes(n, box, h, out_box):
     return axes
 
 
-def convolve_in_box(data, box, kernel, backend, out_box=None):
+def convolve_in_box(data, box, kernel, backend, out_box=None, precision: str = "float64"):
     """The 'same' linear convolution of ``data`` with the odd-shaped, centred ``kernel``
-    (as :func:`fft_convolve_same`, float64), for data that are zero outside ``box``
+    (as :func:`fft_convolve_same`; ``precision`` of the transforms and the result as
+    there, float64 by default), for data that are zero outside ``box``
     ((first, stop) per axis), evaluated on ``out_box`` (default: wherever it can be
     non-zero). Returns (window, slices): the float64 result on the window, and the slices
     of the grid it covers.
@@ -254,6 +255,7 @@ def convolve_in_box(data, box, kernel, backend, out_box=None):
     of n+h: far cheaper for a small structure (and tiny when only the structure's own
     voxels are wanted, ``out_box=box``)."""
     xp = backend.xp
+    rtype, ctype = _dtypes(xp, precision)
     k = np.asarray(kernel, dtype=np.float64)
     n = tuple(int(v) for v in data.shape)
     h, _ = crop_kernel(k.shape, n)
@@ -261,19 +263,19 @@ def convolve_in_box(data, box, kernel, backend, out_box=None):
     axes = _box_axes(n, box, h, out_box)
     where = tuple(slice(o0, o1) for o0, o1, _, _ in axes)
     if any(o1 <= o0 for o0, o1, _, _ in axes):
-        return xp.zeros(tuple(o1 - o0 for o0, o1, _, _ in axes), dtype=xp.float64), where
+        return xp.zeros(tuple(o1 - o0 for o0, o1, _, _ in axes), dtype=rtype), where
     kern_sl, place_sl, periods = [], [], []
     for a, (_o0, _o1, off0, length) in enumerate(axes):
         lo, hi = max(off0, -h[a]), min(off0 + length - 1, h[a])  # offsets the kernel has
         kern_sl.append(slice(lo + hk[a], max(hi, lo - 1) + hk[a] + 1))
         place_sl.append(slice(lo - off0, max(hi, lo - 1) - off0 + 1))
         periods.append(fast_len(length, backend))
-    kw = xp.zeros(tuple(length for *_, length in axes), dtype=xp.float64)
-    kw[tuple(place_sl)] = xp.asarray(k[tuple(kern_sl)])
-    spec = rfftn_padded(kw, periods, backend, xp.complex128)
+    kw = xp.zeros(tuple(length for *_, length in axes), dtype=rtype)
+    kw[tuple(place_sl)] = xp.asarray(k[tuple(kern_sl)], dtype=rtype)
+    spec = rfftn_padded(kw, periods, backend, ctype)
     del kw
-    d = xp.asarray(data[tuple(slice(s0, s1) for s0, s1 in box)], dtype=xp.float64)
-    spec *= rfftn_padded(d, periods, backend, xp.complex128)
+    d = xp.asarray(data[tuple(slice(s0, s1) for s0, s1 in box)], dtype=rtype)
+    spec *= rfftn_padded(d, periods, backend, ctype)
     start = tuple(s1 - s0 - 1 for s0, s1 in box)
     length = tuple(o1 - o0 for o0, o1, _, _ in axes)
     return xp.ascontiguousarray(irfftn_window(spec, periods, start, length, backend)), where

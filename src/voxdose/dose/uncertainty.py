@@ -86,16 +86,17 @@ class LinearTerm:
         return np.ascontiguousarray(np.asarray(self.kernel, dtype=np.float64)[::-1, ::-1, ::-1])
 
 
-def _convolve(data, kernel, backend, cache: SpectrumCache | None = None):
-    """float64 linear 'same' convolution under the backend's default memory budget (the
-    engines' rule); a 1x1x1 kernel is a product."""
+def _convolve(data, kernel, backend, cache: SpectrumCache | None = None,
+              precision: str = "float64"):
+    """Linear 'same' convolution (float64 unless told) under the backend's default memory
+    budget (the engines' rule); a 1x1x1 kernel is a product."""
     xp = backend.xp
     k = np.asarray(kernel, dtype=np.float64)
     if k.size == 1:
         return xp.asarray(data, dtype=xp.float64) * float(k.ravel()[0])
     h, _ = crop_kernel(k.shape, data.shape)
-    plan = plan_blocks(data.shape, h, backend, "float64", default_budget_bytes(backend))
-    return fft_convolve_same(data, k, backend, cache, precision="float64", plan=plan)
+    plan = plan_blocks(data.shape, h, backend, precision, default_budget_bytes(backend))
+    return fft_convolve_same(data, k, backend, cache, precision=precision, plan=plan)
 
 
 def linear_terms(engine, backend, density=None) -> tuple[list[LinearTerm], str]:
@@ -188,32 +189,48 @@ def fit_voxel_parents(grid, fit_grid):
     return np.where(inside, flat, -1)
 
 
+#: FFT precision of the structure-mean sigmas (3): float32 transforms, float64 sums.
+#: A structure's two numbers are sums over g = K~ (*) w weighted by the structure's own
+#: (largest) values of g, so the transforms' rounding (~5e-7 of max g per voxel, zero-mean)
+#: moves them by ~1e-7 relative (measured: at most 2.2e-7 over the demo's 13 structures;
+#: 1.4e-6 for the fully correlated number of a 9-voxel lesion whose far field, where g is
+#: 1e-6 of its peak, has 21x its sigma: tests/test_dose_uncertainty.py bounds both at
+#: 2e-6), at about half the time of float64 (docs/benchmarks.md). Sigma *maps* (2) stay
+#: float64: a voxel far from all activity needs the full dynamic range.
+MEAN_SIGMA_PRECISION = "float32"
+
+
 def mean_sigma_from_terms(tia_sigma, terms: list[LinearTerm], weights, backend,
-                          caches: list | None = None, parents=None) -> MeanDoseSigma:
+                          caches: list | None = None, parents=None,
+                          precision: str = MEAN_SIGMA_PRECISION) -> MeanDoseSigma:
     """sigma of the weighted mean dose of one structure by (3), both bounds.
 
     ``weights``: fractional occupancy (0..1) of each voxel by the structure, on the TIA
     grid; ``caches``: one :class:`SpectrumCache` per term, reused across structures;
     ``parents`` (optional, :func:`fit_voxel_parents`): voxels with one parent share one
     error (fully correlated), parents are independent: the independent bound becomes
-    ``sqrt(sum_s (sum_{v in s} g(v) sigma_A(v))^2) / W`` (voxels with parent -1 alone).
+    ``sqrt(sum_s (sum_{v in s} g(v) sigma_A(v))^2) / W`` (voxels with parent -1 alone);
+    ``precision``: of the FFTs that give g (:data:`MEAN_SIGMA_PRECISION`); the sums are
+    float64.
     """
     xp = backend.xp
     w = xp.asarray(weights, dtype=xp.float64)
     total = float(w.sum())
     if total <= 0:
         return MeanDoseSigma(0.0, 0.0)
-    g = xp.zeros(w.shape, dtype=xp.float64)
+    g = xp.zeros(w.shape, dtype=xp.float32 if precision == "float32" else xp.float64)
     box = support_box(w, xp)
     for i, t in enumerate(terms):
         flipped = t.flipped_kernel
         wm = w if t.multiplier is None else w * t.multiplier
         if flipped.size > 1 and box_convolution_is_cheaper(w.shape, box, flipped.shape,
                                                            backend):
-            window, where = convolve_in_box(wm, box, flipped, backend)  # a small structure
+            window, where = convolve_in_box(wm, box, flipped, backend,  # a small structure
+                                            precision=precision)
             g[where] += window
         else:
-            g += _convolve(wm, flipped, backend, None if caches is None else caches[i])
+            g += _convolve(wm, flipped, backend, None if caches is None else caches[i],
+                           precision)
     s = xp.asarray(tia_sigma, dtype=xp.float64)
     gs = g * s
     if parents is None:
@@ -236,9 +253,11 @@ def dose_sigma_map(tia_sigma, kernel, backend, *, precision: str = "float64"):
 
 
 def mean_dose_sigma(tia_sigma, kernel, weights, backend, *,
-                    precision: str = "float64") -> MeanDoseSigma:
-    """sigma of the weighted mean dose of one structure, one kernel in water (3)."""
-    return mean_sigma_from_terms(tia_sigma, [LinearTerm(kernel)], weights, backend)
+                    precision: str = MEAN_SIGMA_PRECISION) -> MeanDoseSigma:
+    """sigma of the weighted mean dose of one structure, one kernel in water (3);
+    ``precision`` of the FFTs as :func:`mean_sigma_from_terms`."""
+    return mean_sigma_from_terms(tia_sigma, [LinearTerm(kernel)], weights, backend,
+                                 precision=precision)
 
 
 #: A voxel's TIA sigma enters the dose sigma at most at this multiple of its TIA.

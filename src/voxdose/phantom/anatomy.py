@@ -121,29 +121,47 @@ def rasterize_labels(grid: Grid, patient_to_scanner: np.ndarray | None = None,
     A voxel at scanner point p shows the patient point T^-1 p. ``scale`` (> 0) sizes the
     whole anatomy about the torso's origin (1.1: every shape 10 % larger in x, y and z).
     """
-    x, y, z = grid.world_coordinates()
-    if patient_to_scanner is not None:
-        inv = np.linalg.inv(patient_to_scanner)
-        pts = np.stack([x, y, z], axis=-1) @ inv[:3, :3].T + inv[:3, 3]
-        x, y, z = pts[..., 0], pts[..., 1], pts[..., 2]
-    if scale != 1.0:
-        x, y, z = x / scale, y / scale, z / scale
     labels = np.zeros(grid.shape, dtype=np.uint8)
     body = None
     for s in STRUCTURES:
         inside = np.zeros(grid.shape, dtype=bool)
         for shape in s.shapes:
-            # only the voxels whose centres can fall in the shape are tested (same points,
-            # same test: identical labels to testing every voxel, several times faster)
+            # only the voxels whose centres can fall in the shape are tested, and only their
+            # points are computed (same points, same test: identical labels to testing every
+            # voxel, several times faster)
             sl = _index_box(grid, shape, patient_to_scanner, scale)
             if sl is not None:
-                inside[sl] |= shape.contains(x[sl], y[sl], z[sl])
+                inside[sl] |= shape.contains(*patient_points(grid, sl, patient_to_scanner,
+                                                             scale))
         if s.name == REMAINDER:
             body = inside
         elif s.within_body and body is not None:
             inside &= body
         labels[inside] = s.label
     return labels
+
+
+def patient_points(grid: Grid, box=None, patient_to_scanner: np.ndarray | None = None,
+                   scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Patient coordinates (x, y, z; mm, before ``scale``) of the voxel centres of ``grid``
+    in ``box`` (slices z, y, x; None: every voxel): the scanner point p of each centre
+    (:meth:`Grid.world_coordinates`' arithmetic) taken back by T^-1 p, then / ``scale``.
+    Element by element, so the same voxel gives the same numbers in any box."""
+    box = box or tuple(slice(0, n) for n in grid.shape)
+    iz, iy, ix = (np.arange(b.start, b.stop, dtype=np.float64) for b in box)
+    iz, iy, ix = iz[:, None, None], iy[None, :, None], ix[None, None, :]
+    a = grid.affine
+    x = a[0, 0] * iz + a[0, 1] * iy + a[0, 2] * ix + a[0, 3]
+    y = a[1, 0] * iz + a[1, 1] * iy + a[1, 2] * ix + a[1, 3]
+    z = a[2, 0] * iz + a[2, 1] * iy + a[2, 2] * ix + a[2, 3]
+    if patient_to_scanner is not None:
+        m = np.linalg.inv(patient_to_scanner)
+        x, y, z = (m[0, 0] * x + m[0, 1] * y + m[0, 2] * z + m[0, 3],
+                   m[1, 0] * x + m[1, 1] * y + m[1, 2] * z + m[1, 3],
+                   m[2, 0] * x + m[2, 1] * y + m[2, 2] * z + m[2, 3])
+    if scale != 1.0:
+        x, y, z = x / scale, y / scale, z / scale
+    return x, y, z
 
 
 def _index_box(grid: Grid, shape: Shape, patient_to_scanner, scale: float):
