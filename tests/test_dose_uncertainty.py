@@ -196,6 +196,13 @@ def test_mean_sigma_with_fit_grid_parents_matches_shared_errors():
     alone = mean_sigma_from_terms(s_fine, [LinearTerm(k)], w, cpu_backend())
     assert res.independent_gy > 2 * alone.independent_gy  # shared errors add up
     assert res.fully_correlated_gy == pytest.approx(alone.fully_correlated_gy)
+    # each voxel its own parent, or none (-1: outside the fit grid), or half and half:
+    # every voxel independent, as without parents
+    own = np.arange(parents.size).reshape(parents.shape)
+    half = np.where(np.indices(parents.shape)[0] < 8, own, -1)
+    for p in (own, np.full_like(parents, -1), half):
+        one = mean_sigma_from_terms(s_fine, [LinearTerm(k)], w, cpu_backend(), parents=p)
+        assert one.independent_gy == pytest.approx(alone.independent_gy, rel=1e-12)
 
 
 @pytest.mark.parametrize("shape, kshape, box", [

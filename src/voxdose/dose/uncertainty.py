@@ -232,15 +232,22 @@ def mean_sigma_from_terms(tia_sigma, terms: list[LinearTerm], weights, backend,
             g += _convolve(wm, flipped, backend, None if caches is None else caches[i],
                            precision)
     s = xp.asarray(tia_sigma, dtype=xp.float64)
+    if bool((s < 0).any()):
+        raise InputError("the TIA standard uncertainty has negative voxels; a standard "
+                         "uncertainty is >= 0")
     gs = g * s
     if parents is None:
         indep = float(xp.sqrt(xp.sum(gs ** 2))) / total
     else:
         p = xp.asarray(parents).ravel()
         alone = p < 0
-        grouped = xp.bincount(p[~alone], weights=gs.ravel()[~alone])
-        indep = float(xp.sqrt(xp.sum(grouped ** 2) + xp.sum(gs.ravel()[alone] ** 2))) / total
-    corr = float(xp.sum(xp.abs(g) * s)) / total
+        if bool(alone.any()):
+            grouped = xp.bincount(p[~alone], weights=gs.ravel()[~alone])
+            rest = xp.sum(gs.ravel()[alone] ** 2)
+        else:  # every voxel has a parent (a label grid inside the SPECT grid): no copies
+            grouped, rest = xp.bincount(p, weights=gs.ravel()), 0.0
+        indep = float(xp.sqrt(xp.sum(grouped ** 2) + rest)) / total
+    corr = float(xp.sum(xp.abs(gs))) / total  # |g| s = |g s| for s >= 0
     return MeanDoseSigma(indep, corr)
 
 

@@ -22,6 +22,8 @@ decays per voxel), ``truth/labels_spect.nii.gz``.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -117,6 +119,13 @@ def blur(a: np.ndarray, grid: Grid, fwhm_mm: float) -> np.ndarray:
     return ndimage.gaussian_filter(a, sigma=sigma_vox, mode="constant", cval=0.0)
 
 
+def _threads() -> int:
+    try:
+        return max(1, min(2, len(os.sched_getaffinity(0))))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, min(2, os.cpu_count() or 1))
+
+
 def _fmt_time(t_h: float) -> str:
     return f"{t_h:05.1f}h".replace(".", "p").replace("p0h", "h")
 
@@ -147,14 +156,20 @@ def build_study(out_dir, cfg: PhantomConfig | None = None, progress=None,
     a0_bq = cfg.administered_activity_mbq * 1e6
     bq_per_count = 1.0 / (1e-6 * cfg.sensitivity_cps_per_mbq * cfg.frame_duration_s)
 
+    def noise_free(i: int):
+        """Time point i's moved labels and blurred concentration (no random numbers)."""
+        t_h, T = cfg.times_h[i], transforms[i]
+        labels_i = ref_labels if i == 0 else rasterize_labels(ct_grid, T, cfg.anatomy_scale)
+        conc_ct = concentration_lut(volumes_ml, t_h * SECONDS_PER_HOUR, cfg, lam)[labels_i]
+        return labels_i, blur(block_mean(conc_ct, f), spect_grid, cfg.psf_fwhm_mm)
+
     timepoints = []
-    with staged_directory(out_dir) as stage:
-        for i, (t_h, T) in enumerate(zip(cfg.times_h, transforms)):
-            labels_i = ref_labels if i == 0 else rasterize_labels(ct_grid, T,
-                                                                  cfg.anatomy_scale)
+    # the noise-free images in threads, the random numbers drawn here in time order: the
+    # same files as one time point after the other
+    with staged_directory(out_dir) as stage, ThreadPoolExecutor(_threads()) as pool:
+        for i, (labels_i, conc) in enumerate(pool.map(noise_free, range(len(cfg.times_h)))):
+            t_h = cfg.times_h[i]
             ct = ct_from_labels(labels_i, rng)
-            conc_ct = concentration_lut(volumes_ml, t_h * SECONDS_PER_HOUR, cfg, lam)[labels_i]
-            conc = blur(block_mean(conc_ct, f), spect_grid, cfg.psf_fwhm_mm)
             if cfg.noise:
                 expected = np.clip(conc, 0, None) * spect_grid.voxel_volume_ml / bq_per_count
                 conc = rng.poisson(expected) * bq_per_count / spect_grid.voxel_volume_ml
