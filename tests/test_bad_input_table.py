@@ -271,6 +271,39 @@ def _dicom_units_contradiction(d):
     return p
 
 
+def _dicom_cts_swapped(d):
+    """Two SPECT/CTs (NM and CT sharing a FrameOfReferenceUID each), the ct entries
+    swapped."""
+    from voxdose.io.dicom_write import write_ct
+
+    for k, t_h in ((1, 4.0), (2, 26.0)):
+        for_uid = f"1.2.826.0.1.3680043.8.498.{k}"
+        write_ct(d / f"tp0{k}" / "ct", np.zeros(GRID.shape), GRID, for_uid=for_uid)
+        _nm(d / f"tp0{k}" / "nm", t_h, for_uid=for_uid)
+    return _toml(d, "", ['spect = "tp01/nm"\nct = "tp02/ct"',
+                         'spect = "tp02/nm"\nct = "tp01/ct"'])
+
+
+def _dicom_activity_contradiction(d):
+    _nm(d / "t1")  # RadionuclideTotalDose 7400 MBq
+    _nm(d / "t2", 26.0)
+    return _toml(d, "administered_activity_mbq = 7000.0", ['spect = "t1"', 'spect = "t2"'])
+
+
+def _dicom_series_disagree_on_activity(d):
+    _nm(d / "t1")
+    _nm(d / "t2", 26.0, total_dose_bq=7.0e9)
+    return _toml(d, "", ['spect = "t1"', 'spect = "t2"'])
+
+
+def _dicom_frame_duration_contradiction(d):
+    _nm(d / "t1", units="CNTS")  # 1200 s
+    _nm(d / "t2", 26.0, units="CNTS")
+    p = _toml(d, "", ['spect = "t1"\nframe_duration_s = 600.0', 'spect = "t2"'])
+    p.write_text(p.read_text() + '\n[spect]\ncalibration_cps_per_mbq = 10.0\n')
+    return p
+
+
 # --- a tiny SPECT/CT study (registration in a fraction of a second) --------------------
 SPECT_GRID = Grid.from_spacing((10, 12, 12), (8.0, 8.0, 8.0), (-42.0, -42.0, -34.0))
 
@@ -797,6 +830,18 @@ CASES = [
       absent=r"time_h"),
     C("dicom-units-contradict-the-tag", b_dicom(_dicom_units_contradiction), _run_argv(),
       r"spect\.units.*contradicts|contradicts.*Units", "study.toml"),
+    C("dicom-ct-of-another-spect-ct", b_dicom(_dicom_cts_swapped), _run_argv(),
+      r"timepoints\[0\]: the SPECT .*tp01/nm .*the CT .*tp02/ct .*different frames of "
+      r"reference", "study.toml"),
+    C("dicom-activity-contradicts-the-tag", b_dicom(_dicom_activity_contradiction),
+      _run_argv(), r"study\.administered_activity_mbq = 7000 in the study file contradicts "
+      r"RadionuclideTotalDose \(0018,1074\) = 7400 MBq", "NM000001.dcm"),
+    C("dicom-series-disagree-on-the-activity", b_dicom(_dicom_series_disagree_on_activity),
+      _run_argv(), r"time points disagree on the administered activity.*t1.*timepoints\[0\]"
+      r".*7000 MBq in .*t2.*timepoints\[1\]", "NM000001.dcm"),
+    C("dicom-frame-duration-contradicts-the-tag", b_dicom(_dicom_frame_duration_contradiction),
+      _run_argv(), r"timepoints\[0\]\.frame_duration_s = 600 s in the study file contradicts "
+      r"ActualFrameDuration .* = 1200 s", "NM000001.dcm"),
     C("dicom-info-one-bad-series", b_dicom(_dicom_info_one_bad), ("dicom-info", "{study}"),
       r"1 of 2 series \(or files\) cannot be used", "exam",
       stdout=r"modality .* problem .* SeriesInstanceUID .* problem: proj/NM0001\.dcm: SPECT "

@@ -252,3 +252,123 @@ def test_demo_study_as_dicom_assembles_like_nifti(small_study, tmp_path):
     assert np.max(np.abs(b.frames_bq_ml - a.frames_bq_ml)[inner]) < 20 * step
     np.testing.assert_allclose(b.total_activity_bq(), a.total_activity_bq(), rtol=1e-3)
     assert np.mean(la.data == lb.data) > 0.999
+
+
+# ---- contradictions between the study file and the tags, or between the series ----------
+
+def _spect_ct(folder, t_h, for_uid):
+    """One SPECT/CT acquisition: NM and CT series sharing ``for_uid``."""
+    ct_grid = Grid.from_spacing((8, 10, 12), (2.0, 2.0, 2.0), (-9.0, -7.0, 19.0))
+    write_ct(folder / "ct", np.zeros(ct_grid.shape), ct_grid, for_uid=for_uid)
+    return _nm(folder / "nm", t_h, for_uid=for_uid)[0]
+
+
+def test_ct_of_another_spect_ct_is_an_error(tmp_path):
+    """Two time points' ct entries swapped: each CT lies in the other acquisition's frame
+    of reference. Refused naming the time point and both folders; not checked when one
+    series lacks FrameOfReferenceUID."""
+    nm1 = _spect_ct(tmp_path / "tp01", 4.0, "1.2.826.0.1.3680043.8.498.11")
+    _spect_ct(tmp_path / "tp02", 24.0, "1.2.826.0.1.3680043.8.498.12")
+    right = ['spect = "tp01/nm"\nct = "tp01/ct"', 'spect = "tp02/nm"\nct = "tp02/ct"']
+    assert load_study(_toml(tmp_path, "", right)).times_h == pytest.approx([4.0, 24.0])
+    swapped = ['spect = "tp01/nm"\nct = "tp02/ct"', 'spect = "tp02/nm"\nct = "tp01/ct"']
+    with pytest.raises(StudyError, match=r"timepoints\[0\]: the SPECT .* lie in different "
+                                         r"frames of reference: this CT was not acquired "
+                                         r"with this SPECT") as exc:
+        load_study(_toml(tmp_path, "", swapped))
+    msg = str(exc.value)
+    assert len(msg.splitlines()) == 1 and ".498.11" in msg and ".498.12" in msg
+    assert str(tmp_path / "tp01" / "nm") in msg and str(tmp_path / "tp02" / "ct") in msg
+    ds = pydicom.dcmread(nm1)  # the SPECT without the tag: nothing to compare
+    del ds.FrameOfReferenceUID
+    ds.save_as(nm1)
+    with pytest.raises(StudyError, match=r"timepoints\[1\]: .*different frames"):
+        load_study(_toml(tmp_path, "", swapped))
+    one_tp = ['spect = "tp01/nm"\nct = "tp02/ct"\ntime_h = 4.0']
+    assert load_study(_toml(tmp_path, "", one_tp)).times_h == [4.0]
+
+
+def test_activity_key_contradicting_radionuclide_total_dose(tmp_path):
+    """Tags 7400 MBq, study file 7000: an error naming both values and the file (it used
+    to take 7000 silently); within 1 % (the sidecars' tolerance) the key is used."""
+    f = _nm(tmp_path / "t1", 4.0)[0]
+    with pytest.raises(StudyError, match=r"study.administered_activity_mbq = 7000 in the "
+                                         r"study file contradicts RadionuclideTotalDose "
+                                         r"\(0018,1074\) = 7400 MBq in .*correct one") as exc:
+        load_study(_toml(tmp_path, "administered_activity_mbq = 7000\n", ['spect = "t1"']))
+    assert str(f) in str(exc.value)
+    st = load_study(_toml(tmp_path, "administered_activity_mbq = 7410\n", ['spect = "t1"']))
+    assert st.administered_activity_mbq == 7410
+    _nm(tmp_path / "t2", 4.0, total_dose_bq=None)  # no tag: the key is the only source
+    st = load_study(_toml(tmp_path, "administered_activity_mbq = 7000\n", ['spect = "t2"']))
+    assert st.administered_activity_mbq == 7000
+
+
+def test_activity_from_a_sidecar_contradicting_radionuclide_total_dose(tmp_path):
+    """A DICOM time point and an image-file one whose JSON sidecar gives another activity:
+    the error names the sidecar, not the study file."""
+    import json
+
+    from voxdose.core.grid import Image
+    from voxdose.io.sitk_adapter import sidecar_path, write_image
+
+    _nm(tmp_path / "t1", 4.0)
+    frame = tmp_path / "spect_24h.nii.gz"
+    write_image(frame, Image(np.full(GRID.shape, CONC), GRID, "activity concentration",
+                             "Bq/mL"))
+    sidecar_path(frame).write_text(json.dumps({"administered_activity_mbq": 7000.0}))
+    with pytest.raises(StudyError, match=r"the administered activity 7000 MBq in the JSON "
+                                         r"sidecar .*spect_24h.json contradicts "
+                                         r"RadionuclideTotalDose"):
+        load_study(_toml(tmp_path, "", ['spect = "t1"',
+                                        'spect = "spect_24h.nii.gz"\ntime_h = 24.0']))
+
+
+def test_series_disagreeing_on_radionuclide_total_dose(tmp_path):
+    """Time points whose NM series carry different RadionuclideTotalDose (it used to take
+    the first): an error naming each series and its value, with or without the key."""
+    f1 = _nm(tmp_path / "t1", 4.0)[0]
+    f2 = _nm(tmp_path / "t2", 24.0, total_dose_bq=7.0e9)[0]
+    for body in ("", "administered_activity_mbq = 7400\n"):
+        with pytest.raises(StudyError, match=r"time points disagree on the administered "
+                                             r"activity \(RadionuclideTotalDose \(0018,1074\)"
+                                             r"\): 7400 MBq in .*timepoints\[0\].*7000 MBq in "
+                                             r".*timepoints\[1\]") as exc:
+            load_study(_toml(tmp_path, body, ['spect = "t1"', 'spect = "t2"']))
+        assert str(f1) in str(exc.value) and str(f2) in str(exc.value)
+    _nm(tmp_path / "t3", 24.0, total_dose_bq=7.401e9)  # within 1 %: one administration
+    st = load_study(_toml(tmp_path, "", ['spect = "t1"', 'spect = "t3"']))
+    assert st.administered_activity_mbq == pytest.approx(7400)
+
+
+@pytest.mark.parametrize("multiframe, tag", [
+    (True, r"ActualFrameDuration \(0018,1242\) x NumberOfFramesInRotation"),
+    (False, r"ActualFrameDuration \(0018,1242\) = 1200 s"),
+])
+def test_frame_duration_key_contradicting_the_file(tmp_path, multiframe, tag):
+    """timepoints[i].frame_duration_s is for files without the tag: given with a file that
+    has another duration (1200 s) it is an error naming the time point, both values and the
+    file (it used to override the tag), whatever the units; the same value is accepted."""
+    f = _nm(tmp_path / "t1", 4.0, np.full(GRID.shape, 400.0), units="CNTS",
+            multiframe=multiframe)[0]
+    cps = "[spect]\ncalibration_cps_per_mbq = 10.0\n"
+    with pytest.raises(StudyError, match=r"timepoints\[0\]\.frame_duration_s = 600 s in the "
+                                         r"study file contradicts " + tag) as exc:
+        load_study(_toml(tmp_path, cps, ['spect = "t1"\nframe_duration_s = 600.0']))
+    assert "1200 s" in str(exc.value) and str(f) in str(exc.value)
+    _nm(tmp_path / "t2", 4.0, multiframe=multiframe)  # BQML: the key unused, still refused
+    with pytest.raises(StudyError, match=r"frame_duration_s = 600 s .*contradicts"):
+        load_study(_toml(tmp_path, "", ['spect = "t2"\nframe_duration_s = 600.0']))
+    st = load_study(_toml(tmp_path, cps, ['spect = "t1"\nframe_duration_s = 1200.0']))
+    expect = 1e6 / (10.0 * 1200.0 * GRID.voxel_volume_ml)
+    assert st.timepoints[0].to_bq_ml == pytest.approx(expect, rel=1e-12)
+
+
+def test_frame_duration_key_supplies_a_missing_tag(tmp_path):
+    f = _nm(tmp_path / "t1", 4.0, np.full(GRID.shape, 400.0), units="CNTS",
+            multiframe=False, frame_duration_s=None)[0]
+    assert pydicom.dcmread(f).get("ActualFrameDuration") is None
+    st = load_study(_toml(tmp_path, "[spect]\ncalibration_cps_per_mbq = 10.0\n",
+                          ['spect = "t1"\nframe_duration_s = 600.0']))
+    assert st.timepoints[0].to_bq_ml == pytest.approx(
+        1e6 / (10.0 * 600.0 * GRID.voxel_volume_ml), rel=1e-12)

@@ -128,31 +128,52 @@ def test_bench_json(capsys):
 
 
 def test_dose_with_a_users_dpk_table(tmp_path, capsys):
-    """--dpk: a user's radial DPK (here our own table written back out, scaled by 2) is used
-    instead of the built-in kernel: the dose doubles (dose is linear in S). Within 1 %, not
-    exactly: a bare CSV lacks the shipped table's record (electron range), which sets where
-    the voxel integration switches method."""
+    """--dpk: a user's radial DPK (here our own table written back out, scaled by 0.8) is
+    used instead of the built-in kernel: the dose scales by 0.8 (dose is linear in S).
+    Within 1 %, not exactly: a bare CSV lacks the shipped table's record (electron range),
+    which sets where the voxel integration switches method. A table holding more energy
+    than the nuclide emits (x2: a dose column in mGy read as Gy is x1000) or almost none
+    (r in cm read as mm: x1e-3) is refused before any work; one holding less than half is
+    used with a warning in the sidecar."""
     from voxdose.kernels.point import load_point_kernel
 
     pk = load_point_kernel("Lu-177")
-    table = tmp_path / "dpk.csv"
-    rows = "\n".join(f"{float(r)!r},{2 * float(d)!r}" for r, d in zip(pk.r_table_mm,
-                                                         pk.dose_table_gy_per_decay))
-    table.write_text("r_mm,dose_Gy_per_decay\n" + rows + "\n")
+
+    def table(scale, r_scale=1.0):
+        path = tmp_path / f"dpk_{scale:g}_{r_scale:g}.csv"
+        rows = "\n".join(f"{r_scale * float(r)!r},{scale * float(d)!r}"
+                         for r, d in zip(pk.r_table_mm, pk.dose_table_gy_per_decay))
+        path.write_text("r_mm,dose_Gy_per_decay\n" + rows + "\n")
+        return path
+
     g = Grid.from_spacing((6, 6, 6), (4.0, 4.0, 4.0))
     tia = np.zeros(g.shape)
     tia[3, 3, 3] = 1e12
     tia_path = tmp_path / "tia.nii.gz"
     write_image(tia_path, Image(tia, g, "time-integrated activity", "Bq*s"), dtype=np.float64)
     outs = []
-    for extra in ([], ["--dpk", str(table)]):
+    for extra in ([], ["--dpk", str(table(0.8))]):
         out = tmp_path / f"d{len(outs)}.nii.gz"
         rc, cap = _run(["dose", str(tia_path), "--nuclide", "Lu-177", "--out", str(out),
                         "--precision", "float64", "--kernel-radius-mm", "20", *extra], capsys)
         assert rc == 0, cap.err
         outs.append(read_image(out).data)
-    assert np.allclose(outs[1], 2 * outs[0], rtol=1e-2, atol=1e-12 * outs[0].max())
-    assert outs[1][3, 3, 3] == pytest.approx(2 * outs[0][3, 3, 3], rel=5e-3)
+        assert "warning" not in cap.out + cap.err
+    assert np.allclose(outs[1], 0.8 * outs[0], rtol=1e-2, atol=1e-12 * outs[0].max())
+    assert outs[1][3, 3, 3] == pytest.approx(0.8 * outs[0][3, 3, 3], rel=5e-3)
+    for bad, what in ((table(2.0), "2 x the 0.183 MeV"), (table(1.0, 0.1), "0.001 x the")):
+        out = tmp_path / "bad.nii.gz"
+        rc, cap = _run(["dose", str(tia_path), "--nuclide", "Lu-177", "--out", str(out),
+                        "--dpk", str(bad)], capsys)
+        assert rc == 2 and not out.exists()
+        assert what in cap.err and str(bad) in cap.err and "Traceback" not in cap.err
+        assert cap.err.strip().count("\n") == 0
+    out = tmp_path / "low.nii.gz"
+    rc, cap = _run(["dose", str(tia_path), "--nuclide", "Lu-177", "--out", str(out),
+                    "--kernel-radius-mm", "20", "--dpk", str(table(0.3))], capsys)
+    assert rc == 0 and "voxdose: warning: dose point kernel table" in cap.out
+    side = json.loads(out.with_name("low.json").read_text())
+    assert any("leaves the rest out" in w for w in side["warnings"])
     rc, cap = _run(["dose", str(tia_path), "--nuclide", "Lu-177", "--out",
                     str(tmp_path / "x.nii.gz"), "--dpk", str(tmp_path / "missing.csv")], capsys)
     assert rc == 2 and not (tmp_path / "x.nii.gz").exists()

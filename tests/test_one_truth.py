@@ -131,7 +131,8 @@ def _mvs_density(grid):
 
 
 def test_mvs_takes_the_given_point_kernel_and_refuses_a_water_kernel(tmp_path):
-    """Twice the DPK table gives twice the mvs dose (it was ignored: 4.44 Gy either way);
+    """0.8 x the DPK table gives 0.8 x the mvs dose (it was ignored: 4.44 Gy either way;
+    twice the table is refused: it would hold twice the energy emitted);
     a prebuilt water voxel kernel cannot stand for the bins' kernels: an error."""
     from voxdose.dose.engine import make_engine
     from voxdose.kernels.point import read_dpk_csv
@@ -139,10 +140,10 @@ def test_mvs_takes_the_given_point_kernel_and_refuses_a_water_kernel(tmp_path):
     tia = _tia((8, 8, 12), (4.8,) * 3)
     rho = _mvs_density(tia.grid)
     one = read_dpk_csv(_dpk_csv(tmp_path / "one.csv", "Lu-177"), nuclide="Lu-177")
-    two = read_dpk_csv(_dpk_csv(tmp_path / "two.csv", "Lu-177", 2.0), nuclide="Lu-177")
+    two = read_dpk_csv(_dpk_csv(tmp_path / "two.csv", "Lu-177", 0.8), nuclide="Lu-177")
     doses = [make_engine("Lu-177", tia.grid.spacing_mm, density_mode="mvs", density=rho,
                          point_kernel=pk).dose(tia, density=rho).data for pk in (one, two, None)]
-    np.testing.assert_allclose(doses[1], 2.0 * doses[0], rtol=1e-9, atol=1e-12 * doses[1].max())
+    np.testing.assert_allclose(doses[1], 0.8 * doses[0], rtol=1e-9, atol=1e-12 * doses[1].max())
     # the tissue tables (composition) differ from a range-scaled water table: not ignored
     assert np.abs(doses[2] - doses[0]).max() > 1e-4 * doses[0].max()
     with pytest.raises(InputError, match="mvs"):
@@ -158,7 +159,7 @@ def test_pipeline_dose_stage_passes_the_study_dpk_in_mvs(tmp_path, monkeypatch):
     from voxdose.pipeline import stages
 
     tia = _tia((8, 8, 12), (4.8,) * 3)
-    pk = read_dpk_csv(_dpk_csv(tmp_path / "two.csv", "Lu-177", 2.0), nuclide="Lu-177")
+    pk = read_dpk_csv(_dpk_csv(tmp_path / "two.csv", "Lu-177", 0.8), nuclide="Lu-177")
     monkeypatch.setattr(stages, "density_from_ct", lambda ct, grid: _mvs_density(grid))
     ctx = types.SimpleNamespace(
         nuclide=load_nuclide("Lu-177"), grid=tia.grid, backend=cpu_backend(), tia=tia,

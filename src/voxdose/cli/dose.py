@@ -62,9 +62,28 @@ def _load_inputs(tia_path: Path, nuclide: str, method: str, ct: Path | None,
     if unit and not any(w in unit.lower() for w in ("bq*s", "bq s", "bq·s", "decay")):
         raise InputError(f"TIA image {tia_path} has unit '{unit}' in its sidecar; the dose "
                          "command needs decays per voxel (Bq*s)")
+    said = tia.meta.get("nuclide")  # `voxdose tia` records the nuclide it integrated with
+    if said:
+        from ..core.errors import NuclideError
+        from ..core.nuclide import canonical_name
+
+        try:
+            said_name = canonical_name(str(said))
+        except NuclideError:
+            said_name = str(said)
+        if said_name != nuc.name:
+            raise InputError(f"TIA image {tia_path}: its sidecar says it is of {said_name} "
+                             f"(integrated with {said_name}'s decay), but --nuclide is "
+                             f"{nuc.name}; give --nuclide {said_name}, or `voxdose compare` "
+                             "to give one TIA map several nuclides' kernels")
     density = None
     if ct is not None:
         ct_img = read_image(ct, "CT", "HU")
+        from ..io.sitk_adapter import check_sidecar_unit
+        from ..study.sidecars import CT_UNITS
+
+        check_sidecar_unit(ct_img, ct, CT_UNITS, "--ct reads CT numbers in HU (a density "
+                           "map or mu-map is not a CT): give the CT in HU")
         if not ct_img.grid.same_as(tia.grid):
             if not resample_ct:
                 raise InputError(f"CT {ct} is not on the TIA grid of {tia_path} "
@@ -108,7 +127,8 @@ def _check_kernel(nuc, user_pk, tia, radius_mm, precision, tia_path) -> list[str
                        where=f"the voxels of {tia_path}")
     from ..kernels.cache import planned_voxel_warning
 
-    return [w for w in [planned_voxel_warning(pk, tia.grid.spacing_mm)] if w]
+    return [w for w in [planned_voxel_warning(pk, tia.grid.spacing_mm),
+                        *pk.provenance().get("warnings", [])] if w]
 
 
 @app.command()

@@ -457,6 +457,8 @@ class TabulatedPointKernel:
         shell_e = d * vol_mm3 * rho / 1000.0 / MEV_PER_G_TO_GY
         table_e = float(shell_e.sum())
         total = table_e if total_energy_mev is None else float(total_energy_mev)
+        if total_energy_mev is not None:
+            check_table_energy(table_e, total, nuclide, source)
         if electron_range_mm is None:
             electron_range_mm = table_electron_range_mm(edges, shell_e)
         return cls(nuclide=nuclide, density_g_cm3=rho, r_table_mm=r,
@@ -483,6 +485,11 @@ class TabulatedPointKernel:
     def max_electron_range_mm(self) -> float:
         """Distance beyond which the kernel is smooth (electrons stopped), mm."""
         return self.electron_range_mm
+
+    def energy_warning(self) -> str | None:
+        """The warning :func:`table_energy_warning` gives for this table, or None."""
+        return table_energy_warning(self.table_energy_mev, self.total_energy_mev,
+                                    self.nuclide, self.source)
 
     @property
     def table_energy_mev(self) -> float:
@@ -557,10 +564,51 @@ class TabulatedPointKernel:
                 out["table_record"]["build"] = {k: v for k, v in build.items() if k != "pilot"}
             if self.record.get("warnings"):
                 out["warnings"] = list(self.record["warnings"])
+        if self.energy_warning():
+            out["warnings"] = [*out.get("warnings", []), self.energy_warning()]
         return out
 
     def describe(self) -> dict:
         return self.provenance()
+
+
+#: A table may hold up to this multiple of the energy emitted per decay (statistics and
+#: shell geometry of another code's table); above it the table is refused.
+TABLE_ENERGY_MAX = 1.05
+#: Below this fraction of the emitted energy a table is refused (a dose column in mGy
+#: read as Gy holds 1000x, radii in cm read as mm 1e-3x the energy); below
+#: TABLE_ENERGY_WARN it is used with a warning (a table without the photons: In-111's
+#: electrons alone carry ~8 % of its emitted energy, Lu-177's ~80 %).
+TABLE_ENERGY_MIN = 0.01
+TABLE_ENERGY_WARN = 0.5
+
+
+def check_table_energy(table_mev: float, emitted_mev: float, nuclide: str, source: str
+                       ) -> None:
+    """:class:`InputError` when a radial table holds more than ``TABLE_ENERGY_MAX`` or less
+    than ``TABLE_ENERGY_MIN`` times the energy ``nuclide`` emits per decay: energy is
+    conserved, so such a table has wrong units or is for another nuclide."""
+    if not emitted_mev > 0:
+        return
+    ratio = table_mev / emitted_mev
+    if TABLE_ENERGY_MIN <= ratio <= TABLE_ENERGY_MAX:
+        return
+    raise InputError(
+        f"dose point kernel table {source}: it holds {table_mev:.4g} MeV per decay, "
+        f"{ratio:.3g} x the {emitted_mev:.4g} MeV {nuclide} emits per decay (a table holds "
+        f"at most what is emitted): check its units (dose_Gy_per_decay in Gy, not mGy; "
+        f"r_mm in mm, not cm) and that it is a table for {nuclide}")
+
+
+def table_energy_warning(table_mev: float, emitted_mev: float, nuclide: str, source: str
+                         ) -> str | None:
+    """A warning when a table holds less than ``TABLE_ENERGY_WARN`` of the energy emitted
+    per decay (valid, e.g. electrons only, but its dose leaves the rest out), else None."""
+    if not emitted_mev > 0 or table_mev >= TABLE_ENERGY_WARN * emitted_mev:
+        return None
+    return (f"dose point kernel table {source} holds {100 * table_mev / emitted_mev:.3g} % "
+            f"of the {emitted_mev:.4g} MeV {nuclide} emits per decay: its dose leaves the "
+            "rest out (a table without photons does this)")
 
 
 def read_dpk_csv(path, *, nuclide: str | None = None, density_g_cm3: float = 1.0,

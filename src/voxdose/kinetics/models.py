@@ -54,6 +54,31 @@ PARAM_NAMES = {
 #: Minimum number of samples to fit a model and still rank it by AICc (n - k - 1 >= 1).
 MIN_POINTS = {m: lm_core.MIN_POINTS[m] for m in range(1, 5)}
 
+
+def check_points_for_model(model: str, n_times: int, where: str) -> str | None:
+    """A fitted model asked for (``mono`` ... ``triexp``) with fewer than its
+    :data:`MIN_POINTS` time points: :class:`InputError` (no voxel could be fitted: every
+    one would silently get the trapezoid). ``auto`` with 2 .. MIN_POINTS[mono] - 1 time
+    points: the warning text (every voxel and organ integrated by the trapezoid and the
+    physical-decay tail), else None. ``where``: the study file or the option, for the
+    message."""
+    from ..core.errors import InputError
+
+    mono = MIN_POINTS[MODEL_IDS["mono"]]
+    if model == "auto":
+        if 2 <= n_times < mono:
+            return (f"{where}: {n_times} time points: no model can be fitted (a "
+                    f"mono-exponential needs {mono}), so every voxel and organ is integrated "
+                    "by the trapezoid with a physical-decay tail after the last time point "
+                    "(biological clearance after it is not seen)")
+        return None
+    mid = MODEL_IDS.get(model)
+    if mid in MIN_POINTS and n_times < MIN_POINTS[mid]:
+        raise InputError(f"{where}: --model {model} needs at least {MIN_POINTS[mid]} time "
+                         f"points ({N_PARAMS[mid]} parameters, and n - k - 1 >= 1), got "
+                         f"{n_times}; choose trapz, auto or a model with fewer parameters")
+    return None
+
 STATUS = {
     0: "converged",
     1: "converged with a parameter at its bound",

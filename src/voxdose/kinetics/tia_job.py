@@ -129,6 +129,10 @@ def _check_choices(job: TiaJob) -> None:
     _finite("--frame-noise", job.frame_noise_rel, minimum=0.0, strict=False)
     if job.after_h is not None:
         _finite("--after-h", job.after_h, minimum=0.0, strict=False, unit=" h")
+    if not job.single_time_point:
+        from .models import check_points_for_model
+
+        check_points_for_model(job.model, len(job.times_h), "--times-h")
 
 
 def _check_single_time_point(job: TiaJob, half_life_h: float, nuclide: str) -> None:
@@ -180,8 +184,41 @@ def validate_job(job: TiaJob):
     return nuc
 
 
+def check_frame_sidecars(job: TiaJob, nuc) -> tuple[list[float], list[str]]:
+    """Each frame's JSON sidecar (when it has one) against the options, as ``voxdose run``
+    sets a study file against its frames' sidecars (voxdose.study.sidecars): an acquisition
+    time (``time_h``, BIDS ``ScanStart``) that differs from the frame's ``--times-h`` by
+    more than 60 s, or a nuclide other than ``--nuclide``, is an error. A frame the sidecar
+    says is decay-corrected is brought back to its activity at acquisition (the fit's
+    input), as ``run`` does. Returns the factor per frame and a note per corrected frame;
+    nothing but the sidecars is read."""
+    from ..study.sidecars import SAME_TIME_S, decay_undo_factor, read_sidecar
+
+    factors, notes = [], []
+    for i, (f, t_h) in enumerate(zip(job.frame_paths, job.times_h)):
+        car = read_sidecar(Path(f), f"frame {i + 1}", Path(f))
+        if car is None:
+            factors.append(1.0)
+            continue
+        if car.time_h is not None and abs(car.time_h - t_h) * 3600.0 > SAME_TIME_S:
+            raise InputError(f"{f}: --times-h gives it {t_h:g} h, but {car.path} says it was "
+                             f"acquired at {car.time_h:g} h after the administration; give "
+                             "the frames' own times in their order (or fix the sidecar)")
+        if car.nuclide is not None and car.nuclide != nuc.name:
+            raise InputError(f"{f}: --nuclide {nuc.name}, but {car.path} says the frame is "
+                             f"of {car.nuclide}; give the frames' nuclide (or fix the "
+                             "sidecar)")
+        k = 1.0 if car.decay is None else decay_undo_factor(car.decay, t_h,
+                                                            nuc.decay_constant_per_s)
+        factors.append(k)
+        if k != 1.0:
+            notes.append(f"{f}: {car.decay.describe()} ({car.path}); multiplied by {k:.6g} "
+                         f"to its activity at acquisition ({t_h:g} h)")
+    return factors, notes
+
+
 # --------------------------------------------------------------------------- computing
-def _read_frames(job: TiaJob):
+def _read_frames(job: TiaJob, nuc):
     from ..io.sitk_adapter import BQ_ML_UNITS, check_sidecar_unit, read_image
 
     images = [read_image(f, "activity concentration", "Bq/mL") for f in job.frame_paths]
@@ -189,6 +226,11 @@ def _read_frames(job: TiaJob):
         check_sidecar_unit(img, f, BQ_ML_UNITS, "voxdose tia reads activity concentration "
                            "in Bq/mL: give the activity frames (kBq/mL or MBq/mL converted "
                            "to Bq/mL)")
+    # then what else the sidecars say (time, nuclide, decay correction), before any work
+    factors, decay_notes = check_frame_sidecars(job, nuc)
+    for k, factor in enumerate(factors):
+        if factor != 1.0:  # a decay-corrected frame, back to its activity at acquisition
+            images[k] = images[k].with_data(np.asarray(images[k].data, np.float64) * factor)
     ref, first = images[0], job.frame_paths[0]
     for f, img in zip(job.frame_paths, images):
         if not img.grid.same_as(ref.grid, tol_mm=1e-3):
@@ -198,7 +240,7 @@ def _read_frames(job: TiaJob):
     # reconstruction noise clipped and recorded, substantial negative activity refused
     from ..imaging.checks import check_finite, clip_negative
 
-    warnings = []
+    warnings = list(decay_notes)
     for k, (f, img) in enumerate(zip(job.frame_paths, images)):
         check_finite(img.data, f)
         clipped, neg = clip_negative(img.data, f)
@@ -316,8 +358,14 @@ def run_tia_job(job: TiaJob) -> TiaOutputs:
 
     # the same span rule as `voxdose run`: an error when < 1e-6 is left, else a warning
     span = check_acquisition_span(job.times_h, nuc.half_life_h, nuc.name, "--times-h")
-    images, warnings = _read_frames(job)
-    warnings = ([span] if span else []) + warnings
+    if not job.single_time_point:
+        from .models import check_points_for_model
+
+        few = check_points_for_model(job.model, len(job.times_h), "--times-h")
+    else:
+        few = None
+    images, warnings = _read_frames(job, nuc)
+    warnings = [w for w in (span, few) if w] + warnings
     if job.single_time_point:
         outputs, summary = _single_time_point(job, nuc, images[0])
     else:

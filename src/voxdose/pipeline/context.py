@@ -54,6 +54,7 @@ class PipelineContext:
     tia: Any = None                      # Image, Bq*s per voxel
     tia_sigma: Any = None                # Image, standard uncertainty of the TIA
     organ_fits: list = field(default_factory=list)
+    fit_warnings: list = field(default_factory=list)  # e.g. too few time points for a model
     # partial-volume correction ([pvc] method; pipeline/pvc_stage.py): it replaces tia,
     # tia_sigma, fit, labels, ct_ref and organ_fits by their label-grid versions
     nopvc: Any = None                    # the uncorrected results (a copy of this context

@@ -32,7 +32,7 @@ from ..kernels.cache import voxel_kernel_cached
 from ..kernels.extent import kernel_extent
 from ..kernels.point import check_kernel_emissions, load_point_kernel, read_dpk_csv
 from ..kinetics.fit import fit_tia, single_time_point_fit
-from ..kinetics.models import MODEL_NAMES, STATUS
+from ..kinetics.models import MODEL_NAMES, STATUS, check_points_for_model
 from ..kinetics.organ import fit_organs, organ_table_csv, single_time_point_organs
 from ..kinetics.swap import swap_nuclide_tia
 from ..report.compare_plots import plot_dpks, plot_dvh_overlay
@@ -96,6 +96,10 @@ def stage_validate(ctx: PipelineContext) -> None:
     if ctx.study.single_time_point is not None and opt.tia_model != "auto":
         raise StudyError(f"{ctx.study.path}: --model {opt.tia_model}: the study's one time point "
                          "is integrated as [kinetics] single_time_point says; drop --model")
+    if ctx.study.single_time_point is None:  # too few time points for the model: before work
+        few = check_points_for_model(opt.tia_model, len(ctx.study.timepoints),
+                                     str(ctx.study.path))
+        ctx.fit_warnings = [few] if few else []
     ctx.other_nuclide = comparison_nuclide(ctx.nuclide.name, opt.compare_nuclide)
     # alphas / positrons the kernels do not transport: refused here, not after the fit
     if getattr(ctx.study, "dpk", None) is None:
@@ -155,6 +159,8 @@ def stage_fit(ctx: PipelineContext) -> None:
         ctx.fit = fit = fit_tia(series.times_s, series.frames_bq_ml, nuc.decay_constant_per_s,
                                 model=model, backend=ctx.backend)
     vml = ctx.grid.voxel_volume_ml
+    if ctx.fit_warnings:  # kept with the run's warnings (provenance)
+        ctx.series.info.setdefault("warnings", []).extend(ctx.fit_warnings)
     ctx.tia = Image(fit.tia * vml, ctx.grid, "time-integrated activity",
                     "Bq*s per voxel (decays)", {"model": _model_description(model, study)})
     ctx.tia_sigma = ctx.tia.with_data(fit.sigma * vml,

@@ -1,7 +1,10 @@
 """Study-file keys against DICOM headers: the nuclide, administration time and activity
 from the files when the study file lacks them, and per DICOM time point the time, the pixel
 unit (to Bq/mL) and the vendor's decay correction (undone). A key that contradicts a tag is
-an error; a needed tag that is missing is an error naming the tag, the file and the key.
+an error (the administered activity within :data:`SAME_ACTIVITY_REL`, a frame duration
+within :data:`_SAME_DURATION_REL`), and so are time points whose series disagree (nuclide,
+administration time, activity) and a time point's SPECT and CT in different frames of
+reference; a needed tag that is missing is an error naming the tag, the file and the key.
 A date or time the reader could not parse (``SpectHeader.date_problems``) is an error only
 where its value is needed: never when the study-file key that replaces it is given."""
 
@@ -17,11 +20,14 @@ from ..core.nuclide import Nuclide, load_nuclide
 from .model import TimePoint
 from .schema import Section
 from .sections import UNIT_TO_BQ_ML, RawTimePoint
+from .sidecars import SAME_ACTIVITY_REL
 
 #: study-file spelling of the DICOM Units (0054,1001) values voxdose reads
 _DICOM_UNITS = {"Bq/mL": "BQML", "counts": "CNTS"}
 #: acquisitions / administrations this close count as the same time (s)
 _SAME_TIME_S = 60.0
+#: frame durations this close (relative) count as the same (the tag is in whole ms)
+_SAME_DURATION_REL = 1e-3
 
 
 def spect_headers(raws: list[RawTimePoint]) -> list[tuple[int, object]]:
@@ -36,6 +42,21 @@ def check_one_patient(raws: list[RawTimePoint], path: Path) -> None:
         listing = ", ".join(f"timepoints[{i}] '{h.patient_id}'" for i, h in dicom_all)
         raise StudyError(f"{path}: the DICOM inputs belong to different patients "
                          f"(PatientID (0010,0020): {listing}); check the folders")
+
+
+def check_frames_of_reference(raws: list[RawTimePoint], path: Path) -> None:
+    """A time point's DICOM SPECT and CT in one frame of reference (one SPECT/CT
+    acquisition); not checked where either series lacks FrameOfReferenceUID."""
+    for i, r in enumerate(raws):
+        if r.spect_h is None or r.ct_h is None:
+            continue
+        sp_for, ct_for = r.spect_h.frame_of_reference_uid, r.ct_h.frame_of_reference_uid
+        if sp_for and ct_for and sp_for != ct_for:
+            raise StudyError(f"{path}: timepoints[{i}]: the SPECT {r.spect} "
+                             f"(FrameOfReferenceUID (0020,0052) {sp_for}) and the CT {r.ct} "
+                             f"({ct_for}) lie in different frames of reference: this CT was "
+                             "not acquired with this SPECT; point "
+                             f"'timepoints[{i}].ct' at the CT of the same SPECT/CT")
 
 
 def nuclide_of(st: Section, dicom_sp: list, path: Path) -> Nuclide:
@@ -82,16 +103,38 @@ def administration_of(st: Section, dicom_sp: list, path: Path) -> datetime | Non
     return admin
 
 
-def activity_of(st: Section, dicom_sp: list, path: Path) -> float:
-    """Administered activity (MBq): the key or RadionuclideTotalDose."""
+def _same_activity(a: float, b: float) -> bool:
+    return abs(a - b) <= SAME_ACTIVITY_REL * max(abs(a), abs(b))
+
+
+def activity_of(st: Section, dicom_sp: list, path: Path, source: str | None = None) -> float:
+    """Administered activity (MBq): the key or RadionuclideTotalDose, never two different
+    ones (within :data:`SAME_ACTIVITY_REL`). ``source``: where the key's value came from
+    when not from the study file ("JSON sidecar PATH", ``study/sidecars.py``)."""
+    doses = [(i, h) for i, h in dicom_sp if h.total_dose_bq]
+    if any(not _same_activity(h.total_dose_bq, doses[0][1].total_dose_bq)
+           for _, h in doses[1:]):
+        listing = ", ".join(f"{h.total_dose_bq / 1e6:g} MBq in {h.first_file} "
+                            f"(timepoints[{i}])" for i, h in doses)
+        raise StudyError(f"{path}: time points disagree on the administered activity "
+                         f"(RadionuclideTotalDose (0018,1074)): {listing}; check the series "
+                         "(one administration per study)")
     if st.has("administered_activity_mbq"):
-        return st.get("administered_activity_mbq")
-    doses = [h.total_dose_bq for _, h in dicom_sp if h.total_dose_bq]
+        a0 = st.get("administered_activity_mbq")
+        if doses and not _same_activity(a0, doses[0][1].total_dose_bq / 1e6):
+            _, h = doses[0]
+            given = (f"the administered activity {a0:g} MBq in the {source}"
+                     if source and source.startswith("JSON sidecar") else
+                     f"study.administered_activity_mbq = {a0:g} in the study file")
+            raise StudyError(f"{path}: {given} contradicts RadionuclideTotalDose (0018,1074)"
+                             f" = {h.total_dose_bq / 1e6:g} MBq in {h.first_file}; correct "
+                             "one of them")
+        return a0
     if not doses:
         raise StudyError(f"{path}: missing key 'study.administered_activity_mbq' (the files "
                          "have no RadionuclideTotalDose (0018,1074)); add it to the study "
                          "file")
-    return doses[0] / 1e6
+    return doses[0][1].total_dose_bq / 1e6
 
 
 # ---- one DICOM time point -------------------------------------------------------------------
@@ -156,8 +199,7 @@ def _counts_to_bq_ml(i: int, r: RawTimePoint, sp: Section, path: Path, info: dic
         raise StudyError(f"{f0}: pixel values are counts (Units CNTS); give "
                          "spect.calibration_factor (Bq/mL per count) or "
                          f"spect.calibration_cps_per_mbq in {path.name}")
-    dur = r.keys.get("frame_duration_s") if r.keys.has("frame_duration_s") else \
-        r.spect_h.frame_duration_s
+    dur = _frame_duration(i, r, path)
     if not dur:
         raise StudyError(f"{f0}: ActualFrameDuration (0018,1242) is missing and "
                          "spect.calibration_cps_per_mbq needs it; give "
@@ -165,6 +207,27 @@ def _counts_to_bq_ml(i: int, r: RawTimePoint, sp: Section, path: Path, info: dic
     info["calibration"] = (f"counts / ({dur} s x {cps} cps/MBq) / voxel volume "
                            "(spect.calibration_cps_per_mbq)")
     return 1e6 / (cps * dur * r.spect_h.grid.voxel_volume_ml)
+
+
+def _frame_duration(i: int, r: RawTimePoint, path: Path) -> float | None:
+    """The frame duration (s): the file's, or 'timepoints[i].frame_duration_s' where the
+    file lacks it; both given and different (beyond :data:`_SAME_DURATION_REL`): an error."""
+    h, key = r.spect_h, r.keys.get("frame_duration_s")
+    if not r.keys.has("frame_duration_s"):
+        return h.frame_duration_s
+    if not h.frame_duration_s:
+        return key
+    if abs(key - h.frame_duration_s) > _SAME_DURATION_REL * h.frame_duration_s:
+        ds0 = h.series.headers[0]
+        tag = ("ActualFrameDuration (0018,1242)"
+               if ds0.get("ActualFrameDuration") not in (None, "") else
+               "ActualFrameDuration (0018,1242) x NumberOfFramesInRotation (0054,0053) of "
+               "RotationInformationSequence (0054,0052)")
+        raise StudyError(f"{path}: timepoints[{i}].frame_duration_s = {key:g} s in the study "
+                         f"file contradicts {tag} = {h.frame_duration_s:g} s in "
+                         f"{h.first_file}; remove timepoints[{i}].frame_duration_s (it is "
+                         "for files that lack the tag)")
+    return h.frame_duration_s
 
 
 def _to_bq_ml(i: int, r: RawTimePoint, sp: Section, path: Path, info: dict):
@@ -227,6 +290,7 @@ def dicom_timepoint(i: int, r: RawTimePoint, sp: Section, admin, lam: float,
     h = r.spect_h
     info: dict = {"series_uid": h.series.uid, "value_mapping": h.value_mapping}
     t_h = _time_h(i, r, admin, path, info)
+    _frame_duration(i, r, path)  # a contradiction is an error even where it is not used
     eff, to_bq = _to_bq_ml(i, r, sp, path, info)
     dc = _decay_correction(r, sp, path)
     undo = _decay_undo(dc, h, t_h, lam)

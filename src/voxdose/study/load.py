@@ -26,12 +26,12 @@ from pathlib import Path
 
 from ..core.errors import StudyError
 from . import sections as sec
-from .dicom_keys import (activity_of, administration_of, check_one_patient, nuclide_of,
-                         spect_headers, timepoints_of)
+from .dicom_keys import (activity_of, administration_of, check_frames_of_reference,
+                         check_one_patient, nuclide_of, spect_headers, timepoints_of)
 from .model import Study, TimePoint
 from .schema import validate
 from .sections import SUPPORTED_SPECT_UNITS
-from .sidecars import image_timepoints, read_sidecars, study_keys
+from .sidecars import check_ct_sidecars, image_timepoints, read_sidecars, study_keys
 
 __all__ = ["SUPPORTED_SPECT_UNITS", "Study", "TimePoint", "load_study", "study_inputs"]
 
@@ -52,15 +52,18 @@ def load_study(path) -> Study:
     base, st, sp = path.parent, t["study"], t["spect"]
     raws = sec.read_timepoints(t["timepoints"], base, path)
     check_one_patient(raws, path)
+    check_frames_of_reference(raws, path)  # a time point's SPECT and CT: one SPECT/CT
     dicom_sp, cars, key_info = spect_headers(raws), read_sidecars(raws, path), {}
     st = study_keys(st, cars, dicom_sp, path, key_info)  # nuclide, activity vs the sidecars
     nuclide = nuclide_of(st, dicom_sp, path)
     admin = administration_of(st, dicom_sp, path)
-    a0 = activity_of(st, dicom_sp, path)
+    a0 = activity_of(st, dicom_sp, path,
+                     key_info.get("study_keys", {}).get("administered_activity_mbq"))
     tps, info = timepoints_of(raws, sp, admin, nuclide, path)
     tps = image_timepoints(tps, raws, cars, sp, nuclide, path)  # time, unit, decay
     info.update(key_info)
     sec.check_increasing(tps, path)
+    check_ct_sidecars(tps, path)  # a CT in HU, of its own time point
     ref = sec.reference_index(st, len(tps), path)
     sec.check_grids(tps, ref, path)
     labels, names, rts = sec.structures(t["structures"], tps, ref, base, path, info)

@@ -89,7 +89,9 @@ KEYS: tuple[Key, ...] = (
     Key("study", "nuclide", "string", "Lu-177, 177Lu, Y-90, 90Y, ...; must agree with the "
         "DICOM RadionuclideCodeSequence and the images' JSON sidecars",
         default_doc=f"{_DICOM} or JSON sidecars, else required"),
-    Key("study", "administered_activity_mbq", "number", "administered activity",
+    Key("study", "administered_activity_mbq", "number", "administered activity; must "
+        "agree with the DICOM RadionuclideTotalDose (0018,1074) and the images' JSON sidecars "
+        "(within 1 %)",
         unit="MBq", minimum=0, default_doc=f"{_DICOM} (RadionuclideTotalDose) or JSON "
         "sidecars, else required"),
     Key("study", "reference_timepoint", "integer", "index into [[timepoints]]: the "
@@ -128,7 +130,8 @@ KEYS: tuple[Key, ...] = (
     Key("timepoints", "ct_series_uid", "string", "SeriesInstanceUID of the CT series, when "
         "the DICOM folder holds several", default_doc="the one CT series"),
     Key("timepoints", "frame_duration_s", "number", "frame duration, when counts with "
-        "spect.calibration_cps_per_mbq need it and the file lacks it", unit="s", minimum=0,
+        "spect.calibration_cps_per_mbq need it and the file lacks it; must agree with the "
+        "file's (within 0.1 %)", unit="s", minimum=0,
         default_doc="ActualFrameDuration (0018,1242)"),
     Key("structures", "labels", "path", "integer label image on the reference time point's "
         "CT grid (SPECT grid without CTs)", default_doc="required unless rtstruct"),
