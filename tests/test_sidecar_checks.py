@@ -152,3 +152,16 @@ def test_the_ct_sidecar_against_its_time_point(tmp_path, cars, words):
         load_study(path)
     for w in words:
         assert w in str(exc.value)
+
+
+def test_grids_that_differ_only_in_origin_or_direction_read_differently():
+    """A grid-mismatch message printed two identical descriptions (the sweep: labels
+    shifted 4.8 mm, a frame flipped): the origin and a non-standard direction are named."""
+    a = Grid.from_spacing((4, 5, 6), (2.0, 3.0, 4.0), (1.5, 2.0, 3.0))
+    b = Grid.from_spacing((4, 5, 6), (2.0, 3.0, 4.0), (1.5, 2.0, 7.8))
+    flip = a.affine.copy()
+    flip[:3, 2] *= -1
+    c = Grid(a.shape, flip)
+    assert len({a.describe(), b.describe(), c.describe()}) == 3
+    assert "origin (x,y,z)=(1.5, 2, 7.8) mm" in b.describe()
+    assert "axes" not in a.describe() and "(0, 0, 1; 0, 1, 0; -1, 0, 0)" in c.describe()

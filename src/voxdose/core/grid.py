@@ -109,8 +109,17 @@ class Grid:
             np.allclose(self.affine, other.affine, atol=tol_mm, rtol=0))
 
     def describe(self) -> str:
+        """Shape, spacing and origin; the direction too when the axes are not the
+        standard ones (z, y, x along LPS z, y, x), so two grids that differ only there do
+        not read the same in a message."""
         sp = ", ".join(f"{s:.3g}" for s in self.spacing_mm)
-        return f"shape (z,y,x)={self.shape}, spacing (z,y,x)=({sp}) mm"
+        org = ", ".join(f"{v:.4g}" for v in self.origin_mm)
+        out = f"shape (z,y,x)={self.shape}, spacing (z,y,x)=({sp}) mm, origin (x,y,z)=({org}) mm"
+        standard = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+        if not np.allclose(self.direction, standard, atol=1e-6):
+            cols = "; ".join(", ".join(f"{v + 0.0:.3g}" for v in c) for c in self.direction.T)
+            out += f", axes (z; y; x) along LPS ({cols})"
+        return out
 
     def to_dict(self) -> dict:
         return {"shape_zyx": list(self.shape), "affine_index_zyx_to_lps_mm": self.affine.tolist()}
