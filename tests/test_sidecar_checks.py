@@ -165,3 +165,19 @@ def test_grids_that_differ_only_in_origin_or_direction_read_differently():
     assert len({a.describe(), b.describe(), c.describe()}) == 3
     assert "origin (x,y,z)=(1.5, 2, 7.8) mm" in b.describe()
     assert "axes" not in a.describe() and "(0, 0, 1; 0, 1, 0; -1, 0, 0)" in c.describe()
+
+
+def test_a_blank_frame_is_refused(tmp_path, capsys):
+    """A frame with no voxel above 0 (the sweep: spect_024h zeroed gave the kidney 0.34
+    instead of 5.61 Gy with only a warning) is an error in `tia` and in a run's assembly."""
+    from voxdose.core.errors import InputError
+    from voxdose.imaging.checks import check_not_blank
+
+    frames = _frames(tmp_path)
+    _image(frames[1], 0.0, "Bq/mL", "activity concentration", time_h=TIMES_H[1])
+    rc, cap = _tia(frames, TIMES_H, tmp_path / "t.nii.gz", capsys)
+    _one_error(rc, cap, "f1.nii.gz", "no activity")
+    assert not (tmp_path / "t.nii.gz").exists()
+    with pytest.raises(InputError, match="no activity"):
+        check_not_blank(np.zeros((2, 2, 2)), "s")
+    check_not_blank(np.array([0.0, 1e-30]), "s")  # any activity at all: accepted

@@ -22,7 +22,7 @@ from ..study.images import read_study_labels, read_timepoint_ct, read_timepoint_
 from ..study.load import Study
 from ..core.nuclide import Nuclide
 from .occupancy import fractional_occupancy
-from .checks import (check_acquisition_span, check_finite, check_fov_activity,
+from .checks import (check_acquisition_span, check_finite, check_fov_activity, check_not_blank,
                      check_registration, check_resampling_loss, clip_negative)
 from .registration import (
     Registration,
@@ -113,6 +113,7 @@ def _checked_spect(study: Study, i: int, tp, spect, reports: list, warns: list):
         warns.append(f"{src}: {neg['negative_voxels_clipped']} negative voxels "
                      f"({100 * neg['negative_fraction_of_positive']:.2g} % of the "
                      "positive activity) clipped to 0")
+    check_not_blank(spect.data, src)
     lam = study.nuclide.decay_constant_per_s
     low = check_fov_activity(float(spect.data.sum()) * spect.grid.voxel_volume_ml *
                              _decay_undo(study, tp), _administered_bq(study), lam,

@@ -92,6 +92,15 @@ def clip_negative(data: np.ndarray, source) -> tuple[np.ndarray, dict | None]:
     return np.clip(data, 0.0, None), record
 
 
+def check_not_blank(data, source) -> None:
+    """A frame with no voxel above 0 (a blank or failed reconstruction, a frame zeroed by a
+    conversion) is an error: fitted, it would pull every voxel's curve to 0 there."""
+    if not float(np.max(data)) > 0:
+        raise InputError(f"{source}: the frame holds no activity (no voxel above 0): a blank "
+                         "or failed reconstruction; give the frame's reconstruction, or leave "
+                         "the time point out")
+
+
 def check_fov_activity(activity_bq: float, administered_bq: float, decay_per_s: float,
                        time_s: float, source) -> str | None:
     """Compare the activity in the field of view with the administered activity decayed to

@@ -238,11 +238,12 @@ def _read_frames(job: TiaJob, nuc):
                              f"({ref.grid.describe()}); resample the frames onto one grid")
     # one policy with `voxdose run` (voxdose.imaging.checks): NaN refused, small negative
     # reconstruction noise clipped and recorded, substantial negative activity refused
-    from ..imaging.checks import check_finite, clip_negative
+    from ..imaging.checks import check_finite, check_not_blank, clip_negative
 
     warnings = list(decay_notes)
     for k, (f, img) in enumerate(zip(job.frame_paths, images)):
         check_finite(img.data, f)
+        check_not_blank(img.data, f)
         clipped, neg = clip_negative(img.data, f)
         if neg is not None:
             images[k] = img.with_data(clipped)
