@@ -282,3 +282,26 @@ def test_float32_mean_sigma_over_a_kernels_dynamic_range():
         got = mean_sigma_from_terms(sigma, [LinearTerm(k)], w, be)
         assert got.independent_gy == pytest.approx(ref.independent_gy, rel=2e-6)
         assert got.fully_correlated_gy == pytest.approx(ref.fully_correlated_gy, rel=2e-6)
+
+
+def test_structure_mean_sigmas_in_threads_equal_one_at_a_time():
+    """Two structures at once (the CPU default) give each structure's two numbers exactly
+    as one at a time, in the same order; the shared spectrum cache survives a pickle."""
+    import pickle
+
+    from voxdose.analysis.dvh_uncertainty import structure_mean_sigmas
+    from voxdose.dose.convolution import SpectrumCache
+    from voxdose.dose.uncertainty import LinearTerm
+
+    sigma, w = _case((20, 18, 22))
+    ws = {f"s{k}": np.roll(w, 2 * k, axis=2) for k in range(5)}
+    ws["whole"] = np.ones_like(w)
+    terms = [LinearTerm(_kernel(9))]
+    one = structure_mean_sigmas(sigma, terms, ws, cpu_backend(), [SpectrumCache(1)],
+                                threads=1)
+    two = structure_mean_sigmas(sigma, terms, ws, cpu_backend(), [SpectrumCache(1)],
+                                threads=2)
+    assert list(two) == list(ws) and two == one
+    cache = pickle.loads(pickle.dumps(SpectrumCache(2)))
+    cache.put("k", 1)
+    assert cache.get("k") == 1

@@ -157,6 +157,36 @@ class DvhUncertainty:
         return {b.name: (b.dose_gy, b.lower, b.upper) for b in self.bands}
 
 
+def mean_sigma_threads(backend) -> int:
+    """Structures whose mean sigma is computed at once: 2 on a CPU with two or more cores
+    (each structure's FFTs, sums and grouping leave a core idle part of the time: the
+    demo's 13 structures 2.9 -> 2.1 s on 2 cores), else 1 (a GPU works one at a time)."""
+    if backend.name != "cpu":
+        return 1
+    from ..dose.convolution import default_workers
+
+    return 2 if default_workers() >= 2 else 1
+
+
+def structure_mean_sigmas(tia_sigma, terms, weights: dict, backend, caches=None,
+                          parents=None, threads: int | None = None) -> dict:
+    """name -> :class:`MeanDoseSigma` of every structure of ``weights`` (name -> weight
+    array), by :func:`~voxdose.dose.uncertainty.mean_sigma_from_terms`; ``threads``
+    structures at once (default :func:`mean_sigma_threads`). Each structure's numbers are
+    computed alone, so they are the same whatever ``threads``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(item):
+        name, w = item
+        return name, mean_sigma_from_terms(tia_sigma, terms, w, backend, caches, parents)
+
+    n = mean_sigma_threads(backend) if threads is None else max(1, int(threads))
+    if n == 1 or len(weights) < 2:
+        return dict(map(one, weights.items()))
+    with ThreadPoolExecutor(n) as pool:
+        return dict(pool.map(one, weights.items()))
+
+
 def dvh_uncertainty(dvhs: list[DVH], dose: Image, dose_sigma: Image, tia_sigma: Image,
                     engine, labels: LabelMap, backend, density: Image | None = None,
                     pvc_method: str = "none", fit_grid=None) -> DvhUncertainty:
@@ -172,8 +202,8 @@ def dvh_uncertainty(dvhs: list[DVH], dose: Image, dose_sigma: Image, tia_sigma: 
     s = backend.asarray(tia_sigma.data, dtype=backend.xp.float64)
     parents = (None if fit_grid is None or fit_grid.same_as(grid, tol_mm=1e-3)
                else fit_voxel_parents(grid, fit_grid))
-    sigmas = {name: mean_sigma_from_terms(s, terms, w, backend, caches, parents)
-              for name, w in structure_weights(labels, grid).items()}
+    sigmas = structure_mean_sigmas(s, terms, structure_weights(labels, grid), backend,
+                                   caches, parents)
     t1 = time.perf_counter()
     bands = dvh_bands(dvhs, dose, dose_sigma, labels, density)
     t2 = time.perf_counter()

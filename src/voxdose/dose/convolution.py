@@ -168,27 +168,42 @@ class SpectrumCache:
     """
 
     def __init__(self, max_entries: int = 4):
+        import threading
+
         self.max_entries = int(max_entries)
         self._d: OrderedDict = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self._lock = threading.Lock()  # structures may share one cache from threads
 
     def get(self, key):
-        v = self._d.get(key)
-        if v is not None:
-            self._d.move_to_end(key)
-            self.hits += 1
-        return v
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+                self.hits += 1
+            return v
 
     def put(self, key, value) -> None:
-        self.misses += 1
-        self._d[key] = value
-        self._d.move_to_end(key)
-        while len(self._d) > self.max_entries:
-            self._d.popitem(last=False)
+        with self._lock:
+            self.misses += 1
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self.max_entries:
+                self._d.popitem(last=False)
 
     def clear(self) -> None:
-        self._d.clear()
+        with self._lock:
+            self._d.clear()
+
+    def __getstate__(self):  # a lock does not pickle: a copy gets its own
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state) -> None:
+        import threading
+
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._d)
