@@ -157,15 +157,28 @@ class DvhUncertainty:
         return {b.name: (b.dose_gy, b.lower, b.upper) for b in self.bands}
 
 
-def mean_sigma_threads(backend) -> int:
+def mean_sigma_threads(backend, shape=None, terms=()) -> int:
     """Structures whose mean sigma is computed at once: 2 on a CPU with two or more cores
     (each structure's FFTs, sums and grouping leave a core idle part of the time: the
-    demo's 13 structures 2.9 -> 2.1 s on 2 cores), else 1 (a GPU works one at a time)."""
+    demo's 13 structures 2.9 -> 2.1 s on 2 cores) when two whole-grid convolutions of
+    ``shape`` with the largest of ``terms``' kernels fit the memory budget at once (so each
+    runs as it would alone, unblocked: the same numbers), else 1 (and on a GPU)."""
     if backend.name != "cpu":
         return 1
-    from ..dose.convolution import default_workers
+    from ..dose.convolution import (crop_kernel, default_budget_bytes, default_workers,
+                                    plan_blocks)
 
-    return 2 if default_workers() >= 2 else 1
+    if default_workers() < 2:
+        return 1
+    if shape is not None:
+        budget = default_budget_bytes(backend)
+        for t in terms:
+            if np.size(t.kernel) > 1:
+                h, _ = crop_kernel(np.shape(t.kernel), shape)
+                plan = plan_blocks(shape, h, backend, MEAN_SIGMA_PRECISION, budget)
+                if plan.blockwise or 2 * plan.estimated_bytes > budget:
+                    return 1
+    return 2
 
 
 def structure_mean_sigmas(tia_sigma, terms, weights: dict, backend, caches=None,
@@ -180,7 +193,8 @@ def structure_mean_sigmas(tia_sigma, terms, weights: dict, backend, caches=None,
         name, w = item
         return name, mean_sigma_from_terms(tia_sigma, terms, w, backend, caches, parents)
 
-    n = mean_sigma_threads(backend) if threads is None else max(1, int(threads))
+    shape = next(iter(weights.values())).shape if weights else None
+    n = mean_sigma_threads(backend, shape, terms) if threads is None else max(1, int(threads))
     if n == 1 or len(weights) < 2:
         return dict(map(one, weights.items()))
     with ThreadPoolExecutor(n) as pool:
