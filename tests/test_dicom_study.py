@@ -372,3 +372,31 @@ def test_frame_duration_key_supplies_a_missing_tag(tmp_path):
                           ['spect = "t1"\nframe_duration_s = 600.0']))
     assert st.timepoints[0].to_bq_ml == pytest.approx(
         1e6 / (10.0 * 600.0 * GRID.voxel_volume_ml), rel=1e-12)
+
+
+def test_override_dicom_lets_the_study_file_decide_and_says_so(tmp_path):
+    """[study] override_dicom = true: the study file's activity (a net activity after the
+    residual), frame duration and a SPECT/CT pairing in two frames of reference are used,
+    each contradiction a warning in the study's info (provenance, the run's output); the
+    errors without it name the key."""
+    _nm(tmp_path / "t1", 4.0)
+    with pytest.raises(StudyError, match="override_dicom = true"):
+        load_study(_toml(tmp_path, "administered_activity_mbq = 7000\n", ['spect = "t1"']))
+    st = load_study(_toml(tmp_path, "administered_activity_mbq = 7000\noverride_dicom = true\n",
+                          ['spect = "t1"']))
+    assert st.administered_activity_mbq == 7000
+    (w,) = st.info["warnings"]
+    assert "7400 MBq" in w and "override_dicom" in w
+    _nm(tmp_path / "t2", 4.0, np.full(GRID.shape, 400.0), units="CNTS", multiframe=False)
+    cps = "override_dicom = true\n[spect]\ncalibration_cps_per_mbq = 10.0\n"
+    st = load_study(_toml(tmp_path, cps, ['spect = "t2"\nframe_duration_s = 600.0']))
+    assert st.timepoints[0].to_bq_ml == pytest.approx(
+        1e6 / (10.0 * 600.0 * GRID.voxel_volume_ml), rel=1e-12)
+    assert any("frame_duration_s = 600 s" in w for w in st.info["warnings"])
+    _spect_ct(tmp_path / "tp01", 4.0, "1.2.826.0.1.3680043.8.498.11")
+    _spect_ct(tmp_path / "tp02", 24.0, "1.2.826.0.1.3680043.8.498.12")
+    swapped = ['spect = "tp01/nm"\nct = "tp02/ct"', 'spect = "tp02/nm"\nct = "tp01/ct"']
+    st = load_study(_toml(tmp_path, "override_dicom = true\n", swapped))
+    assert sum("different frames of reference" in w for w in st.info["warnings"]) == 2
+    assert "warnings" not in load_study(_toml(tmp_path, "override_dicom = true\n",
+                                              ['spect = "t1"'])).info

@@ -142,6 +142,8 @@ def _ct_study(tmp_path, ct_sidecars):
     (({"unit": "HU", "time_h": 24.0}, {"unit": "HU", "time_h": 4.0}),
      ("timepoints[0].ct", "24 h", "another time point")),           # the CTs swapped
     (({"unit": "g/cm3"}, {"unit": "HU"}), ("timepoints[0].ct", "'g/cm3'", "HU")),
+    (({"time_h": 7.0}, {}), ("timepoints[0].ct", "7 h", "more than 2 h")),  # 3 h after
+    (({"time_h": 4.0}, {"time_h": 14.5}), ("timepoints[1].ct", "nearer another")),
 ])
 def test_the_ct_sidecar_against_its_time_point(tmp_path, cars, words):
     path = _ct_study(tmp_path, cars)
@@ -164,6 +166,8 @@ def test_grids_that_differ_only_in_origin_or_direction_read_differently():
     c = Grid(a.shape, flip)
     assert len({a.describe(), b.describe(), c.describe()}) == 3
     assert "origin (x,y,z)=(1.5, 2, 7.8) mm" in b.describe()
+    d = Grid.from_spacing((4, 5, 6), (2.0, 3.0, 4.0), (1.5, 2.0, 3.05))  # 0.05 mm apart
+    assert d.describe() != a.describe()
     assert "axes" not in a.describe() and "(0, 0, 1; 0, 1, 0; -1, 0, 0)" in c.describe()
 
 

@@ -225,12 +225,9 @@ def compare(
 
         check_labels_named(lab.data, lab.names, labels)  # as dvh: none unnamed or negative
         if not lab.grid.same_as(tia_img.grid, tol_mm=1e-2):  # as compare_nuclides
-            def where(g) -> str:
-                return f"{g.describe()}, origin {[round(float(v), 3) for v in g.origin_mm]} mm"
-
-            raise InputError(f"--labels {labels}: its grid ({where(lab.grid)}) is not the "
-                             f"grid of the TIA {tia} ({where(tia_img.grid)}); resample the "
-                             "labels onto the TIA grid")
+            raise InputError(f"--labels {labels}: its grid ({lab.grid.describe()}) is not "
+                             f"the grid of the TIA {tia} ({tia_img.grid.describe()}); "
+                             "resample the labels onto the TIA grid")
     elif names is not None:
         raise InputError("--names given without --labels")
     results = compare_nuclides(tia_img, nucs, lab, shells_mm=shells,

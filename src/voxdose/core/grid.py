@@ -112,8 +112,8 @@ class Grid:
         """Shape, spacing and origin; the direction too when the axes are not the
         standard ones (z, y, x along LPS z, y, x), so two grids that differ only there do
         not read the same in a message."""
-        sp = ", ".join(f"{s:.3g}" for s in self.spacing_mm)
-        org = ", ".join(f"{v:.4g}" for v in self.origin_mm)
+        sp = ", ".join(f"{s:.6g}" for s in self.spacing_mm)
+        org = ", ".join(f"{v + 0.0:.6g}" for v in self.origin_mm)
         out = f"shape (z,y,x)={self.shape}, spacing (z,y,x)=({sp}) mm, origin (x,y,z)=({org}) mm"
         standard = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
         if not np.allclose(self.direction, standard, atol=1e-6):

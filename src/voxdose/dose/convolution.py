@@ -258,7 +258,7 @@ def convolve_in_box(data, box, kernel, backend, out_box=None, precision: str = "
     (as :func:`fft_convolve_same`; ``precision`` of the transforms and the result as
     there, float64 by default), for data that are zero outside ``box``
     ((first, stop) per axis), evaluated on ``out_box`` (default: wherever it can be
-    non-zero). Returns (window, slices): the float64 result on the window, and the slices
+    non-zero). Returns (window, slices): the result on the window, and the slices
     of the grid it covers.
 
     Per axis, with the data on [s, s+b), a kernel half-width h and a grid of n voxels, the
@@ -268,7 +268,7 @@ def convolve_in_box(data, box, kernel, backend, out_box=None, precision: str = "
     with the box: exact with a circular period P >= M+b-1 (the wrapped tail lands below
     the valid part). Three transforms of P (box, kernel window, inverse) instead of two
     of n+h: far cheaper for a small structure (and tiny when only the structure's own
-    voxels are wanted, ``out_box=box``)."""
+    voxels are wanted, ``out_box=box``). The window is in ``precision``'s real type."""
     xp = backend.xp
     rtype, ctype = _dtypes(xp, precision)
     k = np.asarray(kernel, dtype=np.float64)

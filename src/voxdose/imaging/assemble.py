@@ -202,6 +202,7 @@ def assemble_series(study: Study, progress=None) -> tuple[ActivitySeries, list[R
     warns = [span] if span else []
     # RTSTRUCT contours that (slightly) leave the CT: found when the study was loaded
     warns += study.info.get("structures", {}).get("warnings", [])
+    warns += study.info.get("warnings", [])  # [study] override_dicom: what it overrode
     ref = study.reference_index
     ref_spect = read_timepoint_spect(study.timepoints[ref])
     use_ct = study.has_ct

@@ -597,7 +597,8 @@ def check_table_energy(table_mev: float, emitted_mev: float, nuclide: str, sourc
         f"dose point kernel table {source}: it holds {table_mev:.4g} MeV per decay, "
         f"{ratio:.3g} x the {emitted_mev:.4g} MeV {nuclide} emits per decay (a table holds "
         f"at most what is emitted): check its units (dose_Gy_per_decay in Gy, not mGy; "
-        f"r_mm in mm, not cm) and that it is a table for {nuclide}")
+        f"r_mm in mm, not cm), that it is a table for {nuclide}, and that its radii are "
+        "not too coarse (each row stands for the shell around it)")
 
 
 def table_energy_warning(table_mev: float, emitted_mev: float, nuclide: str, source: str

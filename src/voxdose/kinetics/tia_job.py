@@ -243,8 +243,8 @@ def _read_frames(job: TiaJob, nuc):
     warnings = list(decay_notes)
     for k, (f, img) in enumerate(zip(job.frame_paths, images)):
         check_finite(img.data, f)
-        check_not_blank(img.data, f)
-        clipped, neg = clip_negative(img.data, f)
+        clipped, neg = clip_negative(img.data, f)  # a negated frame: said as negative
+        check_not_blank(clipped, f)
         if neg is not None:
             images[k] = img.with_data(clipped)
             warnings.append(f"{f}: {neg['negative_voxels_clipped']} negative voxels "

@@ -44,19 +44,37 @@ def check_one_patient(raws: list[RawTimePoint], path: Path) -> None:
                          f"(PatientID (0010,0020): {listing}); check the folders")
 
 
-def check_frames_of_reference(raws: list[RawTimePoint], path: Path) -> None:
+#: what ``[study] override_dicom = true`` lets the study file decide (docs/io.md)
+OVERRIDE_HINT = ("or, if the study file is right (a net activity after the residual, a tag "
+                 "known to be wrong, a SPECT re-reconstructed into a new frame of reference), "
+                 "set [study] override_dicom = true")
+
+
+def _contradiction(text: str, override: bool, warnings: list | None) -> None:
+    """A study file against a DICOM tag: an error, or with ``override_dicom`` a warning
+    (appended to ``warnings``: provenance and the run's output)."""
+    if not override:
+        raise StudyError(f"{text}; {OVERRIDE_HINT}")
+    if warnings is not None:
+        warnings.append(f"{text}; the study file's value is used ([study] override_dicom)")
+
+
+def check_frames_of_reference(raws: list[RawTimePoint], path: Path, override: bool = False,
+                              warnings: list | None = None) -> None:
     """A time point's DICOM SPECT and CT in one frame of reference (one SPECT/CT
-    acquisition); not checked where either series lacks FrameOfReferenceUID."""
+    acquisition); not checked where either series lacks FrameOfReferenceUID. With
+    ``override`` a difference is a warning (the registration still checks the match)."""
     for i, r in enumerate(raws):
         if r.spect_h is None or r.ct_h is None:
             continue
         sp_for, ct_for = r.spect_h.frame_of_reference_uid, r.ct_h.frame_of_reference_uid
         if sp_for and ct_for and sp_for != ct_for:
-            raise StudyError(f"{path}: timepoints[{i}]: the SPECT {r.spect} "
-                             f"(FrameOfReferenceUID (0020,0052) {sp_for}) and the CT {r.ct} "
-                             f"({ct_for}) lie in different frames of reference: this CT was "
-                             "not acquired with this SPECT; point "
-                             f"'timepoints[{i}].ct' at the CT of the same SPECT/CT")
+            _contradiction(f"{path}: timepoints[{i}]: the SPECT {r.spect} "
+                           f"(FrameOfReferenceUID (0020,0052) {sp_for}) and the CT {r.ct} "
+                           f"({ct_for}) lie in different frames of reference: this CT was "
+                           "not acquired with this SPECT; point "
+                           f"'timepoints[{i}].ct' at the CT of the same SPECT/CT",
+                           override, warnings)
 
 
 def nuclide_of(st: Section, dicom_sp: list, path: Path) -> Nuclide:
@@ -107,18 +125,24 @@ def _same_activity(a: float, b: float) -> bool:
     return abs(a - b) <= SAME_ACTIVITY_REL * max(abs(a), abs(b))
 
 
-def activity_of(st: Section, dicom_sp: list, path: Path, source: str | None = None) -> float:
+def activity_of(st: Section, dicom_sp: list, path: Path, source: str | None = None,
+                warnings: list | None = None) -> float:
     """Administered activity (MBq): the key or RadionuclideTotalDose, never two different
     ones (within :data:`SAME_ACTIVITY_REL`). ``source``: where the key's value came from
     when not from the study file ("JSON sidecar PATH", ``study/sidecars.py``)."""
     doses = [(i, h) for i, h in dicom_sp if h.total_dose_bq]
+    override = bool(st.get("override_dicom"))
     if any(not _same_activity(h.total_dose_bq, doses[0][1].total_dose_bq)
            for _, h in doses[1:]):
         listing = ", ".join(f"{h.total_dose_bq / 1e6:g} MBq in {h.first_file} "
                             f"(timepoints[{i}])" for i, h in doses)
-        raise StudyError(f"{path}: time points disagree on the administered activity "
-                         f"(RadionuclideTotalDose (0018,1074)): {listing}; check the series "
-                         "(one administration per study)")
+        text = (f"{path}: time points disagree on the administered activity "
+                f"(RadionuclideTotalDose (0018,1074)): {listing}; check the series (one "
+                "administration per study)")
+        if not st.has("administered_activity_mbq"):  # nothing to choose between them
+            raise StudyError(text + ", or give study.administered_activity_mbq with "
+                             "[study] override_dicom = true")
+        _contradiction(text, override, warnings)
     if st.has("administered_activity_mbq"):
         a0 = st.get("administered_activity_mbq")
         if doses and not _same_activity(a0, doses[0][1].total_dose_bq / 1e6):
@@ -126,9 +150,9 @@ def activity_of(st: Section, dicom_sp: list, path: Path, source: str | None = No
             given = (f"the administered activity {a0:g} MBq in the {source}"
                      if source and source.startswith("JSON sidecar") else
                      f"study.administered_activity_mbq = {a0:g} in the study file")
-            raise StudyError(f"{path}: {given} contradicts RadionuclideTotalDose (0018,1074)"
-                             f" = {h.total_dose_bq / 1e6:g} MBq in {h.first_file}; correct "
-                             "one of them")
+            _contradiction(f"{path}: {given} contradicts RadionuclideTotalDose (0018,1074) "
+                           f"= {h.total_dose_bq / 1e6:g} MBq in {h.first_file}; correct one "
+                           "of them", override, warnings)
         return a0
     if not doses:
         raise StudyError(f"{path}: missing key 'study.administered_activity_mbq' (the files "
@@ -186,7 +210,8 @@ def _effective_units(r: RawTimePoint, sp: Section, path: Path) -> str:
     return file_units
 
 
-def _counts_to_bq_ml(i: int, r: RawTimePoint, sp: Section, path: Path, info: dict) -> float:
+def _counts_to_bq_ml(i: int, r: RawTimePoint, sp: Section, path: Path, info: dict,
+                     override: bool = False) -> float:
     f0, cal, cps = r.spect_h.first_file, sp.get("calibration_factor"), sp.get(
         "calibration_cps_per_mbq")
     if sp.has("calibration_factor") and cps is not None:
@@ -199,7 +224,7 @@ def _counts_to_bq_ml(i: int, r: RawTimePoint, sp: Section, path: Path, info: dic
         raise StudyError(f"{f0}: pixel values are counts (Units CNTS); give "
                          "spect.calibration_factor (Bq/mL per count) or "
                          f"spect.calibration_cps_per_mbq in {path.name}")
-    dur = _frame_duration(i, r, path)
+    dur = _frame_duration(i, r, path, override, info)
     if not dur:
         raise StudyError(f"{f0}: ActualFrameDuration (0018,1242) is missing and "
                          "spect.calibration_cps_per_mbq needs it; give "
@@ -209,7 +234,8 @@ def _counts_to_bq_ml(i: int, r: RawTimePoint, sp: Section, path: Path, info: dic
     return 1e6 / (cps * dur * r.spect_h.grid.voxel_volume_ml)
 
 
-def _frame_duration(i: int, r: RawTimePoint, path: Path) -> float | None:
+def _frame_duration(i: int, r: RawTimePoint, path: Path, override: bool = False,
+                    info: dict | None = None) -> float | None:
     """The frame duration (s): the file's, or 'timepoints[i].frame_duration_s' where the
     file lacks it; both given and different (beyond :data:`_SAME_DURATION_REL`): an error."""
     h, key = r.spect_h, r.keys.get("frame_duration_s")
@@ -223,14 +249,19 @@ def _frame_duration(i: int, r: RawTimePoint, path: Path) -> float | None:
                if ds0.get("ActualFrameDuration") not in (None, "") else
                "ActualFrameDuration (0018,1242) x NumberOfFramesInRotation (0054,0053) of "
                "RotationInformationSequence (0054,0052)")
-        raise StudyError(f"{path}: timepoints[{i}].frame_duration_s = {key:g} s in the study "
-                         f"file contradicts {tag} = {h.frame_duration_s:g} s in "
-                         f"{h.first_file}; remove timepoints[{i}].frame_duration_s (it is "
-                         "for files that lack the tag)")
+        found: list = []
+        _contradiction(f"{path}: timepoints[{i}].frame_duration_s = {key:g} s in the study "
+                       f"file contradicts {tag} = {h.frame_duration_s:g} s in "
+                       f"{h.first_file}; remove timepoints[{i}].frame_duration_s (it is for "
+                       "files that lack the tag)", override, found)
+        if info is not None:
+            info["override_warning"] = found[0]
+        return key
     return h.frame_duration_s
 
 
-def _to_bq_ml(i: int, r: RawTimePoint, sp: Section, path: Path, info: dict):
+def _to_bq_ml(i: int, r: RawTimePoint, sp: Section, path: Path, info: dict,
+              override: bool = False):
     """(pixel unit, factor to Bq/mL)."""
     f0, eff = r.spect_h.first_file, _effective_units(r, sp, path)
     if eff == "BQML":
@@ -242,7 +273,7 @@ def _to_bq_ml(i: int, r: RawTimePoint, sp: Section, path: Path, info: dict):
     if eff in ("kBq/mL", "MBq/mL"):
         return eff, UNIT_TO_BQ_ML[eff]
     if eff == "CNTS":
-        return eff, _counts_to_bq_ml(i, r, sp, path, info)
+        return eff, _counts_to_bq_ml(i, r, sp, path, info, override)
     raise StudyError(f"{f0}: Units (0054,1001) = {eff!r} is not supported (BQML or "
                      "CNTS); export activity concentration or counts")
 
@@ -286,12 +317,12 @@ def _decay_undo(dc: str, h, t_h: float, lam: float) -> float:
 
 
 def dicom_timepoint(i: int, r: RawTimePoint, sp: Section, admin, lam: float,
-                    path: Path) -> TimePoint:
+                    path: Path, override: bool = False) -> TimePoint:
     h = r.spect_h
     info: dict = {"series_uid": h.series.uid, "value_mapping": h.value_mapping}
     t_h = _time_h(i, r, admin, path, info)
-    _frame_duration(i, r, path)  # a contradiction is an error even where it is not used
-    eff, to_bq = _to_bq_ml(i, r, sp, path, info)
+    _frame_duration(i, r, path, override, info)  # refused (or said) even where unused
+    eff, to_bq = _to_bq_ml(i, r, sp, path, info, override)
     dc = _decay_correction(r, sp, path)
     undo = _decay_undo(dc, h, t_h, lam)
     info.update({"units": eff, "decay_correction": dc, "decay_undo_factor": undo,
@@ -301,7 +332,7 @@ def dicom_timepoint(i: int, r: RawTimePoint, sp: Section, admin, lam: float,
 
 
 def timepoints_of(raws: list[RawTimePoint], sp: Section, admin, nuclide: Nuclide,
-                  path: Path) -> tuple[list[TimePoint], dict]:
+                  path: Path, override: bool = False) -> tuple[list[TimePoint], dict]:
     """The time points, and the DICOM ones' provenance {"timepoint_<i>": {...}}."""
     lam = nuclide.decay_constant_per_s
     tps, info = [], {}
@@ -309,6 +340,6 @@ def timepoints_of(raws: list[RawTimePoint], sp: Section, admin, nuclide: Nuclide
         if r.spect_h is None:
             tps.append(TimePoint(time_h=r.time_h, spect=r.spect, ct=r.ct, ct_dicom=r.ct_h))
             continue
-        tps.append(dicom_timepoint(i, r, sp, admin, lam, path))
+        tps.append(dicom_timepoint(i, r, sp, admin, lam, path, override))
         info[f"timepoint_{i}"] = tps[-1].info
     return tps, info

@@ -52,14 +52,20 @@ def load_study(path) -> Study:
     base, st, sp = path.parent, t["study"], t["spect"]
     raws = sec.read_timepoints(t["timepoints"], base, path)
     check_one_patient(raws, path)
-    check_frames_of_reference(raws, path)  # a time point's SPECT and CT: one SPECT/CT
+    override, dicom_warnings = bool(st.get("override_dicom")), []
+    check_frames_of_reference(raws, path, override, dicom_warnings)  # one SPECT/CT each
     dicom_sp, cars, key_info = spect_headers(raws), read_sidecars(raws, path), {}
     st = study_keys(st, cars, dicom_sp, path, key_info)  # nuclide, activity vs the sidecars
     nuclide = nuclide_of(st, dicom_sp, path)
     admin = administration_of(st, dicom_sp, path)
     a0 = activity_of(st, dicom_sp, path,
-                     key_info.get("study_keys", {}).get("administered_activity_mbq"))
-    tps, info = timepoints_of(raws, sp, admin, nuclide, path)
+                     key_info.get("study_keys", {}).get("administered_activity_mbq"),
+                     dicom_warnings)
+    tps, info = timepoints_of(raws, sp, admin, nuclide, path, override)
+    dicom_warnings += [tp.info["override_warning"] for tp in tps
+                       if "override_warning" in (tp.info or {})]
+    if dicom_warnings:  # [study] override_dicom: said in provenance and by the run
+        info["warnings"] = dicom_warnings
     tps = image_timepoints(tps, raws, cars, sp, nuclide, path)  # time, unit, decay
     info.update(key_info)
     sec.check_increasing(tps, path)

@@ -94,6 +94,11 @@ KEYS: tuple[Key, ...] = (
         "(within 1 %)",
         unit="MBq", minimum=0, default_doc=f"{_DICOM} (RadionuclideTotalDose) or JSON "
         "sidecars, else required"),
+    Key("study", "override_dicom", "boolean", "true: where study.administered_activity_mbq, "
+        "timepoints[i].frame_duration_s or a time point's SPECT/CT pairing contradict the "
+        "DICOM tags, the study file is used and the contradiction is a warning (provenance) "
+        "instead of an error: a net activity after the residual, a tag known to be wrong, a "
+        "SPECT re-reconstructed into a new frame of reference", default=False),
     Key("study", "reference_timepoint", "integer", "index into [[timepoints]]: the "
         "registration target and the grid of the structures", default=0, minimum=0,
         exclusive=False),

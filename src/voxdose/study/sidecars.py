@@ -436,25 +436,23 @@ def image_timepoints(tps: list[TimePoint], raws: list[RawTimePoint],
 #: sidecar units that mean CT numbers (compared without case and spaces)
 CT_UNITS = ("HU", "Hounsfield units", "Hounsfield unit", "Hounsfield")
 #: a CT acquired this long before or after its SPECT still belongs to it (h), unless it is
-#: nearer to another time point (see :func:`check_ct_sidecars`)
+#: nearer to another time point's SPECT (see :func:`check_ct_sidecars`)
 CT_SPECT_GAP_H = 2.0
 
 
-def _ct_time_window_h(i: int, tps: list[TimePoint]) -> float:
-    """How far time point i's CT may lie from its SPECT (h): ``CT_SPECT_GAP_H``, and less
-    than half the gap to the nearest other time point (a CT nearer to another time point's
-    SPECT is that time point's)."""
-    t = tps[i].time_h
-    gaps = [abs(o.time_h - t) for k, o in enumerate(tps) if k != i]
-    return min([CT_SPECT_GAP_H, *[0.5 * g for g in gaps]])
+def _ct_belongs_elsewhere(i: int, t_ct: float, tps: list[TimePoint]) -> bool:
+    """Time point i's CT, acquired at ``t_ct`` (h), is not its own: more than
+    ``CT_SPECT_GAP_H`` from its SPECT, or nearer to another time point's SPECT."""
+    own = abs(t_ct - tps[i].time_h)
+    return own > CT_SPECT_GAP_H or any(abs(t_ct - o.time_h) < own
+                                        for k, o in enumerate(tps) if k != i)
 
 
 def check_ct_sidecars(tps: list[TimePoint], path: Path) -> None:
     """Each image-file CT's JSON sidecar (when it has one) against its time point: a unit
     other than HU (a density map in g/cm^3, a mu-map) is an error, and so is an acquisition
-    time (``time_h``, BIDS ``ScanStart``) outside the time point's window
-    (:func:`_ct_time_window_h`): the CT of another time point. Nothing but the sidecars is
-    read."""
+    time (``time_h``, BIDS ``ScanStart``) that makes it another time point's
+    (:func:`_ct_belongs_elsewhere`). Nothing but the sidecars is read."""
     ok_units = {"".join(u.lower().split()) for u in CT_UNITS}
     for i, tp in enumerate(tps):
         if tp.ct is None or tp.ct_dicom is not None:
@@ -473,10 +471,9 @@ def check_ct_sidecars(tps: list[TimePoint], path: Path) -> None:
                              f"'{unit}'; the CT is read as CT numbers in HU (a density map or "
                              "mu-map is not a CT): give the CT in HU, or fix the sidecar")
         t_ct = _read_time_h(d, car)
-        window = _ct_time_window_h(i, tps)
-        if t_ct is not None and abs(t_ct - tp.time_h) > window:
+        if t_ct is not None and _ct_belongs_elsewhere(i, t_ct, tps):
             raise StudyError(f"{path}: {where} {tp.ct}: its JSON sidecar {car} says it was "
                              f"acquired at {t_ct:g} h, but the time point's SPECT is at "
-                             f"{tp.time_h:g} h (more than {window:g} h apart): the CT of "
-                             f"another time point? point {where} at this time point's CT "
-                             "(or fix the sidecar)")
+                             f"{tp.time_h:g} h (more than {CT_SPECT_GAP_H:g} h apart, or "
+                             f"nearer another time point's): the CT of another time point? "
+                             f"point {where} at this time point's CT (or fix the sidecar)")
