@@ -792,7 +792,7 @@ CASES = [
       r"negative label values \[-1\]", "neg_labels.nii.gz"),
     C("compare-labels-on-another-grid", b_tiny_edit(t_labels_elsewhere),
       ("compare", "{in}/tia.nii.gz", "--labels", "{in}/far_labels.nii.gz", "--out", "{d}/res"),
-      r"origin \[90\.0, -10\.0, -10\.0\] mm\) is not the grid of the TIA",
+      r"origin \(x,y,z\)=\(90, -10, -10\) mm\) is not the grid of the TIA",
       "far_labels.nii.gz"),
     C("dose-ct-on-another-grid", b_tiny_edit(t_small_ct),
       ("dose", "{in}/tia.nii.gz", "--nuclide", "Lu-177", "--ct", "{in}/ct.nii.gz",
