@@ -185,3 +185,18 @@ def test_a_blank_frame_is_refused(tmp_path, capsys):
     with pytest.raises(InputError, match="no activity"):
         check_not_blank(np.zeros((2, 2, 2)), "s")
     check_not_blank(np.array([0.0, 1e-30]), "s")  # any activity at all: accepted
+
+
+def test_one_frame_for_two_time_points_is_refused(tmp_path, capsys):
+    """The same SPECT named for two time points (the sweep: kidney -16 %, exit 0) is an
+    error in a study and in `tia`."""
+    frames = _frames(tmp_path)
+    rc, cap = _tia([frames[0], frames[1], frames[1], frames[3]], TIMES_H,
+                   tmp_path / "t.nii.gz", capsys)
+    _one_error(rc, cap, "f1.nii.gz", "frame 2 and frame 3")
+    text = '[study]\nnuclide = "Lu-177"\nadministered_activity_mbq = 7400.0\n'
+    for t, f in ((4.0, "f0.nii.gz"), (24.0, "f1.nii.gz"), (48.0, "./f1.nii.gz")):
+        text += f'\n[[timepoints]]\ntime_h = {t}\nspect = "{f}"\n'
+    (tmp_path / "study.toml").write_text(text)
+    with pytest.raises(StudyError, match=r"timepoints\[1\] and timepoints\[2\] name the same"):
+        load_study(tmp_path / "study.toml")

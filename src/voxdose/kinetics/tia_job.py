@@ -152,6 +152,18 @@ def _check_single_time_point(job: TiaJob, half_life_h: float, nuclide: str) -> N
                          "more frames")
 
 
+def _check_distinct_frames(job: TiaJob) -> None:
+    """One file per time point: the same frame given twice would stand for two
+    acquisitions (a curve flat between them)."""
+    seen: dict = {}
+    for i, f in enumerate(job.frame_paths):
+        key = os.path.realpath(f)
+        if key in seen:
+            raise InputError(f"{f}: given as frame {seen[key] + 1} and frame {i + 1}; each "
+                             "time point needs its own frame")
+        seen[key] = i
+
+
 def _check_outputs(job: TiaJob) -> None:
     from ..io.sitk_adapter import sidecar_path
 
@@ -180,6 +192,7 @@ def validate_job(job: TiaJob):
     _check_choices(job)
     if job.single_time_point:
         _check_single_time_point(job, nuc.half_life_h, nuc.name)
+    _check_distinct_frames(job)
     _check_outputs(job)
     return nuc
 

@@ -8,6 +8,7 @@ The DICOM side of ``[study]``, ``[spect]`` and ``[[timepoints]]`` is in ``dicom_
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,15 @@ def read_timepoints(entries: list[Section], base: Path, path: Path) -> list[RawT
     raws = [_raw_timepoint(e, base, path) for e in entries]
     if any(r.ct is None for r in raws) and any(r.ct is not None for r in raws):
         raise StudyError(f"{path}: give a ct for every time point or for none")
+    seen: dict = {}
+    for i, r in enumerate(raws):  # one acquisition per time point
+        uid = getattr(getattr(r.spect_h, "series", None), "uid", None)
+        key = (os.path.realpath(r.spect), uid)
+        if key in seen:
+            raise StudyError(f"{path}: timepoints[{seen[key]}] and timepoints[{i}] name the "
+                             f"same SPECT ({r.spect}{f', series {uid}' if uid else ''}); "
+                             "each time point needs its own acquisition")
+        seen[key] = i
     return raws
 
 
