@@ -422,7 +422,8 @@ def test_a_tiny_loss_is_a_warning_with_the_lost_volume(tmp_path):
 
 
 def _ct_dicom_study(tmp_path, zs):
-    """Two time points (the same SPECT/CT, explicit times) and an RTSTRUCT on the CT."""
+    """Two time points (two copies of one SPECT with one CT, explicit times) and an
+    RTSTRUCT on the CT."""
     ct_grid = Grid.from_spacing((12, 16, 16), (4.0, 4.0, 4.0), (-30.0, -30.0, 0.0))
     z, y, x = np.meshgrid(*[np.arange(n) for n in ct_grid.shape], indexing="ij")
     hu = np.where((x - 7.5) ** 2 + (y - 7.5) ** 2 + ((z - 5.5) * 1.2) ** 2 < 30, 0.0, -1000.0)
@@ -433,10 +434,12 @@ def _ct_dicom_study(tmp_path, zs):
     act[2:4, 3:5, 3:5] = 5000.0
     write_nm(tmp_path / "nm", act, nm_grid, acquisition=ACQ, administration=ADMIN,
              nuclide="Lu-177", total_dose_bq=7.4e9, for_uid=FOR_UID)
+    write_nm(tmp_path / "nm2", act, nm_grid, acquisition=ACQ, administration=ADMIN,
+             nuclide="Lu-177", total_dose_bq=7.4e9, for_uid=FOR_UID)  # one per time point
     write_rtstruct(tmp_path / "rs.dcm", {"lesion": _box(-10, 10, -10, 10, zs)}, for_uid=FOR_UID)
     return _toml(tmp_path, '[structures]\nrtstruct = "rs.dcm"',
                  ['spect = "nm"\nct = "ct"\ntime_h = 4.0',
-                  'spect = "nm"\nct = "ct"\ntime_h = 24.0'])
+                  'spect = "nm2"\nct = "ct"\ntime_h = 24.0'])
 
 
 def test_cli_run_refuses_an_rtstruct_outside_the_ct(tmp_path, capsys):
