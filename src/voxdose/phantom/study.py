@@ -22,7 +22,6 @@ decays per voxel), ``truth/labels_spect.nii.gz``.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -120,10 +119,9 @@ def blur(a: np.ndarray, grid: Grid, fwhm_mm: float) -> np.ndarray:
 
 
 def _threads() -> int:
-    try:
-        return max(1, min(2, len(os.sched_getaffinity(0))))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, min(2, os.cpu_count() or 1))
+    from ..dose.convolution import default_workers  # the cores this process may use
+
+    return min(2, default_workers())
 
 
 def _fmt_time(t_h: float) -> str:

@@ -20,7 +20,7 @@ from ..core.nuclide import Nuclide, load_nuclide
 from .model import TimePoint
 from .schema import Section
 from .sections import UNIT_TO_BQ_ML, RawTimePoint
-from .sidecars import SAME_ACTIVITY_REL
+from .sidecars import same_activity
 
 #: study-file spelling of the DICOM Units (0054,1001) values voxdose reads
 _DICOM_UNITS = {"Bq/mL": "BQML", "counts": "CNTS"}
@@ -121,10 +121,6 @@ def administration_of(st: Section, dicom_sp: list, path: Path) -> datetime | Non
     return admin
 
 
-def _same_activity(a: float, b: float) -> bool:
-    return abs(a - b) <= SAME_ACTIVITY_REL * max(abs(a), abs(b))
-
-
 def activity_of(st: Section, dicom_sp: list, path: Path, source: str | None = None,
                 warnings: list | None = None) -> float:
     """Administered activity (MBq): the key or RadionuclideTotalDose, never two different
@@ -132,7 +128,7 @@ def activity_of(st: Section, dicom_sp: list, path: Path, source: str | None = No
     when not from the study file ("JSON sidecar PATH", ``study/sidecars.py``)."""
     doses = [(i, h) for i, h in dicom_sp if h.total_dose_bq]
     override = bool(st.get("override_dicom"))
-    if any(not _same_activity(h.total_dose_bq, doses[0][1].total_dose_bq)
+    if any(not same_activity(h.total_dose_bq, doses[0][1].total_dose_bq)
            for _, h in doses[1:]):
         listing = ", ".join(f"{h.total_dose_bq / 1e6:g} MBq in {h.first_file} "
                             f"(timepoints[{i}])" for i, h in doses)
@@ -145,7 +141,7 @@ def activity_of(st: Section, dicom_sp: list, path: Path, source: str | None = No
         _contradiction(text, override, warnings)
     if st.has("administered_activity_mbq"):
         a0 = st.get("administered_activity_mbq")
-        if doses and not _same_activity(a0, doses[0][1].total_dose_bq / 1e6):
+        if doses and not same_activity(a0, doses[0][1].total_dose_bq / 1e6):
             _, h = doses[0]
             given = (f"the administered activity {a0:g} MBq in the {source}"
                      if source and source.startswith("JSON sidecar") else

@@ -278,7 +278,7 @@ def _common(cars: dict[int, Sidecar], attr: str, what: str, study_path: Path,
     return given[0] if given else None
 
 
-def _same_activity(a: float, b: float) -> bool:
+def same_activity(a: float, b: float) -> bool:
     return abs(a - b) <= SAME_ACTIVITY_REL * max(abs(a), abs(b))
 
 
@@ -309,13 +309,13 @@ def _sidecar_nuclide(st: Section, cars, dicom_sp, path: Path, values: dict, reco
 
 
 def _sidecar_activity(st: Section, cars, path: Path, values: dict, record: dict):
-    got = _common(cars, "activity_mbq", "administered activity (MBq)", path, _same_activity)
+    got = _common(cars, "activity_mbq", "administered activity (MBq)", path, same_activity)
     if got is None:
         return
     mbq, car = got
     if st.has("administered_activity_mbq"):
         key = st.get("administered_activity_mbq")
-        if not _same_activity(key, mbq):
+        if not same_activity(key, mbq):
             raise _contradicts(path, "study.administered_activity_mbq", f"{key:g}", car,
                                "the administered activity", f"{mbq:g} MBq")
         record["administered_activity_mbq"] = f"study file; JSON sidecar {car.path} agrees"
