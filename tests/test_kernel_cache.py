@@ -145,3 +145,55 @@ def test_changed_builder_code_is_a_miss(tmp_path, builds, monkeypatch):
     monkeypatch.setattr(vkmod, "builder_code_digest", lambda: "0" * 16)
     voxel_kernel_cached(pk, SP, radius_mm=R, cache_dir=tmp_path)
     assert len(builds) == 2
+
+
+def test_symmetric_kernel_is_stored_as_its_octant_and_read_back_bit_for_bit(tmp_path, builds):
+    """A built kernel is mirror symmetric: the entry holds the octant (1/8 of the bytes),
+    and reading it gives exactly the built array, anisotropic spacing included."""
+    pk = load_point_kernel("Lu-177")
+    sp = (3.0, 4.42, 4.8)
+    built = voxel_kernel_cached(pk, sp, radius_mm=R, cache_dir=tmp_path)
+    (npz,), (js,) = _entries(tmp_path)
+    meta = json.loads(js.read_text())
+    assert meta["stored"] == "octant"
+    with np.load(npz) as z:
+        stored = z["data_gy_per_decay"]
+    full = built.data_gy_per_decay
+    assert stored.shape == tuple((n + 1) // 2 for n in full.shape)
+    assert list(full.shape) == meta["shape_zyx"]
+    read = voxel_kernel_cached(pk, sp, radius_mm=R, cache_dir=tmp_path)
+    assert len(builds) == 1
+    np.testing.assert_array_equal(read.data_gy_per_decay, full)
+    np.testing.assert_array_equal(read.data_gy_per_decay,
+                                  voxel_kernel(pk, sp, radius_mm=R).data_gy_per_decay)
+
+
+def test_octant_helpers_refuse_an_asymmetric_kernel_and_mirror_exactly():
+    rng = np.random.default_rng(3)
+    o = rng.random((4, 3, 5))
+    full = vkmod.mirror_octant(o)
+    assert full.shape == (7, 5, 9)
+    for axis in range(3):                          # S(-o) = S(o) in each axis
+        np.testing.assert_array_equal(full, np.flip(full, axis))
+    np.testing.assert_array_equal(full[3:, 2:, 4:], o)
+    np.testing.assert_array_equal(vkmod.octant_of(full), o)
+    bent = full.copy()
+    bent[0, 1, 2] += 1e-12                         # one voxel off its mirror image
+    assert vkmod.octant_of(bent) is None
+    assert vkmod.octant_of(full[:, :, :8]) is None  # an even axis has no centre
+
+
+def test_whole_entry_of_the_previous_layout_is_still_read(tmp_path, builds):
+    """An entry stored whole (an asymmetric kernel, or written without the octant) is read
+    as before."""
+    pk = load_point_kernel("Y-90")
+    good = voxel_kernel_cached(pk, SP, radius_mm=R, cache_dir=tmp_path)
+    (npz,), (js,) = _entries(tmp_path)
+    meta = json.loads(js.read_text())
+    np.savez(npz, data_gy_per_decay=good.data_gy_per_decay)
+    meta["stored"] = "whole"
+    meta["sha256"] = vkmod._data_digest(good.data_gy_per_decay)
+    js.write_text(json.dumps(meta))
+    again = voxel_kernel_cached(pk, SP, radius_mm=R, cache_dir=tmp_path)
+    assert len(builds) == 1
+    np.testing.assert_array_equal(again.data_gy_per_decay, good.data_gy_per_decay)

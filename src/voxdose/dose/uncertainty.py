@@ -90,8 +90,14 @@ class LinearTerm:
 
     @cached_property
     def flipped_kernel(self) -> np.ndarray:
-        """K~(x) = K(-x), float64, contiguous: made once, shared by every structure."""
-        return np.ascontiguousarray(np.asarray(self.kernel, dtype=np.float64)[::-1, ::-1, ::-1])
+        """K~(x) = K(-x), float64, contiguous: made once, shared by every structure; the
+        kernel itself when it is point symmetric (every voxel S-value kernel: no copy of
+        a 260 MB kernel)."""
+        k = np.asarray(self.kernel, dtype=np.float64)
+        flipped = k[::-1, ::-1, ::-1]
+        if k.flags.c_contiguous and np.array_equal(k, flipped):
+            return k
+        return np.ascontiguousarray(flipped)
 
 
 def _convolve(data, kernel, backend, cache: SpectrumCache | None = None,
@@ -161,7 +167,9 @@ def sigma_from_terms(tia_sigma, terms: list[LinearTerm], backend):
     var_a = xp.asarray(tia_sigma, dtype=xp.float64) ** 2
     var = xp.zeros(var_a.shape, dtype=xp.float64)
     for t in terms:
-        v = _convolve(var_a, np.asarray(t.kernel, dtype=np.float64) ** 2, backend)
+        k = np.asarray(t.kernel, dtype=np.float64)
+        _, crop = crop_kernel(k.shape, var_a.shape)  # square only what can reach the grid
+        v = _convolve(var_a, k[crop] ** 2, backend)
         var += v if t.multiplier is None else v * t.multiplier ** 2
         del v
     return xp.sqrt(xp.clip(var, 0, None))

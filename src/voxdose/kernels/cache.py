@@ -18,8 +18,9 @@ from ..core.errors import InputError
 from .point import PointKernel
 from .voxel import METHOD, N_DIRECTIONS, N_RADIAL, VoxelKernel, voxel_kernel
 
-#: Format of the cache entries (bump when the stored fields change).
-CACHE_FORMAT = 1
+#: Format of the cache entries (bump when the stored fields change). 2: a mirror-symmetric
+#: kernel is stored as its octant (offsets >= 0, 1/8 of the bytes) and mirrored on reading.
+CACHE_FORMAT = 2
 
 
 def cache_base_dir(cache_dir=None):
@@ -117,9 +118,34 @@ def _data_digest(data: np.ndarray) -> str:
                           ).hexdigest()
 
 
+def octant_of(data: np.ndarray) -> np.ndarray | None:
+    """The octant ``data[cz:, cy:, cx:]`` (offsets >= 0) of an odd-shaped kernel that is
+    exactly mirror symmetric in every axis (as :func:`voxel_kernel` builds it), else None."""
+    if data.ndim != 3 or any(n % 2 == 0 for n in data.shape):
+        return None
+    c = tuple((n - 1) // 2 for n in data.shape)
+    octant = np.ascontiguousarray(data[c[0]:, c[1]:, c[2]:])
+    if not np.array_equal(mirror_octant(octant), data):
+        return None
+    return octant
+
+
+def mirror_octant(octant: np.ndarray) -> np.ndarray:
+    """The whole kernel (2 m - 1 per axis) from its octant (m per axis, offset 0 first):
+    S(-o) = S(o) in each axis; eight strided copies, no index arrays."""
+    m = octant.shape
+    full = np.empty(tuple(2 * n - 1 for n in m), dtype=octant.dtype)
+    for signs in np.ndindex(2, 2, 2):
+        dst = tuple(slice(n - 1, None) if s == 0 else slice(0, n - 1) for s, n in zip(signs, m))
+        src = tuple(slice(None) if s == 0 else slice(n - 1, 0, -1) for s, n in zip(signs, m))
+        full[dst] = octant[src]
+    return full
+
+
 def _read_cached(npz_path, json_path, key: dict):
     """The cached :class:`VoxelKernel` when both files are there, readable and match
-    ``key`` and the stored data hash; otherwise None."""
+    ``key`` and the stored data hash; otherwise None.  An entry stored as its octant
+    (``"stored": "octant"``) is checked as stored and mirrored to the whole kernel."""
     import json
 
     try:
@@ -127,10 +153,15 @@ def _read_cached(npz_path, json_path, key: dict):
         if meta.get("key") != key:
             return None
         with np.load(npz_path, allow_pickle=False) as z:
-            data = np.array(z["data_gy_per_decay"], dtype=np.float64)
-        if (list(data.shape) != meta["shape_zyx"] or _data_digest(data) != meta["sha256"]
-                or not np.all(np.isfinite(data))):
+            data = np.asarray(z["data_gy_per_decay"], dtype=np.float64)
+        stored = meta.get("stored", "whole")
+        expect = (meta["shape_zyx"] if stored == "whole"
+                  else [(n + 1) // 2 for n in meta["shape_zyx"]])
+        if (stored not in ("whole", "octant") or list(data.shape) != expect
+                or _data_digest(data) != meta["sha256"] or not np.all(np.isfinite(data))):
             return None
+        if stored == "octant":
+            data = mirror_octant(data)
         return VoxelKernel(
             data_gy_per_decay=data,
             spacing_mm=tuple(float(v) for v in meta["spacing_mm_zyx"]),
@@ -154,8 +185,10 @@ def voxel_kernel_cached(point_kernel: PointKernel, spacing_mm_zyx,
     """:func:`voxel_kernel` with an on-disk cache (same arguments and result; ``radius_mm``
     None: the one rule, :func:`voxdose.kernels.extent.kernel_extent`).
 
-    Entries live in :func:`kernel_cache_dir` as ``<digest>.npz`` (the array) + ``<digest>.json``
-    (the key of :func:`voxel_kernel_cache_key`, the kernel's provenance and the array's
+    Entries live in :func:`kernel_cache_dir` as ``<digest>.npz`` (the array; its octant
+    when the kernel is mirror symmetric, as built kernels are: 33 MB instead of 260 MB for
+    the demo's 319^3 label-grid kernel) + ``<digest>.json`` (the key of
+    :func:`voxel_kernel_cache_key`, the kernel's provenance and the stored array's
     SHA-256), written atomically (npz first, the JSON last: an entry without its JSON is
     never read).  A missing, corrupt or mismatching entry is rebuilt and rewritten; a
     cache folder that cannot be written only costs the rebuild.  The kernel is built on
@@ -189,10 +222,13 @@ def voxel_kernel_cached(point_kernel: PointKernel, spacing_mm_zyx,
     if hit is not None:
         return hit
     vk = voxel_kernel(point_kernel, spacing, radius_mm=radius_mm)
-    meta = {"key": key, **vk.provenance(), "sha256": _data_digest(vk.data_gy_per_decay)}
+    octant = octant_of(vk.data_gy_per_decay)  # 1/8 of the bytes to read back (and hash)
+    stored = vk.data_gy_per_decay if octant is None else octant
+    meta = {"key": key, **vk.provenance(), "stored": "whole" if octant is None else "octant",
+            "sha256": _data_digest(stored)}
     try:
         with atomic_path(npz_path) as tmp:
-            np.savez(tmp, data_gy_per_decay=vk.data_gy_per_decay)
+            np.savez(tmp, data_gy_per_decay=stored)
         write_json(json_path, meta)
     except OSError:
         pass
