@@ -175,7 +175,8 @@ def test_even_kernel_spectrum_equals_the_fft_of_the_padded_kernel(padded):
     assert np.abs(got - ref).max() <= 2e-15 * np.abs(ref).max()
     got32 = conv.even_kernel_spectrum(k, padded, BE, np.complex64)
     assert got32.dtype == np.complex64
-    assert np.abs(got32 - ref).max() <= 1e-7 * np.abs(ref).max()
+    # the cosine sums in float64, then three float32 roundings (store, two phase products)
+    assert np.abs(got32 - ref).max() <= 3e-7 * np.abs(ref).max()
 
 
 def test_even_and_general_spectra_give_the_same_dose():

@@ -266,14 +266,15 @@ def even_kernel_spectrum(kernel, padded, backend, ctype):
         ph = np.exp((-2j * np.pi / p[axis]) * ((kk * h[axis]) % p[axis]))
         return xp.asarray(ph)
 
-    def mirrored(n_full: int):  # index of C(k) for k = 0..P-1: min(k, P - k)
-        kk = np.arange(n_full)
-        return xp.asarray(np.minimum(kk, n_full - kk))
-
+    # C(k) for k = 0..P-1 is C(min(k, P - k)): four strided copies into the result, then the
+    # phases in place (no temporaries of the spectrum's size: fresh memory is what costs)
     spec = xp.empty((p[0], p[1], kx), dtype=ctype)
-    zy = phase(0, p[0])[:, None] * phase(1, p[1])[None, :]
-    xp.multiply(zy[:, :, None], phase(2, kx)[None, None, :], out=spec)
-    spec *= a[mirrored(p[0])][:, mirrored(p[1])]
+    for zdst, zsrc in ((slice(0, kz), slice(0, kz)), (slice(kz, p[0]), slice(p[0] - kz, 0, -1))):
+        for ydst, ysrc in ((slice(0, ky), slice(0, ky)),
+                           (slice(ky, p[1]), slice(p[1] - ky, 0, -1))):
+            spec[zdst, ydst] = a[zsrc, ysrc]
+    spec *= (phase(0, p[0])[:, None] * phase(1, p[1])[None, :]).astype(ctype)[:, :, None]
+    spec *= phase(2, kx).astype(ctype)[None, None, :]
     return spec
 
 
