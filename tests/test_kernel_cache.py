@@ -197,3 +197,29 @@ def test_whole_entry_of_the_previous_layout_is_still_read(tmp_path, builds):
     again = voxel_kernel_cached(pk, SP, radius_mm=R, cache_dir=tmp_path)
     assert len(builds) == 1
     np.testing.assert_array_equal(again.data_gy_per_decay, good.data_gy_per_decay)
+
+
+@pytest.mark.parametrize("grid_shape", [(4, 30, 9), (40, 40, 40), (1, 2, 3)])
+def test_kernel_cropped_to_the_grid_is_the_centre_of_the_whole_kernel(tmp_path, builds,
+                                                                      grid_shape):
+    """grid_shape: half-widths min(h, N - 1), the centre of the whole kernel, from a build
+    and from the octant entry alike; the dose on that grid is the same."""
+    from voxdose.core.backend import cpu_backend
+    from voxdose.dose.convolution import fft_convolve_same
+
+    pk = load_point_kernel("Lu-177")
+    sp = (3.0, 4.42, 4.8)
+    whole = voxel_kernel(pk, sp, radius_mm=R).data_gy_per_decay       # 21 x 15 x 13
+    built = voxel_kernel_cached(pk, sp, radius_mm=R, cache_dir=tmp_path, grid_shape=grid_shape)
+    read = voxel_kernel_cached(pk, sp, radius_mm=R, cache_dir=tmp_path, grid_shape=grid_shape)
+    assert len(builds) == 1
+    h = [min(n // 2, g - 1) for n, g in zip(whole.shape, grid_shape)]
+    c = [n // 2 for n in whole.shape]
+    centre = whole[tuple(slice(ci - hi, ci + hi + 1) for ci, hi in zip(c, h))]
+    for vk in (built, read):
+        assert vk.shape == tuple(2 * v + 1 for v in h)
+        np.testing.assert_array_equal(vk.data_gy_per_decay, centre)
+        assert vk.radius_mm == R
+    tia = np.random.default_rng(2).random(grid_shape)
+    np.testing.assert_array_equal(fft_convolve_same(tia, read.data_gy_per_decay, cpu_backend()),
+                                  fft_convolve_same(tia, whole, cpu_backend()))

@@ -130,9 +130,12 @@ def octant_of(data: np.ndarray) -> np.ndarray | None:
     return octant
 
 
-def mirror_octant(octant: np.ndarray) -> np.ndarray:
+def mirror_octant(octant: np.ndarray, half_widths=None) -> np.ndarray:
     """The whole kernel (2 m - 1 per axis) from its octant (m per axis, offset 0 first):
-    S(-o) = S(o) in each axis; eight strided copies, no index arrays."""
+    S(-o) = S(o) in each axis; eight strided copies, no index arrays.  ``half_widths``
+    (h per axis, <= m - 1): only the offsets |o_a| <= h_a (2 h + 1 per axis)."""
+    if half_widths is not None:
+        octant = octant[tuple(slice(0, int(h) + 1) for h in half_widths)]
     m = octant.shape
     full = np.empty(tuple(2 * n - 1 for n in m), dtype=octant.dtype)
     for signs in np.ndindex(2, 2, 2):
@@ -142,10 +145,27 @@ def mirror_octant(octant: np.ndarray) -> np.ndarray:
     return full
 
 
-def _read_cached(npz_path, json_path, key: dict):
+def _grid_half_widths(shape, grid_shape):
+    """Half-widths of a kernel of ``shape`` cropped to the offsets that can connect two
+    voxels of a grid of ``grid_shape`` (min(h_a, N_a - 1), as the convolution crops)."""
+    if grid_shape is None:
+        return None
+    return tuple(min(n // 2, max(int(g) - 1, 0)) for n, g in zip(shape, grid_shape))
+
+
+def _cropped(data: np.ndarray, half_widths) -> np.ndarray:
+    if half_widths is None or all(2 * h + 1 == n for h, n in zip(half_widths, data.shape)):
+        return data
+    c = [n // 2 for n in data.shape]
+    return np.ascontiguousarray(data[tuple(slice(ci - h, ci + h + 1)
+                                           for ci, h in zip(c, half_widths))])
+
+
+def _read_cached(npz_path, json_path, key: dict, grid_shape=None):
     """The cached :class:`VoxelKernel` when both files are there, readable and match
     ``key`` and the stored data hash; otherwise None.  An entry stored as its octant
-    (``"stored": "octant"``) is checked as stored and mirrored to the whole kernel."""
+    (``"stored": "octant"``) is checked as stored and mirrored to the whole kernel (to its
+    crop for ``grid_shape``)."""
     import json
 
     try:
@@ -160,8 +180,8 @@ def _read_cached(npz_path, json_path, key: dict):
         if (stored not in ("whole", "octant") or list(data.shape) != expect
                 or _data_digest(data) != meta["sha256"] or not np.all(np.isfinite(data))):
             return None
-        if stored == "octant":
-            data = mirror_octant(data)
+        half = _grid_half_widths(meta["shape_zyx"], grid_shape)
+        data = mirror_octant(data, half) if stored == "octant" else _cropped(data, half)
         return VoxelKernel(
             data_gy_per_decay=data,
             spacing_mm=tuple(float(v) for v in meta["spacing_mm_zyx"]),
@@ -181,7 +201,7 @@ def _read_cached(npz_path, json_path, key: dict):
 
 def voxel_kernel_cached(point_kernel: PointKernel, spacing_mm_zyx,
                         radius_mm: float | None = None, cache_dir=None,
-                        exact_spacing: bool = False) -> VoxelKernel:
+                        exact_spacing: bool = False, grid_shape=None) -> VoxelKernel:
     """:func:`voxel_kernel` with an on-disk cache (same arguments and result; ``radius_mm``
     None: the one rule, :func:`voxdose.kernels.extent.kernel_extent`).
 
@@ -196,6 +216,13 @@ def voxel_kernel_cached(point_kernel: PointKernel, spacing_mm_zyx,
     the spacing and radius exactly as given (keyed by their bits: ``voxdose dose`` then
     gives the same dose as building the kernel for a float32 NIfTI spacing such as
     4.800000190734863 mm).
+
+    ``grid_shape`` (z, y, x voxels of the dose grid): the kernel comes back cropped to the
+    offsets that can connect two voxels of that grid (half-width min(h_a, N_a - 1) per
+    axis), exactly what every convolution would crop it to: the same doses, and for the
+    demo's 126 x 114 x 160 label grid a 251 x 227 x 319 array instead of 319^3 (145 instead
+    of 260 MB). Its ``radius_mm`` and ``neglected_energy_fraction`` still describe the
+    kernel the radius rule built (offsets beyond the grid deposit nothing in it).
     """
     from ..io.atomic import atomic_path, write_json
 
@@ -218,7 +245,7 @@ def voxel_kernel_cached(point_kernel: PointKernel, spacing_mm_zyx,
     folder = kernel_cache_dir(cache_dir)
     stem = f"{point_kernel.nuclide}_{_key_digest(key)}"
     npz_path, json_path = folder / f"{stem}.npz", folder / f"{stem}.json"
-    hit = _read_cached(npz_path, json_path, key)
+    hit = _read_cached(npz_path, json_path, key, grid_shape)
     if hit is not None:
         return hit
     vk = voxel_kernel(point_kernel, spacing, radius_mm=radius_mm)
@@ -232,7 +259,12 @@ def voxel_kernel_cached(point_kernel: PointKernel, spacing_mm_zyx,
         write_json(json_path, meta)
     except OSError:
         pass
-    return vk
+    half = _grid_half_widths(vk.shape, grid_shape)
+    if half is None:
+        return vk
+    from dataclasses import replace
+
+    return replace(vk, data_gy_per_decay=_cropped(vk.data_gy_per_decay, half))
 
 
 # ---------------------------------------------------------------------------------------

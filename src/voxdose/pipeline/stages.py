@@ -191,7 +191,7 @@ def stage_kernel(ctx: PipelineContext) -> None:
                             ctx.options.kernel_radius_mm)
         ctx.kernel_extent = ext.to_dict()
         ctx.voxel_kernel = voxel_kernel_cached(pk, ctx.grid.spacing_mm, radius_mm=ext.radius_mm,
-                                               exact_spacing=True)
+                                               exact_spacing=True, grid_shape=ctx.grid.shape)
     ctx.advance(1, 1)
 
 
