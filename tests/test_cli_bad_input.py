@@ -157,3 +157,24 @@ def test_interrupt_while_writing_leaves_no_partial_results(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["dvh.csv"]
     assert (out / "dvh.csv").read_text() == "earlier run\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+def test_density_mode_refuses_a_reference_ct_without_its_rescale_intercept(study_copy,
+                                                                           tmp_path, capsys):
+    """voxdose run --density-mode scale with the reference CT stored as HU + 1024 (no
+    rescale intercept): refused at validation, naming the file (soft tissue would read as
+    1.6 g/cm^3)."""
+    from voxdose.io.sitk_adapter import read_image, write_image
+
+    ct_path = study_copy.parent / "ct_001h.nii.gz"
+    ct = read_image(ct_path)
+    write_image(ct_path, ct.with_data(np.asarray(ct.data, dtype=np.float64) + 1024.0),
+                dtype=np.int16, sidecar={"time_h": 1.0})
+    out = tmp_path / "results"
+    rc = main(["run", str(study_copy), "--out", str(out), "--device", "cpu",
+               "--density-mode", "scale"])
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert re.search(r"ct_001h\.nii\.gz: almost no CT value below -50 HU .*HU \+ 1024", err), err
+    assert not out.exists()

@@ -177,3 +177,48 @@ def test_dose_with_a_users_dpk_table(tmp_path, capsys):
     rc, cap = _run(["dose", str(tia_path), "--nuclide", "Lu-177", "--out",
                     str(tmp_path / "x.nii.gz"), "--dpk", str(tmp_path / "missing.csv")], capsys)
     assert rc == 2 and not (tmp_path / "x.nii.gz").exists()
+
+
+@pytest.mark.parametrize(("name", "make", "pattern"), [
+    ("density", lambda hu: np.clip(1.0 + hu / 1000.0, 0.001, None),   # g/cm^3 given as CT
+     r"density\.nii\.gz: CT values span 0\.001 to 2: this looks like a density map"),
+    ("plus1024", lambda hu: hu + 1024.0,                              # no rescale intercept
+     r"plus1024\.nii\.gz: almost no CT value below -50 HU .*HU \+ 1024"),
+])
+def test_ct_not_in_hu_is_refused_for_the_density_modes(inputs, capsys, name, make, pattern):
+    """A density map or an unsigned CT without its intercept, read as HU, would give water
+    everywhere or soft tissue at 1.6 g/cm^3 (dose -40 %): refused, nothing written; the
+    same file in density mode none (registration, display only) is accepted."""
+    d, g = inputs
+    hu = read_image(d / "ct.nii.gz").data.astype(np.float64)
+    write_image(d / f"{name}.nii.gz", Image(make(hu), g))
+    (d / f"{name}.json").unlink()
+    base = ["dose", str(d / "tia.nii.gz"), "--nuclide", "Lu-177", "--device", "cpu",
+            "--kernel-radius-mm", "40", "--ct", str(d / f"{name}.nii.gz")]
+    for mode in ("scale", "mvs"):
+        _expect_error([*base, "--out", str(d / "o.nii.gz"), "--density-mode", mode], capsys, d,
+                      pattern)
+    rc, cap = _run([*base, "--out", str(d / "ok.nii.gz")], capsys)
+    assert rc == 0, cap.err
+
+
+def test_ct_check_thresholds():
+    from voxdose.core.errors import InputError
+    from voxdose.imaging.checks import check_ct_in_hu
+
+    check_ct_in_hu(np.array([-1000.0, 0.0, 40.0]), "ct")       # air, water, tissue
+    check_ct_in_hu(np.array([-120.0, 60.0, 1800.0]), "ct")     # fat, tissue, bone: HU
+    check_ct_in_hu(np.array([0.0, 40.0, 1200.0]), "ct")        # no air, no dense bone: kept
+    check_ct_in_hu(np.zeros(4), "ct")                           # noise-free water
+    with pytest.raises(InputError, match="density map"):
+        check_ct_in_hu(np.array([0.0, 0.096, 0.17]), "ct")      # a mu-map at 140 keV, 1/cm
+    with pytest.raises(InputError, match="density map"):
+        check_ct_in_hu(np.array([0.0, 1.0, 5.0]), "ct")
+    with pytest.raises(InputError, match="HU \\+ 1024"):
+        check_ct_in_hu(np.array([0.0, 1064.0, 2500.0]), "ct")
+    air = np.random.default_rng(0).normal(24.0, 10.0, 10_000)  # HU + 1024 air with noise
+    with pytest.raises(InputError, match="HU \\+ 1024"):
+        check_ct_in_hu(np.concatenate([air, [1064.0, 2500.0]]), "ct")
+    check_ct_in_hu(np.concatenate([air - 1024.0, [40.0, 2500.0]]), "ct")   # the same in HU
+    body = np.concatenate([np.full(900, 50.0), np.full(100, -100.0), [1600.0]])
+    check_ct_in_hu(body, "ct")                                   # cropped to the body: fat

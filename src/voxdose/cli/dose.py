@@ -84,11 +84,16 @@ def _load_inputs(tia_path: Path, nuclide: str, method: str, ct: Path | None,
 
         check_sidecar_unit(ct_img, ct, CT_UNITS, "--ct reads CT numbers in HU (a density "
                            "map or mu-map is not a CT): give the CT in HU")
-        if not ct_img.grid.same_as(tia.grid):
-            if not resample_ct:
-                raise InputError(f"CT {ct} is not on the TIA grid of {tia_path} "
-                                 f"({ct_img.grid.describe()} vs {tia.grid.describe()}); "
-                                 "resample it or pass --resample-ct")
+        on_grid = ct_img.grid.same_as(tia.grid)
+        if not on_grid and not resample_ct:
+            raise InputError(f"CT {ct} is not on the TIA grid of {tia_path} "
+                             f"({ct_img.grid.describe()} vs {tia.grid.describe()}); "
+                             "resample it or pass --resample-ct")
+        if mode != "none":  # the CT becomes densities: CT numbers in HU, as read
+            from ..imaging.checks import check_ct_in_hu
+
+            check_ct_in_hu(ct_img.data, ct)
+        if not on_grid:
             from ..imaging.registration import identity_registration, resample
 
             ct_img = resample(ct_img, tia.grid, identity_registration(), default=-1000.0)

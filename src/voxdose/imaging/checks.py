@@ -101,6 +101,44 @@ def check_not_blank(data, source) -> None:
                          "the time point out")
 
 
+#: CT numbers: a CT in HU whose largest value is at most this is a density or mu-map.
+CT_MAX_HU_FOR_DENSITY_MAP = 5.0
+#: A CT with (almost) no voxel below ``CT_UNSIGNED_FLOOR_HU`` and one above
+#: ``CT_UNSIGNED_MAX`` looks like stored values without the rescale intercept (HU + 1024).
+CT_UNSIGNED_MAX = 1500.0
+CT_UNSIGNED_FLOOR_HU = -50.0
+#: ... "almost": the fraction of voxels allowed below that floor (noise of air at +24).
+CT_UNSIGNED_BELOW_FRACTION = 1e-3
+
+
+def check_ct_in_hu(data, source) -> None:
+    """A CT about to be turned into densities (density modes ``scale`` and ``mvs``) must
+    hold CT numbers in HU (air -1000, fat about -100, water 0, bone above 300):
+
+    * every value in [0, ``CT_MAX_HU_FOR_DENSITY_MAP``] (5], not all 0: a density map
+      (g/cm^3) or a mu-map (1/cm) given as the CT; read as HU it would be water everywhere
+      (density 1.0 for lung and bone alike). An all-zero CT (noise-free water) passes;
+    * fewer than 0.1 % of the values below -50 HU and one above ``CT_UNSIGNED_MAX`` (1500):
+      stored values without the rescale intercept (HU + 1024, air at +24 with its noise;
+      soft tissue would read as 1.6 g/cm^3, its dose -40 %). A patient CT always holds
+      air, lung or fat (about -100 HU) well below -50 HU.
+
+    Both are errors naming the file; checked on the CT as read, before resampling."""
+    d = np.asarray(data)
+    lo, hi = float(np.min(d)), float(np.max(d))
+    if lo >= 0 and 0 < hi <= CT_MAX_HU_FOR_DENSITY_MAP:
+        raise InputError(f"{source}: CT values span {lo:.4g} to {hi:.4g}: this looks like a "
+                         "density map (g/cm^3) or mu-map, not CT numbers in HU (air -1000, "
+                         "water 0, bone > 300); give the CT in HU")
+    below = float(np.count_nonzero(d < CT_UNSIGNED_FLOOR_HU)) / max(d.size, 1)
+    if below < CT_UNSIGNED_BELOW_FRACTION and hi > CT_UNSIGNED_MAX:
+        raise InputError(f"{source}: almost no CT value below -50 HU ({100 * below:.2g} %, "
+                         f"range {lo:.4g} to {hi:.4g}), "
+                         "where a patient CT holds air, lung and fat: stored values without "
+                         "the rescale intercept (HU + 1024)? Give the CT in HU (apply "
+                         "RescaleSlope/RescaleIntercept)")
+
+
 def check_fov_activity(activity_bq: float, administered_bq: float, decay_per_s: float,
                        time_s: float, source) -> str | None:
     """Compare the activity in the field of view with the administered activity decayed to

@@ -26,6 +26,7 @@ from ..dose.density import check_density_mode, density_from_ct
 from ..dose.engine import make_engine
 from ..dose.uncertainty import bounded_tia_sigma, dose_sigma_image
 from ..imaging.assemble import assemble_series
+from ..imaging.checks import check_ct_in_hu
 from ..io.dicom_write import structure_set_ref
 from ..imaging.registration import identity_registration, resample, resample_planes
 from ..kernels.cache import voxel_kernel_cached
@@ -92,6 +93,9 @@ def stage_validate(ctx: PipelineContext) -> None:
     if opt.density_mode != "none" and not ctx.study.has_ct:
         raise StudyError(f"{ctx.study.path}: density mode '{opt.density_mode}' needs a CT per "
                          "time point")
+    if opt.density_mode != "none":  # the reference CT becomes densities: HU, before work
+        tp = ctx.study.timepoints[ctx.study.reference_index]
+        check_ct_in_hu(read_timepoint_ct(tp).data, tp.ct_dicom or tp.ct)
     require_single_time_point(ctx.study)  # one time point: the study file's method
     if ctx.study.single_time_point is not None and opt.tia_model != "auto":
         raise StudyError(f"{ctx.study.path}: --model {opt.tia_model}: the study's one time point "
