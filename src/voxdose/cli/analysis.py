@@ -167,6 +167,10 @@ def _check_compare_options(tia, labels, names, out, nuclides: str, shells_mm: st
     nucs = [canonical_name(n) for n in nuclides.split(",") if n.strip()]
     if not nucs:
         raise InputError("--nuclides: give at least one nuclide, e.g. Lu-177,Y-90")
+    twice = sorted({n for n in nucs if nucs.count(n) > 1})
+    if twice:  # its files would be written twice, its rows doubled in the summary
+        raise InputError(f"--nuclides {nuclides}: {', '.join(twice)} given twice (names are "
+                         "read as one: 177Lu = Lu-177); give each nuclide once")
     shells = number_list(shells_mm, "--shells-mm", "mm", above=0.0)
     if kernel_radius_mm is not None:
         positive(kernel_radius_mm, "--kernel-radius-mm", "mm")
