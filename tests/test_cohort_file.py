@@ -91,6 +91,23 @@ BAD = {
 }
 
 
+def test_pre_and_post_of_another_nuclide_refused_before_anything_runs(cohort_dir, capsys):
+    """A patient's pre-therapy Lu-177 study against a Y-90 post-therapy one: the prediction
+    (pre Gy/GBq x GBq given) would mix two nuclides; the same pair named alike passes."""
+    (cohort_dir / "p01/pre/study.toml").write_text('[study]\nnuclide = "177Lu"\n')
+    (cohort_dir / "p01/post/study.toml").write_text('[study]\nnuclide = "Y-90"\n')
+    (cohort_dir / "cohort.toml").write_text(GOOD)
+    with pytest.raises(InputError, match=r"patient 'p01': pre-therapy study 'p01-pre' is "
+                                         r"Lu-177, post-therapy study 'p01-post' is Y-90"):
+        load_cohort(cohort_dir / "cohort.toml")
+    out = cohort_dir / "results"
+    rc = main(["cohort", str(cohort_dir / "cohort.toml"), "--out", str(out), "--device", "cpu"])
+    assert rc == 2 and not out.exists()
+    assert "needs one nuclide" in capsys.readouterr().err
+    (cohort_dir / "p01/post/study.toml").write_text('[study]\nnuclide = "Lu-177"\n')
+    assert len(load_cohort(cohort_dir / "cohort.toml").studies) == 2
+
+
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_cohort_file_refused_in_one_line_before_anything_runs(cohort_dir, case, capsys):
     text, expected = BAD[case]
@@ -127,7 +144,8 @@ def test_docs_table_is_the_schema():
 # ---------------------------------------------------------------- the pre -> post loop
 
 def _results(folder: Path, activity_mbq: float, kidney_gy: tuple[float, float],
-             plan: dict | None = None, marrow_gy: float | None = None) -> None:
+             plan: dict | None = None, marrow_gy: float | None = None,
+             nuclide: str = "Lu-177") -> None:
     """A results folder in the pipeline's file formats (dvh.csv columns from the DVH
     module, provenance.json's study record)."""
     folder.mkdir(parents=True)
@@ -141,7 +159,7 @@ def _results(folder: Path, activity_mbq: float, kidney_gy: tuple[float, float],
         w.writeheader()
         w.writerows(rows)
     (folder / "provenance.json").write_text(json.dumps(
-        {"study": {"nuclide": "Lu-177", "administered_activity_mbq": activity_mbq},
+        {"study": {"nuclide": nuclide, "administered_activity_mbq": activity_mbq},
          "outputs": ["dvh.csv"], "inputs_sha256": {}}))
     if plan is not None:
         (folder / "plan.json").write_text(json.dumps(plan))
@@ -260,3 +278,17 @@ def test_demo_cohort_writes_a_valid_cohort(tmp_path):
         assert f"administered_activity_mbq = {float(p['given_activity_mbq'])}" in post
         assert 1000 <= float(p["given_activity_mbq"]) <= 60000
         assert abs(float(p["given_activity_mbq"]) - float(p["planned_activity_mbq"])) <= 50
+
+
+def test_pre_post_tables_refuse_a_pair_of_two_nuclides_found_in_the_results(tmp_path):
+    """Studies whose files name no nuclide (DICOM) pass the cohort file's check; their
+    results then show Lu-177 before and Y-90 after: the tables refuse the prediction."""
+    out = tmp_path / "results"
+    _results(out / "p1-pre", 200.0, (0.3, 0.3))
+    _results(out / "p1-post", 12000.0, (10.2, 10.2), nuclide="Y-90")
+    studies = tuple(CohortStudy(i, tmp_path / i / "study.toml", "p1", i.split("-")[1])
+                    for i in ("p1-pre", "p1-post"))
+    cohort = Cohort(path=tmp_path / "cohort.toml", name="x", studies=studies)
+    with pytest.raises(InputError, match=r"'p1-pre' is Lu-177, post-therapy study 'p1-post' "
+                                         r"is Y-90; the prediction needs one nuclide"):
+        write_cohort_outputs(cohort, out, [Outcome(s.id, "skipped") for s in studies])

@@ -220,6 +220,32 @@ def _check_studies(path: Path, studies: list[CohortStudy]) -> None:
             pre[s.patient] = s.id
 
 
+def _study_nuclide(study_path: Path) -> str | None:
+    """The nuclide a study file names ([study] nuclide, canonical), None when it names none
+    (then its DICOM decides) or cannot be read here (its own run reports that)."""
+    from ..core.nuclide import canonical_name
+
+    try:
+        with open(study_path, "rb") as f:
+            name = tomllib.load(f).get("study", {}).get("nuclide")
+        return canonical_name(name) if isinstance(name, str) else None
+    except Exception:  # an unreadable study fails in its own task, with its own message
+        return None
+
+
+def _check_pre_post_nuclides(path: Path, studies: list[CohortStudy]) -> None:
+    """A patient's pre- and post-therapy studies must name the same nuclide: the prediction
+    (pre Gy/GBq x given GBq) holds for one nuclide (no surrogate conversion is made)."""
+    pre = {s.patient: s for s in studies if s.phase == "pre"}
+    for post in (s for s in studies if s.phase == "post" and s.patient in pre):
+        a, b = _study_nuclide(pre[post.patient].path), _study_nuclide(post.path)
+        if a and b and a != b:
+            raise _err(path, f"patient {post.patient!r}: pre-therapy study "
+                       f"{pre[post.patient].id!r} is {a}, post-therapy study {post.id!r} is "
+                       f"{b}; the pre-therapy prediction (Gy/GBq x GBq given) needs one "
+                       "nuclide: give the pair the same nuclide, or phase = \"other\"")
+
+
 def _limits(path: Path, section: dict) -> tuple[dict | None, dict | None]:
     limits, after = section.get("limits_gy"), section.get("after_h")
     if after and not limits:
@@ -248,6 +274,7 @@ def load_cohort(path) -> Cohort:
     section = _checked("cohort", doc.get("cohort", {}), "cohort.", path)
     studies = _studies(path, doc.get("studies"))
     _check_studies(path, studies)
+    _check_pre_post_nuclides(path, studies)
     limits, after = _limits(path, section)
     return Cohort(path=path, name=section.get("name") or path.parent.name,
                   studies=tuple(studies), limits_gy=limits, after_h=after)

@@ -146,6 +146,15 @@ def pre_post_rows(cohort: Cohort, summary: list[dict], plans: dict[str, dict | N
         plan = plans.get(pre_id) or {}
         given_gbq = activity[post.id] / 1000.0
         a, b = by_study[pre_id], by_study[post.id]
+        nuc_a, nuc_b = (next(iter(x.values()))["nuclide"] for x in (a, b))
+        if nuc_a != nuc_b:  # the cohort file named none (DICOM studies): found only now
+            from ..core.errors import InputError
+
+            raise InputError(f"{cohort.path}: patient {post.patient!r}: pre-therapy study "
+                             f"{pre_id!r} is {nuc_a}, post-therapy study {post.id!r} is "
+                             f"{nuc_b}; the prediction needs one nuclide: give the pair the "
+                             "same nuclide, or phase = \"other\" (the studies' results are "
+                             "kept: a rerun only writes the tables)")
         for name in _ordered([n for n in a if n in b]):
             pre_g, post_g = a[name]["gy_per_gbq"], b[name]["gy_per_gbq"]
             if pre_g is None or post_g is None:
