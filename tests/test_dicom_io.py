@@ -237,6 +237,11 @@ def test_rtstruct_rasterised_on_grid(tmp_path):
     assert set(np.unique(lab.data[:2])) == {0}  # slices without contours stay empty
     with_body = rasterize_rtstruct(read_rtstruct_header(p, ["BODY", "disc"]), g)
     assert (with_body.data == 2).sum() == (lab.data == 1).sum()  # smaller structure wins
+    with pytest.raises(StudyError, match=r"structures\.rois = \[\] names no ROI; list .*"
+                                         r"available: \['BODY', 'box', 'disc'\]"):
+        read_rtstruct_header(p, [])          # before: "the RTSTRUCT holds no structures"
+    with pytest.raises(StudyError, match=r"names 'disc' twice"):
+        read_rtstruct_header(p, ["disc", "box", "disc"])
 
 
 def test_cli_rtdose_and_dicom_info(tmp_path, capsys):

@@ -88,6 +88,14 @@ def read_rtstruct_header(path, rois: list[str] | None = None) -> RTStructHeader:
             fors.add(str(r.ReferencedFrameOfReferenceUID))
         if num in with_contours:
             available[name] = num
+    if rois is not None and not list(rois):
+        raise StudyError(f"{p}: structures.rois = [] names no ROI; list the ROIs to use "
+                         f"(available: {sorted(available)}) or remove the key to use every "
+                         "contoured ROI")
+    if rois is not None and len(set(rois)) < len(rois):
+        twice = sorted({n for n in rois if list(rois).count(n) > 1})
+        raise StudyError(f"{p}: structures.rois names {', '.join(map(repr, twice))} twice; "
+                         "list each ROI once")
     wanted = rois if rois is not None else [
         n for n, num in available.items() if interp.get(num, "").upper() != "EXTERNAL"]
     skipped = [n for n in available if n not in wanted]
