@@ -292,3 +292,21 @@ def test_pre_post_tables_refuse_a_pair_of_two_nuclides_found_in_the_results(tmp_
     with pytest.raises(InputError, match=r"'p1-pre' is Lu-177, post-therapy study 'p1-post' "
                                          r"is Y-90; the prediction needs one nuclide"):
         write_cohort_outputs(cohort, out, [Outcome(s.id, "skipped") for s in studies])
+
+
+def test_a_utf8_byte_order_mark_is_read_past(cohort_dir, small_study, tmp_path):
+    """Editors that write a UTF-8 BOM first (Notepad): the cohort and study files read as
+    without it (tomllib alone said "Invalid statement (at line 1, column 1)")."""
+    import shutil
+
+    from voxdose.study.load import load_study
+
+    (cohort_dir / "cohort.toml").write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert len(load_cohort(cohort_dir / "cohort.toml").studies) == 2
+    study = tmp_path / "bom_study"
+    shutil.copytree(small_study.parent, study)
+    toml = study / "study.toml"
+    plain = load_study(toml)
+    toml.write_bytes(b"\xef\xbb\xbf" + toml.read_bytes())
+    bom = load_study(toml)
+    assert bom.nuclide == plain.nuclide and len(bom.timepoints) == len(plain.timepoints)

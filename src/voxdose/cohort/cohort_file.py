@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..io.toml_file import read_toml
 from ..study.schema import Key, Table, check_value
 
 DOCS = "docs/cohort.md"
@@ -127,8 +128,7 @@ def _checked(table: str, values: dict, where: str, path: Path) -> dict:
 
 def _read(path: Path) -> dict:
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        return read_toml(path)
     except tomllib.TOMLDecodeError as exc:
         raise _err(path, f"not a valid TOML file ({exc}); fix the line it names") from None
     except UnicodeDecodeError:
@@ -226,8 +226,7 @@ def _study_nuclide(study_path: Path) -> str | None:
     from ..core.nuclide import canonical_name
 
     try:
-        with open(study_path, "rb") as f:
-            name = tomllib.load(f).get("study", {}).get("nuclide")
+        name = read_toml(study_path).get("study", {}).get("nuclide")
         return canonical_name(name) if isinstance(name, str) else None
     except Exception:  # an unreadable study fails in its own task, with its own message
         return None

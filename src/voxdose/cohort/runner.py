@@ -105,11 +105,10 @@ def stale_reason(res_dir: Path, study: CohortStudy, limits_gy=None, after_h=None
 
 def _own_plan(study_file: Path) -> tuple[dict | None, dict | None]:
     """The [plan] limits_gy and after_h of a study file (None where absent)."""
-    import tomllib
+    from ..io.toml_file import read_toml
 
     try:
-        with open(study_file, "rb") as f:
-            plan = tomllib.load(f).get("plan") or {}
+        plan = read_toml(study_file).get("plan") or {}
     except (OSError, ValueError):
         return None, None
     return plan.get("limits_gy"), plan.get("after_h")

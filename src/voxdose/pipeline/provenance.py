@@ -43,12 +43,11 @@ def _study_record(study) -> dict:
 
 def _names_file(study):
     """The structure-names JSON the study file names ([structures] names), or None."""
-    import tomllib
+    from ..io.toml_file import read_toml
     from pathlib import Path
 
     try:
-        with open(study.path, "rb") as f:
-            value = tomllib.load(f).get("structures", {}).get("names")
+        value = read_toml(study.path).get("structures", {}).get("names")
     except (OSError, TypeError, ValueError):  # no study file (a Study built in memory)
         return None
     p = (Path(study.path).parent / value).resolve() if isinstance(value, str) else None

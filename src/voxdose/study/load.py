@@ -25,6 +25,7 @@ import tomllib
 from pathlib import Path
 
 from ..core.errors import StudyError
+from ..io.toml_file import read_toml
 from . import sections as sec
 from .dicom_keys import (activity_of, administration_of, check_frames_of_reference,
                          check_one_patient, nuclide_of, spect_headers, timepoints_of)
@@ -40,7 +41,7 @@ def _read_toml(path: Path) -> dict:
     if not path.exists():
         raise StudyError(f"study file not found: {path}")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return read_toml(path)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise StudyError(f"{path}: not valid TOML ({exc})") from None
 
