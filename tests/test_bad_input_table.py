@@ -498,6 +498,32 @@ def t_small_ct(d):
     write_image(d / "ct.nii.gz", Image(np.zeros(g.shape), g, "CT", "HU"))
 
 
+def t_4d_f1(d):
+    """Frame f1 as a 4D series (two copies of the volume), its sidecar kept."""
+    img = sitk.ReadImage(str(d / "f1.nii.gz"))
+    a = sitk.GetArrayFromImage(img)
+    sitk.WriteImage(sitk.GetImageFromArray(np.stack([a, a]), isVector=False),
+                    str(d / "f1.nii.gz"), useCompression=True)
+
+
+def _hu_like(d, name, like, dtype):
+    """CT numbers (air -1000, tissue 40) on the grid of image ``like``, as ``name``."""
+    img = sitk.ReadImage(str(d / like))
+    a = np.full(sitk.GetArrayFromImage(img).shape, -1000.0)
+    a[tuple(slice(n // 4, n - n // 4) for n in a.shape)] = 40.0
+    out = sitk.GetImageFromArray(a.astype(dtype))
+    out.CopyInformation(img)
+    sitk.WriteImage(out, str(d / name), useCompression=True)
+
+
+def t_hu_as_density(d):
+    _hu_like(d, "hu.nii.gz", "dose.nii.gz", np.float32)
+
+
+def t_ct_as_labels(d):
+    _hu_like(d, "ct_labels.nii.gz", "labels.nii.gz", np.int16)
+
+
 def t_a_file(d):
     (d / "afile").write_text("not a folder\n")
 
@@ -783,6 +809,16 @@ CASES = [
     C("pvc-frame-is-a-tia-map", b_tiny,
       ("pvc", "{in}/tia.nii.gz", "--labels", "{in}/labels.nii.gz", "--method", "gtm",
        "--fwhm-mm", "8", "--out", "{d}/o/p.nii.gz"), r"unit 'Bq\*s per voxel", "tia.nii.gz"),
+    C("tia-frame-is-4d", b_tiny_edit(t_4d_f1), _tia_argv("--out", "{d}/o/tia.nii.gz"),
+      r"a 3D image is needed, this one is 4D", "f1.nii.gz"),
+    C("dvh-density-is-a-ct-in-hu", b_tiny_edit(t_hu_as_density),
+      ("dvh", "{in}/dose.nii.gz", "{in}/labels.nii.gz", "--density", "{in}/hu.nii.gz",
+       "--out", "{d}/res/dvh.csv"), r"negative or non-finite values \(min -1000\).*a CT in "
+      r"HU is not a density map", "hu.nii.gz"),
+    C("pvc-labels-are-a-ct", b_tiny_edit(t_ct_as_labels),
+      ("pvc", "{in}/spect.nii.gz", "--labels", "{in}/ct_labels.nii.gz", "--method", "gtm",
+       "--fwhm-mm", "8", "--out", "{d}/o/p.nii.gz"),
+      r"negative label values \(min -1000\).*not a CT", "ct_labels.nii.gz"),
     C("compare-the-same-nuclide-twice", b_tiny,
       ("compare", "{in}/tia.nii.gz", "--nuclides", "Lu-177,Y-90,177Lu", "--out", "{d}/res"),
       r"Lu-177 given twice .*give each nuclide once", "--nuclides"),

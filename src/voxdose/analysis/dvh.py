@@ -332,7 +332,10 @@ def _density_array(density: Image | None, dose: Image):
     be = backend_of(dose.data)
     rho = be.asarray(density.data, dtype=be.xp.float64)
     if bool(be.xp.any(rho < 0)) or not bool(be.xp.all(be.xp.isfinite(rho))):
-        raise InputError("density map has negative or non-finite values; give g/cm^3")
+        src = density.meta.get("source") if isinstance(density.meta, dict) else None
+        raise InputError(f"{src or 'density map'}: the density map has negative or "
+                         f"non-finite values (min {float(be.xp.min(rho)):.4g}); give a mass "
+                         "density in g/cm^3 (a CT in HU is not a density map)")
     return rho
 
 

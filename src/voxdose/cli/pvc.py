@@ -68,6 +68,10 @@ def _read_inputs(frame: Path, labels: Path, names: Path | None, body: Path | Non
                          "pvc corrects activity concentration in Bq/mL")
     name_map = read_names_json(names) if names is not None else {}
     lab = read_labels(labels, name_map)
+    if lab.data.size and int(lab.data.min()) < 0:  # a CT or an activity image as labels
+        raise InputError(f"{labels}: negative label values (min {int(lab.data.min())}); "
+                         "labels are 0 (background) or positive integers: give the label "
+                         "image (--labels), not a CT")
     if names is not None:
         check_labels_named(lab.data, name_map, labels)
     else:

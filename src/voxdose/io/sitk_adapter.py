@@ -28,9 +28,13 @@ from ..core.grid import Grid, Image, LabelMap
 from .atomic import atomic_path, write_json
 
 
-def grid_from_sitk(img: sitk.Image) -> Grid:
+def grid_from_sitk(img: sitk.Image, source=None) -> Grid:
+    """The (z, y, x) grid of a 3D SimpleITK image (or reader); ``source`` names the file in
+    the error for another dimension."""
     if img.GetDimension() != 3:
-        raise InputError(f"expected a 3D image, got {img.GetDimension()}D")
+        where = f"{source}: " if source is not None else ""
+        raise InputError(f"{where}a 3D image is needed, this one is {img.GetDimension()}D "
+                         "(a 4D series or a 2D slice?): give one 3D volume per file")
     sx, sy, sz = img.GetSpacing()
     d_itk = np.array(img.GetDirection(), dtype=np.float64).reshape(3, 3)  # columns: x, y, z
     a = np.eye(4)
@@ -58,8 +62,8 @@ def image_to_sitk(data: np.ndarray, grid: Grid) -> sitk.Image:
     return apply_grid_to_sitk(img, grid)
 
 
-def sitk_to_array_and_grid(img: sitk.Image) -> tuple[np.ndarray, Grid]:
-    return sitk.GetArrayFromImage(img), grid_from_sitk(img)
+def sitk_to_array_and_grid(img: sitk.Image, source=None) -> tuple[np.ndarray, Grid]:
+    return sitk.GetArrayFromImage(img), grid_from_sitk(img, source)
 
 
 def read_sitk(path) -> sitk.Image:
@@ -128,7 +132,7 @@ def read_image(path, quantity: str = "", unit: str = "", dtype=np.float64) -> Im
     arr, grid = _voxels_checked(path, checked, dtype)
     if arr is None:
         img = read_sitk(path)
-        grid = grid_from_sitk(img)
+        grid = grid_from_sitk(img, path)
         view = sitk.GetArrayViewFromImage(img)  # valid while ``img`` lives: copied right here
         arr = np.array(view, dtype=dtype if dtype is not None else view.dtype)
         del view
@@ -195,7 +199,7 @@ def read_labels(path, names: dict[int, str]) -> LabelMap:
     checked = check_nifti(path) if is_nifti(path) and Path(path).is_file() else None
     arr, grid = _voxels_checked(path, checked, None)
     if arr is None:
-        arr, grid = sitk_to_array_and_grid(read_sitk(path))
+        arr, grid = sitk_to_array_and_grid(read_sitk(path), path)
     if not np.issubdtype(arr.dtype, np.integer):
         if not np.allclose(arr, np.round(arr)):
             raise InputError(f"label image {path} holds non-integer values; give integer labels")
