@@ -434,8 +434,9 @@ def _ct_dicom_study(tmp_path, zs):
     act[2:4, 3:5, 3:5] = 5000.0
     write_nm(tmp_path / "nm", act, nm_grid, acquisition=ACQ, administration=ADMIN,
              nuclide="Lu-177", total_dose_bq=7.4e9, for_uid=FOR_UID)
-    write_nm(tmp_path / "nm2", act, nm_grid, acquisition=ACQ, administration=ADMIN,
-             nuclide="Lu-177", total_dose_bq=7.4e9, for_uid=FOR_UID)  # one per time point
+    write_nm(tmp_path / "nm2", act, nm_grid, acquisition=ADMIN + timedelta(hours=24),
+             administration=ADMIN, nuclide="Lu-177", total_dose_bq=7.4e9,
+             for_uid=FOR_UID)  # one per time point, acquired at its time_h
     write_rtstruct(tmp_path / "rs.dcm", {"lesion": _box(-10, 10, -10, 10, zs)}, for_uid=FOR_UID)
     return _toml(tmp_path, '[structures]\nrtstruct = "rs.dcm"',
                  ['spect = "nm"\nct = "ct"\ntime_h = 4.0',

@@ -57,10 +57,20 @@ def test_bqml_times_nuclide_activity_from_dicom(tmp_path):
     np.testing.assert_allclose(series.times_s, [26.5 * 3600.0])
 
 
-def test_explicit_time_h_wins_and_is_recorded(tmp_path):
+def test_time_h_against_the_dicom_acquisition_time(tmp_path):
+    """time_h in the study file and acquisition - administration of the files: within 60 s
+    the study file's value (recorded with the DICOM one); 15 min apart a contradiction (an
+    error naming both; before, the study file won silently), or with override_dicom the
+    study file's value and a warning."""
     _nm(tmp_path / "t1", 2.0)
-    st = load_study(_toml(tmp_path, "", ['spect = "t1"\ntime_h = 2.25']))
-    assert st.times_h == [2.25] and st.timepoints[0].info["time_h_from_dicom"] == 2.0
+    st = load_study(_toml(tmp_path, "", ['spect = "t1"\ntime_h = 2.01']))   # 36 s off
+    assert st.times_h == [2.01] and st.timepoints[0].info["time_h_from_dicom"] == 2.0
+    with pytest.raises(StudyError, match=r"timepoints\[0\]\.time_h = 2\.25 h in the study "
+                                         r"file contradicts the acquisition .* = 2 h of .*t1"):
+        load_study(_toml(tmp_path, "", ['spect = "t1"\ntime_h = 2.25']))
+    st = load_study(_toml(tmp_path, "override_dicom = true", ['spect = "t1"\ntime_h = 2.25']))
+    assert st.times_h == [2.25]
+    assert any("time_h = 2.25 h" in w and "override_dicom" in w for w in st.info["warnings"])
 
 
 @pytest.mark.parametrize("how", ["factor", "cps"])

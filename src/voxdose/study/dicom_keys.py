@@ -159,8 +159,11 @@ def activity_of(st: Section, dicom_sp: list, path: Path, source: str | None = No
 
 # ---- one DICOM time point -------------------------------------------------------------------
 
-def _time_h(i: int, r: RawTimePoint, admin, path: Path, info: dict) -> float:
-    """Time after administration: the key (wins) or acquisition - administration."""
+def _time_h(i: int, r: RawTimePoint, admin, path: Path, info: dict,
+            override: bool = False) -> float:
+    """Time after administration: acquisition - administration, or the key where the files
+    cannot give it; both, more than :data:`_SAME_TIME_S` apart: a contradiction (an error;
+    with ``override_dicom`` the key, said in the warnings)."""
     h, where, f0 = r.spect_h, f"timepoints[{i}].", r.spect_h.first_file
     t_dicom = None
     if h.acquisition is not None and admin is not None:
@@ -168,6 +171,14 @@ def _time_h(i: int, r: RawTimePoint, admin, path: Path, info: dict) -> float:
         info["time_h_from_dicom"] = t_dicom
     if r.time_h is not None:
         info["time_source"] = "study file"
+        if t_dicom is not None and abs(r.time_h - t_dicom) * 3600.0 > _SAME_TIME_S:
+            found: list = []
+            _contradiction(f"{path}: {where}time_h = {r.time_h:g} h in the study file "
+                           f"contradicts the acquisition {h.acquisition} - administration "
+                           f"{admin} = {t_dicom:.4g} h of {f0} (more than "
+                           f"{_SAME_TIME_S:g} s apart); remove {where}time_h (the files give "
+                           "it) or correct it", override, found)
+            info.setdefault("override_warnings", []).extend(found)
         return r.time_h
     problems = getattr(h, "date_problems", {}) or {}
     if h.acquisition is None:
@@ -251,7 +262,7 @@ def _frame_duration(i: int, r: RawTimePoint, path: Path, override: bool = False,
                        f"{h.first_file}; remove timepoints[{i}].frame_duration_s (it is for "
                        "files that lack the tag)", override, found)
         if info is not None:
-            info["override_warning"] = found[0]
+            info.setdefault("override_warnings", []).extend(found)
         return key
     return h.frame_duration_s
 
@@ -316,7 +327,7 @@ def dicom_timepoint(i: int, r: RawTimePoint, sp: Section, admin, lam: float,
                     path: Path, override: bool = False) -> TimePoint:
     h = r.spect_h
     info: dict = {"series_uid": h.series.uid, "value_mapping": h.value_mapping}
-    t_h = _time_h(i, r, admin, path, info)
+    t_h = _time_h(i, r, admin, path, info, override)
     _frame_duration(i, r, path, override, info)  # refused (or said) even where unused
     eff, to_bq = _to_bq_ml(i, r, sp, path, info, override)
     dc = _decay_correction(r, sp, path)

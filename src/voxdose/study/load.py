@@ -63,8 +63,7 @@ def load_study(path) -> Study:
                      key_info.get("study_keys", {}).get("administered_activity_mbq"),
                      dicom_warnings)
     tps, info = timepoints_of(raws, sp, admin, nuclide, path, override)
-    dicom_warnings += [tp.info["override_warning"] for tp in tps
-                       if "override_warning" in (tp.info or {})]
+    dicom_warnings += [w for tp in tps for w in (tp.info or {}).get("override_warnings", [])]
     if dicom_warnings:  # [study] override_dicom: said in provenance and by the run
         info["warnings"] = dicom_warnings
     tps = image_timepoints(tps, raws, cars, sp, nuclide, path)  # time, unit, decay

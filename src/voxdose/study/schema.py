@@ -95,7 +95,8 @@ KEYS: tuple[Key, ...] = (
         unit="MBq", minimum=0, default_doc=f"{_DICOM} (RadionuclideTotalDose) or JSON "
         "sidecars, else required"),
     Key("study", "override_dicom", "boolean", "true: where study.administered_activity_mbq, "
-        "timepoints[i].frame_duration_s or a time point's SPECT/CT pairing contradict the "
+        "timepoints[i].frame_duration_s, timepoints[i].time_h or a time point's SPECT/CT "
+        "pairing contradict the "
         "DICOM tags, the study file is used and the contradiction is a warning (provenance) "
         "instead of an error: a net activity after the residual, a tag known to be wrong, a "
         "SPECT re-reconstructed into a new frame of reference", default=False),
@@ -123,7 +124,8 @@ KEYS: tuple[Key, ...] = (
         "(docs/pvc.md); at most 50 mm", unit="mm", minimum=0,
         default_doc="none (required by [pvc] method gtm, rbv, iy)"),
     Key("timepoints", "time_h", "number", "acquisition time after the administration; must "
-        "agree with the image's JSON sidecar", unit="h", minimum=0, exclusive=False,
+        "agree with the image's JSON sidecar and a DICOM series' acquisition - administration "
+        "(60 s)", unit="h", minimum=0, exclusive=False,
         default_doc="DICOM: acquisition - administration; image files: the JSON sidecar's "
         "time_h, else required"),
     Key("timepoints", "spect", "path", "SPECT image file (NIfTI, MHD, NRRD), DICOM file or "
