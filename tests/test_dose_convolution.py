@@ -191,3 +191,18 @@ def test_even_and_general_spectra_give_the_same_dose():
     a = fft_convolve_same(data, k, BE)
     b = fft_convolve_same(data, hidden, BE)
     assert np.abs(a - b).max() <= 1e-14 * np.abs(b).max()
+
+
+@pytest.mark.parametrize("make_kernel", [_radial_kernel, _even_kernel])
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_squared_kernel_equals_the_convolution_with_k_squared(make_kernel, precision):
+    """squared_kernel=True (the sigma maps' K^2, squared after cropping, of the octant when
+    symmetric) gives the convolution with K**2 built by hand."""
+    data = _sparse_map((21, 17, 19), seed=4) * 1e8
+    k = make_kernel(h=(12, 11, 14), decay=0.2)          # larger than the grid: cropped
+    got = fft_convolve_same(data, k, BE, precision=precision, squared_kernel=True)
+    ref = fft_convolve_same(data, k ** 2, BE, precision=precision)
+    tol = 1e-13 if precision == "float64" else 2e-6
+    assert np.abs(got - ref).max() <= tol * np.abs(ref).max()
+    direct = signal.convolve(data, k ** 2, mode="same", method="direct")
+    assert np.abs(got - direct).max() <= (1e-12 if precision == "float64" else 2e-6) * direct.max()

@@ -242,10 +242,16 @@ def even_kernel_spectrum(kernel, padded, backend, ctype):
     of 0.7 s for the demo's 251 x 227 x 319 label-grid kernel.  Arithmetic in float64
     whatever ``ctype`` (the angles reduced exactly, (k m) mod P in integers); agrees with
     the FFT to ~1e-15 of the largest coefficient (tests/test_convolution.py)."""
-    xp = backend.xp
     k = np.asarray(kernel, dtype=np.float64)
     h = [n // 2 for n in k.shape]
-    octant = xp.asarray(np.ascontiguousarray(k[h[0]:, h[1]:, h[2]:]))
+    return _even_spectrum_of_octant(k[h[0]:, h[1]:, h[2]:], padded, backend, ctype)
+
+
+def _even_spectrum_of_octant(octant, padded, backend, ctype):
+    """:func:`even_kernel_spectrum` from the octant itself (offsets 0..h per axis)."""
+    xp = backend.xp
+    h = [n - 1 for n in octant.shape]
+    octant = xp.asarray(np.ascontiguousarray(octant, dtype=np.float64))
     p = [int(v) for v in padded]
 
     def cosines(axis: int):  # (P // 2 + 1, h + 1): w_m cos(2 pi k m / P), w = 1, 2, 2, ...
@@ -279,20 +285,27 @@ def even_kernel_spectrum(kernel, padded, backend, ctype):
 
 
 def kernel_spectrum(kernel, padded, h, crop, backend, precision, cache=None, workers=None,
-                    strategy="pruned"):
+                    strategy="pruned", squared: bool = False):
     """The (cached) real FFT of the cropped kernel zero-padded to ``padded`` (on the
-    CPU by :func:`even_kernel_spectrum` when the cropped kernel is mirror symmetric)."""
+    CPU by :func:`even_kernel_spectrum` when the cropped kernel is mirror symmetric);
+    ``squared``: of the kernel squared voxel by voxel (K^2, the variance propagation),
+    squared after cropping (of the octant only, when symmetric)."""
     xp = backend.xp
     rtype, ctype = _dtypes(xp, precision)
-    key = (backend.name, tuple(int(p) for p in padded), precision, tuple(h), strategy)
+    key = (backend.name, tuple(int(p) for p in padded), precision, tuple(h), strategy,
+           "squared" if squared else "kernel")
     spec = cache.get(key) if cache is not None else None
     if spec is None:
         kc = kernel[crop]
         # CPU only, like the pruned strategy: a GPU transforms the padded kernel in ~1 ms
         if backend.name == "cpu" and isinstance(kc, np.ndarray) and is_mirror_symmetric(kc):
-            spec = even_kernel_spectrum(kc, padded, backend, ctype)
+            c = [n // 2 for n in kc.shape]
+            octant = np.asarray(kc[c[0]:, c[1]:, c[2]:], dtype=np.float64)
+            spec = _even_spectrum_of_octant(octant ** 2 if squared else octant, padded,
+                                            backend, ctype)
         else:
-            spec = rfftn_padded(xp.asarray(kc, dtype=rtype), padded, backend, ctype, workers,
+            k = xp.asarray(kc, dtype=rtype)
+            spec = rfftn_padded(k * k if squared else k, padded, backend, ctype, workers,
                                 strategy)
         if cache is not None:
             cache.put(key, spec)
@@ -507,7 +520,8 @@ def default_budget_bytes(backend) -> int:
 def fft_convolve_same(data, kernel, backend, kernel_spectrum_cache=None, *,
                       precision: str = DEFAULT_PRECISION, workers: int | None = None,
                       strategy: str | None = None, memory_budget_bytes: int | None = None,
-                      plan: BlockPlan | None = None, progress=None):
+                      plan: BlockPlan | None = None, progress=None,
+                      squared_kernel: bool = False):
     """Linear convolution of 3D ``data`` with an odd-shaped, centred ``kernel``, cropped to
     ``data``'s shape ('same'), by zero-padded real FFTs (never circular).
 
@@ -515,7 +529,8 @@ def fft_convolve_same(data, kernel, backend, kernel_spectrum_cache=None, *,
     ``workers``: scipy.fft threads on the CPU (default: all cores);
     ``strategy``: 'pruned' (CPU default) or 'full' (GPU default);
     ``memory_budget_bytes``: run blockwise when the one-shot estimate exceeds it
-    (None: no limit); ``progress(done, total)``: called after each tile.
+    (None: no limit); ``progress(done, total)``: called after each tile;
+    ``squared_kernel``: convolve with K^2 (voxel by voxel) instead, without building it.
     Returns an array of the working dtype on the data's backend.
     """
     xp = backend.xp
@@ -535,7 +550,7 @@ def fft_convolve_same(data, kernel, backend, kernel_spectrum_cache=None, *,
         plan = plan_blocks(n, h, backend, precision, memory_budget_bytes)
     padded = plan.padded
     spec = kernel_spectrum(kernel, padded, h, crop, backend, precision, kernel_spectrum_cache,
-                           workers, strategy)
+                           workers, strategy, squared=squared_kernel)
     if not plan.blockwise:
         x = xp.asarray(data, dtype=rtype)
         a = rfftn_padded(x, padded, backend, spec.dtype, workers, strategy)

@@ -101,16 +101,17 @@ class LinearTerm:
 
 
 def _convolve(data, kernel, backend, cache: SpectrumCache | None = None,
-              precision: str = "float64"):
+              precision: str = "float64", squared: bool = False):
     """Linear 'same' convolution (float64 unless told) under the backend's default memory
-    budget (the engines' rule); a 1x1x1 kernel is a product."""
+    budget (the engines' rule); a 1x1x1 kernel is a product; ``squared``: with K^2."""
     xp = backend.xp
     k = np.asarray(kernel, dtype=np.float64)
     if k.size == 1:
-        return xp.asarray(data, dtype=xp.float64) * float(k.ravel()[0])
+        return xp.asarray(data, dtype=xp.float64) * float(k.ravel()[0]) ** (2 if squared else 1)
     h, _ = crop_kernel(k.shape, data.shape)
     plan = plan_blocks(data.shape, h, backend, precision, default_budget_bytes(backend))
-    return fft_convolve_same(data, k, backend, cache, precision=precision, plan=plan)
+    return fft_convolve_same(data, k, backend, cache, precision=precision, plan=plan,
+                             squared_kernel=squared)
 
 
 def linear_terms(engine, backend, density=None) -> tuple[list[LinearTerm], str]:
@@ -167,9 +168,9 @@ def sigma_from_terms(tia_sigma, terms: list[LinearTerm], backend):
     var_a = xp.asarray(tia_sigma, dtype=xp.float64) ** 2
     var = xp.zeros(var_a.shape, dtype=xp.float64)
     for t in terms:
-        k = np.asarray(t.kernel, dtype=np.float64)
-        _, crop = crop_kernel(k.shape, var_a.shape)  # square only what can reach the grid
-        v = _convolve(var_a, k[crop] ** 2, backend)
+        # K^2 squared after cropping, of the octant only for a symmetric kernel (no 145 MB
+        # copy of the demo's label-grid kernel)
+        v = _convolve(var_a, t.kernel, backend, squared=True)
         var += v if t.multiplier is None else v * t.multiplier ** 2
         del v
     return xp.sqrt(xp.clip(var, 0, None))
