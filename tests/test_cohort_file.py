@@ -282,16 +282,23 @@ def test_demo_cohort_writes_a_valid_cohort(tmp_path):
 
 def test_pre_post_tables_refuse_a_pair_of_two_nuclides_found_in_the_results(tmp_path):
     """Studies whose files name no nuclide (DICOM) pass the cohort file's check; their
-    results then show Lu-177 before and Y-90 after: the tables refuse the prediction."""
+    results then show Lu-177 before and Y-90 after: that pair gets no prediction and a line
+    in failures.csv, while another patient's pair keeps its rows."""
     out = tmp_path / "results"
     _results(out / "p1-pre", 200.0, (0.3, 0.3))
     _results(out / "p1-post", 12000.0, (10.2, 10.2), nuclide="Y-90")
-    studies = tuple(CohortStudy(i, tmp_path / i / "study.toml", "p1", i.split("-")[1])
-                    for i in ("p1-pre", "p1-post"))
+    _results(out / "p2-pre", 200.0, (0.3, 0.3))
+    _results(out / "p2-post", 12000.0, (10.2, 10.2))
+    studies = tuple(CohortStudy(i, tmp_path / i / "study.toml", i.split("-")[0],
+                                i.split("-")[1]) for i in ("p1-pre", "p1-post", "p2-pre",
+                                                           "p2-post"))
     cohort = Cohort(path=tmp_path / "cohort.toml", name="x", studies=studies)
-    with pytest.raises(InputError, match=r"'p1-pre' is Lu-177, post-therapy study 'p1-post' "
-                                         r"is Y-90; the prediction needs one nuclide"):
-        write_cohort_outputs(cohort, out, [Outcome(s.id, "skipped") for s in studies])
+    written = write_cohort_outputs(cohort, out, [Outcome(s.id, "skipped") for s in studies])
+    pre_post = _read(written["pre_post.csv"])
+    assert {r["patient"] for r in pre_post} == {"p2"}
+    (fail,) = _read(written["failures.csv"])
+    assert fail["id"] == "p1-post"
+    assert "pre-therapy study 'p1-pre' is Lu-177, this post-therapy study is Y-90" in fail["error"]
 
 
 def test_a_utf8_byte_order_mark_is_read_past(cohort_dir, small_study, tmp_path):

@@ -206,19 +206,24 @@ def test_ct_check_thresholds():
     from voxdose.core.errors import InputError
     from voxdose.imaging.checks import check_ct_in_hu
 
+    rng = np.random.default_rng(0)
     check_ct_in_hu(np.array([-1000.0, 0.0, 40.0]), "ct")       # air, water, tissue
     check_ct_in_hu(np.array([-120.0, 60.0, 1800.0]), "ct")     # fat, tissue, bone: HU
-    check_ct_in_hu(np.array([0.0, 40.0, 1200.0]), "ct")        # no air, no dense bone: kept
     check_ct_in_hu(np.zeros(4), "ct")                           # noise-free water
-    with pytest.raises(InputError, match="density map"):
-        check_ct_in_hu(np.array([0.0, 0.096, 0.17]), "ct")      # a mu-map at 140 keV, 1/cm
+    liver_coil = np.concatenate([rng.normal(50.0, 12.0, 10_000), np.full(5, 3000.0)])
+    check_ct_in_hu(liver_coil, "ct")          # cropped to the liver, a coil: no fat, kept
     with pytest.raises(InputError, match="density map"):
         check_ct_in_hu(np.array([0.0, 1.0, 5.0]), "ct")
+    with pytest.raises(InputError, match="density map"):
+        check_ct_in_hu(np.array([0.0, 0.096, 0.17]), "ct")      # a mu-map at 140 keV, 1/cm
     with pytest.raises(InputError, match="HU \\+ 1024"):
         check_ct_in_hu(np.array([0.0, 1064.0, 2500.0]), "ct")
-    air = np.random.default_rng(0).normal(24.0, 10.0, 10_000)  # HU + 1024 air with noise
+    air = rng.normal(24.0, 10.0, 10_000)                        # HU + 1024: air with noise
+    body = rng.normal(1064.0, 12.0, 3_000)                      # ... and soft tissue
     with pytest.raises(InputError, match="HU \\+ 1024"):
-        check_ct_in_hu(np.concatenate([air, [1064.0, 2500.0]]), "ct")
-    check_ct_in_hu(np.concatenate([air - 1024.0, [40.0, 2500.0]]), "ct")   # the same in HU
-    body = np.concatenate([np.full(900, 50.0), np.full(100, -100.0), [1600.0]])
-    check_ct_in_hu(body, "ct")                                   # cropped to the body: fat
+        check_ct_in_hu(np.concatenate([air, body, [2500.0]]), "ct")
+    with pytest.raises(InputError, match="HU \\+ 1024"):   # -2000 padding outside the circle
+        check_ct_in_hu(np.concatenate([np.full(4_000, -2000.0), air, body]), "ct")
+    check_ct_in_hu(np.concatenate([air, body]) - 1024.0, "ct")  # the same in HU
+    check_ct_in_hu(np.concatenate([np.full(900, 50.0), np.full(100, -100.0), [1600.0]]),
+                   "ct")                                        # cropped to the body: fat

@@ -128,10 +128,12 @@ def _ordered(names: list[str]) -> list[str]:
     return first + [n for n in names if n not in first]
 
 
-def pre_post_rows(cohort: Cohort, summary: list[dict], plans: dict[str, dict | None]
-                  ) -> list[dict]:
+def pre_post_rows(cohort: Cohort, summary: list[dict], plans: dict[str, dict | None],
+                  failures: list | None = None) -> list[dict]:
     """pre_post.csv rows: every post study of a patient with a pre study, per structure
-    both studies have. ``plans``: study id -> its plan.json (or None)."""
+    both studies have. ``plans``: study id -> its plan.json (or None). A pair whose
+    results name two nuclides gets no rows (the prediction holds for one nuclide): it is
+    appended to ``failures`` (failures.csv) instead; the other patients' rows stay."""
     by_study: dict[str, dict[str, dict]] = {}
     activity: dict[str, float] = {}
     for r in summary:
@@ -147,14 +149,14 @@ def pre_post_rows(cohort: Cohort, summary: list[dict], plans: dict[str, dict | N
         given_gbq = activity[post.id] / 1000.0
         a, b = by_study[pre_id], by_study[post.id]
         nuc_a, nuc_b = (next(iter(x.values()))["nuclide"] for x in (a, b))
-        if nuc_a != nuc_b:  # the cohort file named none (DICOM studies): found only now
-            from ..core.errors import InputError
-
-            raise InputError(f"{cohort.path}: patient {post.patient!r}: pre-therapy study "
-                             f"{pre_id!r} is {nuc_a}, post-therapy study {post.id!r} is "
-                             f"{nuc_b}; the prediction needs one nuclide: give the pair the "
-                             "same nuclide, or phase = \"other\" (the studies' results are "
-                             "kept: a rerun only writes the tables)")
+        if nuc_a and nuc_b and nuc_a != nuc_b:  # the study files named none (DICOM)
+            if failures is not None:
+                failures.append({"id": post.id, "error": (
+                    f"no pre-post comparison for patient {post.patient!r}: pre-therapy study "
+                    f"{pre_id!r} is {nuc_a}, this post-therapy study is {nuc_b}; the "
+                    "prediction needs one nuclide (give the pair the same nuclide, or "
+                    "phase = \"other\")")})
+            continue
         for name in _ordered([n for n in a if n in b]):
             pre_g, post_g = a[name]["gy_per_gbq"], b[name]["gy_per_gbq"]
             if pre_g is None or post_g is None:
@@ -211,7 +213,7 @@ def write_cohort_outputs(cohort: Cohort, out_dir: Path, outcomes) -> dict[str, P
 
     out_dir = Path(out_dir)
     summary, plans, results, failures = collect(cohort, out_dir, outcomes)
-    pre_post = pre_post_rows(cohort, summary, plans)
+    pre_post = pre_post_rows(cohort, summary, plans, failures)
     tables = {"summary.csv": csv_text(SUMMARY_COLUMNS, summary),
               "pre_post.csv": csv_text(PRE_POST_COLUMNS, pre_post),
               "failures.csv": csv_text(FAILURE_COLUMNS, failures)}

@@ -241,7 +241,7 @@ def even_kernel_spectrum(kernel, padded, backend, ctype):
     axis (M = h + 1) in BLAS, against an FFT of the whole padded kernel: 0.05-0.2 s instead
     of 0.7 s for the demo's 251 x 227 x 319 label-grid kernel.  Arithmetic in float64
     whatever ``ctype`` (the angles reduced exactly, (k m) mod P in integers); agrees with
-    the FFT to ~1e-15 of the largest coefficient (tests/test_convolution.py)."""
+    the FFT to ~1e-15 of the largest coefficient (tests/test_dose_convolution.py)."""
     k = np.asarray(kernel, dtype=np.float64)
     h = [n // 2 for n in k.shape]
     return _even_spectrum_of_octant(k[h[0]:, h[1]:, h[2]:], padded, backend, ctype)

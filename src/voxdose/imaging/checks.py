@@ -103,12 +103,17 @@ def check_not_blank(data, source) -> None:
 
 #: CT numbers: a CT in HU whose largest value is at most this is a density or mu-map.
 CT_MAX_HU_FOR_DENSITY_MAP = 5.0
-#: A CT with (almost) no voxel below ``CT_UNSIGNED_FLOOR_HU`` and one above
-#: ``CT_UNSIGNED_MAX`` looks like stored values without the rescale intercept (HU + 1024).
-CT_UNSIGNED_MAX = 1500.0
+#: A CT with (almost) no voxel between ``CT_PADDING_HU`` and ``CT_UNSIGNED_FLOOR_HU`` (no
+#: air, lung or fat) and at least ``CT_UNSIGNED_TISSUE_FRACTION`` of its voxels above
+#: ``CT_UNSIGNED_TISSUE_HU`` (soft tissue at ~1064 instead of ~40) looks like stored values
+#: without the rescale intercept (HU + 1024). Values at or below ``CT_PADDING_HU`` are a
+#: scanner's padding outside the reconstruction circle (-2000, -3024), not patient.
+CT_PADDING_HU = -1500.0
 CT_UNSIGNED_FLOOR_HU = -50.0
 #: ... "almost": the fraction of voxels allowed below that floor (noise of air at +24).
 CT_UNSIGNED_BELOW_FRACTION = 1e-3
+CT_UNSIGNED_TISSUE_HU = 900.0
+CT_UNSIGNED_TISSUE_FRACTION = 0.05
 
 
 def check_ct_in_hu(data, source) -> None:
@@ -118,10 +123,11 @@ def check_ct_in_hu(data, source) -> None:
     * every value in [0, ``CT_MAX_HU_FOR_DENSITY_MAP``] (5], not all 0: a density map
       (g/cm^3) or a mu-map (1/cm) given as the CT; read as HU it would be water everywhere
       (density 1.0 for lung and bone alike). An all-zero CT (noise-free water) passes;
-    * fewer than 0.1 % of the values below -50 HU and one above ``CT_UNSIGNED_MAX`` (1500):
-      stored values without the rescale intercept (HU + 1024, air at +24 with its noise;
-      soft tissue would read as 1.6 g/cm^3, its dose -40 %). A patient CT always holds
-      air, lung or fat (about -100 HU) well below -50 HU.
+    * fewer than 0.1 % of the values in (-1500, -50) HU (padding below -1500 ignored) and
+      at least 5 % above 900 HU: stored values without the rescale intercept (HU + 1024,
+      air at +24 with its noise, soft tissue at ~1064; it would read as 1.6 g/cm^3, its
+      dose -40 %). A patient CT holds air, lung or fat (about -100 HU) below -50 HU, and
+      only bone above 900 HU; a CT cropped to an organ (no fat) with a coil passes.
 
     Both are errors naming the file; checked on the CT as read, before resampling."""
     d = np.asarray(data)
@@ -130,10 +136,12 @@ def check_ct_in_hu(data, source) -> None:
         raise InputError(f"{source}: CT values span {lo:.4g} to {hi:.4g}: this looks like a "
                          "density map (g/cm^3) or mu-map, not CT numbers in HU (air -1000, "
                          "water 0, bone > 300); give the CT in HU")
-    below = float(np.count_nonzero(d < CT_UNSIGNED_FLOOR_HU)) / max(d.size, 1)
-    if below < CT_UNSIGNED_BELOW_FRACTION and hi > CT_UNSIGNED_MAX:
+    n = max(d.size, 1)
+    below = float(np.count_nonzero((d > CT_PADDING_HU) & (d < CT_UNSIGNED_FLOOR_HU))) / n
+    dense = float(np.count_nonzero(d > CT_UNSIGNED_TISSUE_HU)) / n
+    if below < CT_UNSIGNED_BELOW_FRACTION and dense >= CT_UNSIGNED_TISSUE_FRACTION:
         raise InputError(f"{source}: almost no CT value below -50 HU ({100 * below:.2g} %, "
-                         f"range {lo:.4g} to {hi:.4g}), "
+                         f"{100 * dense:.2g} % above 900 HU; range {lo:.4g} to {hi:.4g}), "
                          "where a patient CT holds air, lung and fat: stored values without "
                          "the rescale intercept (HU + 1024)? Give the CT in HU (apply "
                          "RescaleSlope/RescaleIntercept)")
