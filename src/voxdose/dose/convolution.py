@@ -61,6 +61,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..kernels.symmetry import is_mirror_symmetric, octant_view
+
 PRECISIONS = ("float32", "float64")
 #: The FFT precision of every entry point (``voxdose run``, ``dose``, the engines).
 DEFAULT_PRECISION = "float64"
@@ -219,16 +221,6 @@ class SpectrumCache:
         return len(self._d)
 
 
-def is_mirror_symmetric(kernel) -> bool:
-    """True when the odd-shaped 3D ``kernel`` (a host array) is exactly even in every axis,
-    K(-a, b, c) = K(a, -b, c) = K(a, b, -c) = K(a, b, c), as every voxel S-value kernel
-    built by :func:`voxdose.kernels.voxel.voxel_kernel` is (and its square)."""
-    k = np.asarray(kernel)
-    if k.ndim != 3 or any(n % 2 == 0 for n in k.shape):
-        return False
-    return all(np.array_equal(k, np.flip(k, axis)) for axis in range(3))
-
-
 def even_kernel_spectrum(kernel, padded, backend, ctype):
     """The real FFT of a cropped, mirror-symmetric kernel (2h + 1 per axis) placed at the
     corner of ``padded`` (what :func:`rfftn_padded` gives), from its octant by cosine sums.
@@ -242,9 +234,8 @@ def even_kernel_spectrum(kernel, padded, backend, ctype):
     of 0.7 s for the demo's 251 x 227 x 319 label-grid kernel.  Arithmetic in float64
     whatever ``ctype`` (the angles reduced exactly, (k m) mod P in integers); agrees with
     the FFT to ~1e-15 of the largest coefficient (tests/test_dose_convolution.py)."""
-    k = np.asarray(kernel, dtype=np.float64)
-    h = [n // 2 for n in k.shape]
-    return _even_spectrum_of_octant(k[h[0]:, h[1]:, h[2]:], padded, backend, ctype)
+    return _even_spectrum_of_octant(octant_view(np.asarray(kernel, dtype=np.float64)), padded,
+                                    backend, ctype)
 
 
 def _even_spectrum_of_octant(octant, padded, backend, ctype):
@@ -299,8 +290,7 @@ def kernel_spectrum(kernel, padded, h, crop, backend, precision, cache=None, wor
         kc = kernel[crop]
         # CPU only, like the pruned strategy: a GPU transforms the padded kernel in ~1 ms
         if backend.name == "cpu" and isinstance(kc, np.ndarray) and is_mirror_symmetric(kc):
-            c = [n // 2 for n in kc.shape]
-            octant = np.asarray(kc[c[0]:, c[1]:, c[2]:], dtype=np.float64)
+            octant = np.asarray(octant_view(kc), dtype=np.float64)
             spec = _even_spectrum_of_octant(octant ** 2 if squared else octant, padded,
                                             backend, ctype)
         else:

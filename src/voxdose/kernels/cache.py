@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from .point import PointKernel
+from .symmetry import mirror_octant, octant_of
 from .voxel import METHOD, N_DIRECTIONS, N_RADIAL, VoxelKernel, voxel_kernel
 
 #: Format of the cache entries (bump when the stored fields change). 2: a mirror-symmetric
@@ -87,7 +88,7 @@ def voxel_kernel_cache_key(point_kernel, spacing_mm_zyx, radius_mm: float = 200.
 
 #: The modules whose source determines a voxel kernel's values.
 _BUILDER_MODULES = ("voxdose.kernels.voxel", "voxdose.kernels.far_field",
-                    "voxdose.kernels.point")
+                    "voxdose.kernels.point", "voxdose.kernels.symmetry")
 
 
 @lru_cache(maxsize=1)
@@ -116,33 +117,6 @@ def _data_digest(data: np.ndarray) -> str:
     # the array's own buffer (no bytes copy: half the time for a 150 MB kernel; same digest)
     return hashlib.sha256(memoryview(np.ascontiguousarray(data, dtype=np.float64)).cast("B")
                           ).hexdigest()
-
-
-def octant_of(data: np.ndarray) -> np.ndarray | None:
-    """The octant ``data[cz:, cy:, cx:]`` (offsets >= 0) of an odd-shaped kernel that is
-    exactly mirror symmetric in every axis (as :func:`voxel_kernel` builds it), else None."""
-    if data.ndim != 3 or any(n % 2 == 0 for n in data.shape):
-        return None
-    c = tuple((n - 1) // 2 for n in data.shape)
-    octant = np.ascontiguousarray(data[c[0]:, c[1]:, c[2]:])
-    if not np.array_equal(mirror_octant(octant), data):
-        return None
-    return octant
-
-
-def mirror_octant(octant: np.ndarray, half_widths=None) -> np.ndarray:
-    """The whole kernel (2 m - 1 per axis) from its octant (m per axis, offset 0 first):
-    S(-o) = S(o) in each axis; eight strided copies, no index arrays.  ``half_widths``
-    (h per axis, <= m - 1): only the offsets |o_a| <= h_a (2 h + 1 per axis)."""
-    if half_widths is not None:
-        octant = octant[tuple(slice(0, int(h) + 1) for h in half_widths)]
-    m = octant.shape
-    full = np.empty(tuple(2 * n - 1 for n in m), dtype=octant.dtype)
-    for signs in np.ndindex(2, 2, 2):
-        dst = tuple(slice(n - 1, None) if s == 0 else slice(0, n - 1) for s, n in zip(signs, m))
-        src = tuple(slice(None) if s == 0 else slice(n - 1, 0, -1) for s, n in zip(signs, m))
-        full[dst] = octant[src]
-    return full
 
 
 def _grid_half_widths(shape, grid_shape):

@@ -77,6 +77,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.units import MEV_PER_G_TO_GY, MGY_PER_MBQ_S_IN_GY_PER_DECAY
 from .point import PointKernel
+from .symmetry import mirror_octant
 
 N_DIRECTIONS = 2000
 N_RADIAL = 400
@@ -473,8 +474,7 @@ def voxel_kernel(point_kernel: PointKernel, spacing_mm_zyx, radius_mm: float | N
             far_offs = np.argwhere(~near_mask)
             octant[tuple(far_offs.T)] = _far_offset_values(point_kernel, far_offs, s, table)
 
-    idx = [np.abs(np.arange(-ha, ha + 1)) for ha in h]
-    data = octant[np.ix_(*idx)]
+    data = mirror_octant(octant)
 
     mass_g = point_kernel.density_g_cm3 / 1000.0 * float(np.prod(s))
     absorbed = float(data.sum()) / MEV_PER_G_TO_GY * mass_g
