@@ -362,13 +362,17 @@ def test_registration_figure_has_one_row_per_time_point(tmp_path):
     from voxdose.report.plots import plot_registration_check
 
     fixed = _blobs().data
-    moved = [_blobs(shift_mm=s).data for s in (2.0, 12.0)]
+    moved = [_blobs(shift_mm=s).data for s in (2.0, 12.0, 6.0)]
     plot_registration_check(tmp_path / "one.png", fixed, moved[0], (4.0, 4.0, 4.0),
                             (10, 12, 12), "one")
-    plot_registration_check(tmp_path / "two.png", fixed, moved, (4.0, 4.0, 4.0),
+    plot_registration_check(tmp_path / "two.png", fixed, moved[:2], (4.0, 4.0, 4.0),
                             (10, 12, 12), "two", row_labels=["tp 1: 4 h", "tp 2: 24 h"])
-    (w1, h1), (w2, h2) = _png_size(tmp_path / "one.png"), _png_size(tmp_path / "two.png")
-    assert w1 == w2 and h2 - h1 == pytest.approx(240, abs=2)  # 2.4 in per row at 100 dpi
+    plot_registration_check(tmp_path / "three.png", fixed, moved, (4.0, 4.0, 4.0),
+                            (10, 12, 12), "three")
+    (w1, h1), (w2, h2), (w3, h3) = (_png_size(tmp_path / f"{n}.png")
+                                    for n in ("one", "two", "three"))
+    # every row adds the same height (its planes' height at the panels' width, and a gap)
+    assert w1 == w2 == w3 and h2 - h1 > 100 and h3 - h2 == pytest.approx(h2 - h1, abs=1)
     with pytest.raises(InputError, match="row labels"):
         plot_registration_check(tmp_path / "x.png", fixed, moved, (4.0, 4.0, 4.0),
                                 (10, 12, 12), "x", row_labels=["a"])

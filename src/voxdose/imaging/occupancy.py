@@ -31,7 +31,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..core.grid import Grid
 
@@ -47,6 +46,8 @@ def _axis_weights(n_t: int, o_t: float, s_t: float, n_s: int, o_s: float, s_s: f
     Voxel j of the target spans [o_t + (j - 1/2) s_t, o_t + (j + 1/2) s_t] (signed
     coordinate along the shared axis direction); same for the source.
     """
+    import scipy.sparse as sp   # here: a DVH's module need not load scipy.sparse
+
     t_lo = o_t + (np.arange(n_t) - 0.5) * s_t
     t_hi = t_lo + s_t
     s_lo = o_s + (np.arange(n_s) - 0.5) * s_s
@@ -74,7 +75,7 @@ def _separable(source: Grid, target: Grid) -> bool:
     return bool(np.allclose(source.direction, target.direction, atol=DIRECTION_TOL, rtol=0))
 
 
-def _axis_matrices(source: Grid, target: Grid) -> list[sp.csr_matrix]:
+def _axis_matrices(source: Grid, target: Grid) -> list:
     d = target.direction  # columns: LPS unit vectors of the array axes (z, y, x)
     mats = []
     for a in range(3):

@@ -248,6 +248,7 @@ def stage_analysis(ctx: PipelineContext) -> None:
         ctx.dvhs["kernel"], ctx.dose_kernel, ctx.dose_kernel_sigma, ctx.tia_sigma_dose,
         ctx.engine, labels, ctx.backend, rho, getattr(study, "pvc_method", "none"),
         None if ctx.nopvc is None else ctx.nopvc.grid)
+    _submit(ctx, _late_figures(ctx))    # the DVH figure, drawn while the rest runs
     ctx.advance(1)
     ctx.decisions = _decide(ctx)
     ctx.advance(2)
@@ -349,7 +350,7 @@ def _write_comparison(ctx: PipelineContext) -> None:
                          f"{nuc.name} fit (biological kinetics kept)"})
         w.text(f"dvh_{t2}.csv", dvh_csv(r.dvhs))
     _figure(ctx, _late_figures(ctx), "dvh_compare.png")
-    _figure(ctx, _late_figures(ctx), "dpk.png")
+    _figure(ctx, _early_figures(ctx), "dpk.png")
     w.json("compare.json", {
         "tia_basis": comparison[0].tia_basis,
         "assumption": f"{ctx.other_nuclide} dosed with the biological kinetics fitted for "
@@ -400,25 +401,25 @@ def _early_figures(ctx: PipelineContext) -> dict:
                 _registration_rows(ctx, centre), grid.spacing_mm,
                 f"reference CT (time point {study.reference_index}, fixed) vs each time "
                 "point's registered CT (moving)"), {})
+        if ctx.other_nuclide:   # the comparison's kernels: known before it runs
+            jobs["dpk.png"] = (plot_dpks, ([ctx.nuclide.name, ctx.other_nuclide],),
+                               {"point_kernels": {ctx.nuclide.name: ctx.point_kernel}})
         ctx.early_figures = jobs
     return ctx.early_figures
 
 
 def _late_figures(ctx: PipelineContext) -> dict:
-    """The figures of the analysis: the DVHs (with their bands) and the comparison (made
-    once)."""
-    if ctx.late_figures is not None:
-        return ctx.late_figures
-    jobs, dvhs, comparison, nuc = {}, ctx.dvhs, ctx.comparison, ctx.nuclide
-    if dvhs:
+    """The figures of the analysis, each added once its data are final: the DVHs (with
+    their bands) once the DVH uncertainty is, the comparison's overlay once it is."""
+    jobs = ctx.late_figures if ctx.late_figures is not None else {}
+    dvhs, comparison, nuc = ctx.dvhs, ctx.comparison, ctx.nuclide
+    if dvhs and "dvh.png" not in jobs:
         unc = ctx.dvh_uncertainty
         jobs["dvh.png"] = (plot_dvhs, (
             dvhs["kernel"], f"{ctx.study.name}: {nuc.name} cumulative DVH (kernel "
             "convolution)"), {"bands": None if unc is None else unc.plot_bands()})
-    if comparison:
+    if comparison and "dvh_compare.png" not in jobs:
         jobs["dvh_compare.png"] = (plot_dvh_overlay, (comparison,), {})
-        jobs["dpk.png"] = (plot_dpks, ([r.nuclide for r in comparison],),
-                           {"point_kernels": {nuc.name: ctx.point_kernel}})
     ctx.late_figures = jobs
     return jobs
 

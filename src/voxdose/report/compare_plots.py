@@ -18,7 +18,7 @@ def plot_dpks(path, nuclides, r_max_mm: float = 20.0, point_kernels=None) -> Non
     import matplotlib.pyplot as plt
 
     from ..kernels.point import load_point_kernel
-    from .png import save_png
+    from .png import fixed_margins, save_png
 
     from ..kernels.extent import dpk_rows
 
@@ -40,10 +40,11 @@ def plot_dpks(path, nuclides, r_max_mm: float = 20.0, point_kernels=None) -> Non
     ax.set_ylabel("r^2 D(r) (Gy mm^2 per decay)")
     ax.set_title("radial dose point kernels in water (shell averages at mid radius)\n"
                  "dashed: r90 of the electron energy",
-                 fontsize=9)
+                 fontsize=9, y=1.0)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    fig.tight_layout()
+    fig.subplots_adjust(**fixed_margins(fig, left_in=0.9, right_in=0.15, bottom_in=0.55,
+                                        top_in=0.5))
     save_png(fig, path)
 
 
@@ -78,7 +79,7 @@ def plot_dvh_overlay(path, results: list[NuclideComparison], max_panels: int = 1
             h = next(h for h in r.dvhs if h.name == name)
             e, f = h.cumulative(200, max_dose_gy=top)
             ax.plot(e, 100 * f, label=f"{r.nuclide} ({h.mean_gy:.2g} Gy)")
-        ax.set_title(name, fontsize=8)
+        ax.set_title(name, fontsize=8, y=1.0)   # y given: no search for a free place
         ax.set_ylim(0, 101)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)

@@ -40,3 +40,13 @@ def import_matplotlib_in_background() -> threading.Thread:
     t = threading.Thread(target=_import, name="voxdose-import-matplotlib", daemon=True)
     t.start()
     return t
+
+
+def fixed_margins(fig, left_in: float, right_in: float, bottom_in: float, top_in: float
+                  ) -> dict:
+    """``subplots_adjust`` keywords for margins given in inches (a fixed layout's labels
+    need the same room at any figure size). ``tight_layout`` found such margins by
+    measuring every label again at every save: 20-50 % of a one-panel figure's time."""
+    w_in, h_in = fig.get_size_inches()
+    return {"left": left_in / w_in, "right": 1 - right_in / w_in,
+            "bottom": bottom_in / h_in, "top": 1 - top_in / h_in}

@@ -266,8 +266,8 @@ class FigureRenderer:
     def submit(self, name: str, plot_fn, *args, **kwargs) -> None:
         """Start drawing the figure of result ``name`` now (``plot_fn(path, *args,
         **kwargs)``) in the helper; :meth:`draw` of the same name takes the result.
-        Nothing happens without a helper."""
-        if self.parallel:
+        Nothing happens without a helper, or when ``name`` was submitted already."""
+        if self.parallel and name not in self._jobs:   # once per name
             fut = self._helper.submit(Path(name).name, plot_fn, args, kwargs)
             if fut is not None:
                 self._jobs[name] = fut

@@ -39,7 +39,7 @@ def plot_tacs(out_dir: Path, fits: list[OrganFit]) -> list[str]:
                     label=f"{m}: TIA {v['tia_bq_s'] / 3.6e9:.4g} MBq·h, AICc {v['aicc']:.1f}")
         ax.set_xlabel("time after administration (h)")
         ax.set_ylabel("activity (MBq)")
-        ax.set_title(f"{of.name}: chosen {of.best}", fontsize=10)
+        ax.set_title(f"{of.name}: chosen {of.best}", fontsize=10, y=1.0)  # no search
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         # fixed margins for this fixed layout (tight_layout measured every label again:
