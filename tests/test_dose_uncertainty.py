@@ -328,3 +328,41 @@ def test_float32_fully_correlated_sigma_is_not_biased_by_far_field_rounding():
     got = mean_sigma_from_terms(sigma, [LinearTerm(k)], lesion, be)
     assert got.fully_correlated_gy == pytest.approx(ref.fully_correlated_gy, rel=3e-5)
     assert got.independent_gy == pytest.approx(ref.independent_gy, rel=2e-6)
+
+
+def _parents_by_world_coordinates(grid, fit_grid):
+    """The parent of every voxel, one voxel centre at a time through LPS mm (reference)."""
+    out = np.empty(grid.shape, dtype=np.int64)
+    n = np.array(fit_grid.shape)
+    for idx in np.ndindex(*grid.shape):
+        q = np.rint(fit_grid.world_to_index(grid.index_to_world(np.array(idx, float))))
+        q = q.astype(np.int64)
+        out[idx] = -1 if np.any(q < 0) or np.any(q >= n) else \
+            (q[0] * n[1] + q[1]) * n[2] + q[2]
+    return out
+
+
+@pytest.mark.parametrize("case", ["parallel", "parallel_offset_outside", "rotated"])
+def test_fit_voxel_parents_equal_nearest_centre_in_world_coordinates(case):
+    """The per-axis path (parallel axes) and the general one (rotated) against each voxel's
+    centre mapped through world coordinates; offsets chosen off the voxel-box ties."""
+    from voxdose.core.grid import Grid
+    from voxdose.dose.uncertainty import fit_voxel_parents
+
+    fit = Grid.from_spacing((7, 6, 9), (4.42, 4.42, 3.9), (-10.3, 4.1, 20.7))
+    if case == "parallel":
+        grid = Grid.from_spacing((13, 11, 17), (2.21, 2.3, 1.95), (-11.2, 3.3, 19.6))
+    elif case == "parallel_offset_outside":   # part of the grid beyond the fit grid
+        grid = Grid.from_spacing((12, 10, 14), (3.0, 2.9, 3.1), (-25.1, -7.3, 5.2))
+    else:
+        c, s = np.cos(0.3), np.sin(0.3)
+        rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        direction = rot @ np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+        grid = Grid.from_spacing((10, 12, 11), (2.5, 2.2, 2.4), (-5.3, 6.1, 25.4), direction)
+    got = fit_voxel_parents(grid, fit)
+    assert np.array_equal(got, _parents_by_world_coordinates(grid, fit))
+    assert (got >= 0).any()
+    if case == "parallel":
+        assert (got >= 0).all()
+    if case == "parallel_offset_outside":
+        assert (got == -1).any()

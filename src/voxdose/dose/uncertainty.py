@@ -195,12 +195,26 @@ def fit_voxel_parents(grid, fit_grid):
     After a partial-volume correction the TIA and its sigma live on the label grid but
     were fitted on the SPECT grid and interpolated: label voxels that share a SPECT voxel
     share its error. Grouping them by parent (nearest-neighbour approximation of the
-    trilinear interpolation) keeps the 'independent' bound honest."""
-    iz, iy, ix = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in grid.shape),
+    trilinear interpolation) keeps the 'independent' bound honest.
+
+    The map from ``grid``'s indices to ``fit_grid``'s is one affine transform; when it is
+    diagonal (the grids' axes parallel, the usual case) it is applied per axis (three
+    short vectors, no per-voxel coordinates: 0.35 s -> ~0.01 s on the demo's label
+    grid)."""
+    a = np.linalg.inv(fit_grid.affine) @ grid.affine       # grid index -> fit_grid index
+    m, c = a[:3, :3], a[:3, 3]
+    n = np.asarray(fit_grid.shape, dtype=np.int64)
+    if not np.any(m - np.diag(np.diag(m))):
+        q = [np.rint(m[k, k] * np.arange(grid.shape[k], dtype=np.float64) + c[k])
+             .astype(np.int64) for k in range(3)]
+        ok = [(q[k] >= 0) & (q[k] < n[k]) for k in range(3)]
+        flat = (q[0][:, None, None] * n[1] + q[1][None, :, None]) * n[2] + q[2][None, None, :]
+        inside = ok[0][:, None, None] & ok[1][None, :, None] & ok[2][None, None, :]
+        return np.where(inside, flat, -1)
+    iz, iy, ix = np.meshgrid(*(np.arange(k, dtype=np.float64) for k in grid.shape),
                              indexing="ij")
     idx = np.stack([iz, iy, ix], axis=-1)
-    q = np.rint(fit_grid.world_to_index(grid.index_to_world(idx))).astype(np.int64)
-    n = np.asarray(fit_grid.shape, dtype=np.int64)
+    q = np.rint(idx @ m.T + c).astype(np.int64)
     inside = np.all((q >= 0) & (q < n), axis=-1)
     flat = (q[..., 0] * n[1] + q[..., 1]) * n[2] + q[..., 2]
     return np.where(inside, flat, -1)
