@@ -240,30 +240,37 @@ def _dose_sigmas(ctx: PipelineContext, ldm, rho) -> None:
 # -- analysis (needs structures) ----------------------------------------------------------
 
 def stage_analysis(ctx: PipelineContext) -> None:
+    """The nuclide comparison first (its 13-panel figure is the slowest the helper draws:
+    submitted now, it is drawn while the DVHs and their uncertainty are computed), then the
+    DVHs with their bands, then the decisions (MIRD check, marrow, plan)."""
     study, nuc, labels, rho = ctx.study, ctx.nuclide, ctx.labels, ctx.density
     _submit(ctx, _early_figures(ctx))   # drawn while the analysis runs
+    done = 0
+    other = ctx.other_nuclide
+    if other:
+        r = ctx.options.kernel_radius_mm
+        tia, lam, spect_labels = comparison_inputs(ctx)  # the SPECT grid's, corrected
+        tia_other = swap_nuclide_tia(tia, lam, nuc, other)
+        own = {nuc.name: ctx.point_kernel} if study.dpk is not None else None
+        ctx.comparison = (
+            compare_nuclides(tia, [nuc.name], spect_labels, kernel_radius_mm=r,
+                             point_kernels=own, tia_basis=SWAPPED_DECAY, backend=ctx.backend)
+            + compare_nuclides(tia_other, [other], spect_labels, kernel_radius_mm=r,
+                               tia_basis=SWAPPED_DECAY, backend=ctx.backend))
+        _submit(ctx, _late_figures(ctx))    # the overlay, drawn while the rest runs
+        done += 1
+        ctx.advance(done)
     ctx.dvhs = {"kernel": compute_dvhs(ctx.dose_kernel, labels, rho),
                 "ldm": compute_dvhs(ctx.dose_ldm, labels, rho)}
     ctx.dvh_uncertainty = None if ctx.dose_kernel_sigma is None else dvh_uncertainty(
         ctx.dvhs["kernel"], ctx.dose_kernel, ctx.dose_kernel_sigma, ctx.tia_sigma_dose,
         ctx.engine, labels, ctx.backend, rho, getattr(study, "pvc_method", "none"),
         None if ctx.nopvc is None else ctx.nopvc.grid)
-    _submit(ctx, _late_figures(ctx))    # the DVH figure, drawn while the rest runs
-    ctx.advance(1)
+    _submit(ctx, _late_figures(ctx))    # the DVH figure
+    done += 1
+    ctx.advance(done)
     ctx.decisions = _decide(ctx)
-    ctx.advance(2)
-    other = ctx.other_nuclide
-    if other:
-        r = ctx.options.kernel_radius_mm
-        tia, lam, labels = comparison_inputs(ctx)  # the SPECT grid's, corrected, with PVC
-        tia_other = swap_nuclide_tia(tia, lam, nuc, other)
-        own = {nuc.name: ctx.point_kernel} if study.dpk is not None else None
-        ctx.comparison = (
-            compare_nuclides(tia, [nuc.name], labels, kernel_radius_mm=r,
-                             point_kernels=own, tia_basis=SWAPPED_DECAY, backend=ctx.backend)
-            + compare_nuclides(tia_other, [other], labels, kernel_radius_mm=r,
-                               tia_basis=SWAPPED_DECAY, backend=ctx.backend))
-        ctx.advance(3)
+    ctx.advance(done + 1)
 
 
 def _decide(ctx: PipelineContext):
