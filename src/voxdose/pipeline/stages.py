@@ -37,7 +37,7 @@ from ..kinetics.models import MODEL_NAMES, STATUS, check_points_for_model
 from ..kinetics.organ import fit_organs, organ_table_csv, single_time_point_organs
 from ..kinetics.swap import swap_nuclide_tia
 from ..report.compare_plots import plot_dpks, plot_dvh_overlay
-from ..report.tac_plots import plot_tacs
+from ..report.tac_plots import plot_tacs, tac_curves
 from ..report.plots import plot_dose_slices, plot_dvhs, plot_registration_rows
 from ..study.images import read_timepoint_ct
 from ..study.load import Study, load_study
@@ -402,7 +402,7 @@ def _early_figures(ctx: PipelineContext) -> dict:
             f"{study.name}: {ctx.nuclide.name} absorbed dose (Gy)"), {
             "ct_hu": None if ct_ref is None else ct_ref.data, "affine": grid.affine})}
         if ctx.organ_fits:
-            jobs["tac"] = (plot_tacs, (ctx.organ_fits,), {})
+            jobs["tac"] = (plot_tacs, (tac_curves(ctx.organ_fits),), {})
         if ct_ref is not None and len(study.timepoints) > 1:
             jobs["registration.png"] = (plot_registration_rows, (
                 _registration_rows(ctx, centre), grid.spacing_mm,

@@ -13,15 +13,17 @@ from ..io.atomic import atomic_path
 PNG_COMPRESS_LEVEL = 1
 
 
-def save_png(fig, path: Path, **savefig_kw) -> None:
+def save_png(fig, path: Path, close: bool = True, **savefig_kw) -> None:
     """``fig.savefig`` into ``path`` as PNG through a temporary name (no partial file), then
-    close the figure (pyplot keeps every open figure alive otherwise)."""
+    close the figure (pyplot keeps every open figure alive otherwise) unless ``close`` is
+    False (a figure drawn again with other data)."""
     import matplotlib.pyplot as plt
 
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png", pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL},
                     **savefig_kw)
-    plt.close(fig)
+    if close:
+        plt.close(fig)
 
 
 def import_matplotlib_in_background() -> threading.Thread:
