@@ -244,7 +244,7 @@ def stage_analysis(ctx: PipelineContext) -> None:
     submitted now, it is drawn while the DVHs and their uncertainty are computed), then the
     DVHs with their bands, then the decisions (MIRD check, marrow, plan)."""
     study, nuc, labels, rho = ctx.study, ctx.nuclide, ctx.labels, ctx.density
-    _submit(ctx, _early_figures(ctx))   # drawn while the analysis runs
+    _submit(ctx, _early_figures(ctx))   # those not submitted yet (a stage list of its own)
     done = 0
     other = ctx.other_nuclide
     if other:
@@ -390,29 +390,46 @@ def _write_figures(ctx: PipelineContext) -> None:
 # A figure is (plot function, arguments, keywords) by result name; with a helper process
 # (a CPU run) it is submitted as soon as its data are final and written in its place.
 
-def _early_figures(ctx: PipelineContext) -> dict:
-    """The figures final once the dose and the organ fits are (made once: the
-    registration rows resample the CTs)."""
-    if ctx.early_figures is None:
-        study, grid, ct_ref = ctx.study, ctx.grid, ctx.ct_ref
+def _early_figures(ctx: PipelineContext, upto: str = "dose") -> dict:
+    """The figures final before the analysis, each added once: after the kernel stage
+    (``upto="kernel"``: the partial-volume correction, which rescales the organ fits, is
+    done) the TACs and the DPKs; after the dose stage the dose slice and the registration
+    check (its rows resample the CTs)."""
+    jobs = ctx.early_figures if ctx.early_figures is not None else {}
+    study, grid, ct_ref, nuc = ctx.study, ctx.grid, ctx.ct_ref, ctx.nuclide
+    if ctx.organ_fits and "tac" not in jobs:
+        jobs["tac"] = (plot_tacs, (tac_curves(ctx.organ_fits),), {})
+    if ctx.other_nuclide and "dpk.png" not in jobs:   # the comparison's kernels
+        jobs["dpk.png"] = (plot_dpks, ([nuc.name, ctx.other_nuclide],),
+                           {"point_kernels": {nuc.name: ctx.point_kernel}})
+    if upto == "dose" and "dose_slice.png" not in jobs:
         lab = None if ctx.labels is None else ctx.labels.data
         centre = _display_centre(ctx)
-        jobs = {"dose_slice.png": (plot_dose_slices, (
+        jobs["dose_slice.png"] = (plot_dose_slices, (
             to_numpy(ctx.dose_kernel.data), grid.spacing_mm, lab, centre,
-            f"{study.name}: {ctx.nuclide.name} absorbed dose (Gy)"), {
-            "ct_hu": None if ct_ref is None else ct_ref.data, "affine": grid.affine})}
-        if ctx.organ_fits:
-            jobs["tac"] = (plot_tacs, (tac_curves(ctx.organ_fits),), {})
+            f"{study.name}: {nuc.name} absorbed dose (Gy)"), {
+            "ct_hu": None if ct_ref is None else ct_ref.data, "affine": grid.affine})
         if ct_ref is not None and len(study.timepoints) > 1:
             jobs["registration.png"] = (plot_registration_rows, (
                 _registration_rows(ctx, centre), grid.spacing_mm,
                 f"reference CT (time point {study.reference_index}, fixed) vs each time "
                 "point's registered CT (moving)"), {})
-        if ctx.other_nuclide:   # the comparison's kernels: known before it runs
-            jobs["dpk.png"] = (plot_dpks, ([ctx.nuclide.name, ctx.other_nuclide],),
-                               {"point_kernels": {ctx.nuclide.name: ctx.point_kernel}})
-        ctx.early_figures = jobs
-    return ctx.early_figures
+    ctx.early_figures = jobs
+    return jobs
+
+
+def stage_kernel_main(ctx: PipelineContext) -> None:
+    """The run's kernel stage; then the figures final by now go to the helper (drawn while
+    the dose is computed)."""
+    stage_kernel(ctx)
+    _submit(ctx, _early_figures(ctx, "kernel"))
+
+
+def stage_dose_main(ctx: PipelineContext) -> None:
+    """The run's dose stage; then the dose slice and the registration check go to the
+    helper."""
+    stage_dose(ctx)
+    _submit(ctx, _early_figures(ctx))
 
 
 def _late_figures(ctx: PipelineContext) -> dict:
@@ -492,8 +509,8 @@ STAGES = (
     Stage("tia_fit", "fit time-activity curves", stage_fit),
     Stage("pvc", lambda c: f"partial-volume correction ({c.study.pvc_method})", stage_pvc,
           steps=3, when=lambda c: c.study.pvc_method != "none"),
-    Stage("kernel", lambda c: f"{c.nuclide.name} voxel kernel", stage_kernel),
-    Stage("dose", lambda c: f"dose ({c.backend.name})", stage_dose, steps=2),
+    Stage("kernel", lambda c: f"{c.nuclide.name} voxel kernel", stage_kernel_main),
+    Stage("dose", lambda c: f"dose ({c.backend.name})", stage_dose_main, steps=2),
     Stage("analysis", "DVH, MIRD check, marrow, plan", stage_analysis,
           steps=lambda c: 3 if c.other_nuclide else 2, when=lambda c: c.labels is not None),
 )
