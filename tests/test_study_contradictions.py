@@ -376,3 +376,17 @@ def test_registration_figure_has_one_row_per_time_point(tmp_path):
     with pytest.raises(InputError, match="row labels"):
         plot_registration_check(tmp_path / "x.png", fixed, moved, (4.0, 4.0, 4.0),
                                 (10, 12, 12), "x", row_labels=["a"])
+
+
+def test_registration_rows_with_planes_of_two_shapes_is_an_input_error(tmp_path):
+    """Checked before any figure is made: one line, no half-drawn PNG."""
+    from voxdose.report.plots import plot_registration_rows
+
+    a = np.zeros((10, 12))
+    rows = [("tp 1: 4 h", (a, np.zeros((10, 11))), (a, a))]
+    with pytest.raises(InputError, match="axial planes differ in shape"):
+        plot_registration_rows(tmp_path / "r.png", rows, (4.0, 4.0, 4.0), "x")
+    rows = [("tp 1: 4 h", (a, a), (a, np.zeros((10, 12, 1))))]
+    with pytest.raises(InputError, match="coronal planes differ in shape"):
+        plot_registration_rows(tmp_path / "r.png", rows, (4.0, 4.0, 4.0), "x")
+    assert not (tmp_path / "r.png").exists()

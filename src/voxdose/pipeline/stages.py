@@ -399,7 +399,8 @@ def _early_figures(ctx: PipelineContext, upto: str = "dose") -> dict:
     study, grid, ct_ref, nuc = ctx.study, ctx.grid, ctx.ct_ref, ctx.nuclide
     if ctx.organ_fits and "tac" not in jobs:
         jobs["tac"] = (plot_tacs, (tac_curves(ctx.organ_fits),), {})
-    if ctx.other_nuclide and "dpk.png" not in jobs:   # the comparison's kernels
+    if ctx.other_nuclide and ctx.labels is not None and "dpk.png" not in jobs:
+        # the comparison's kernels (the comparison runs in the analysis: with structures)
         jobs["dpk.png"] = (plot_dpks, ([nuc.name, ctx.other_nuclide],),
                            {"point_kernels": {nuc.name: ctx.point_kernel}})
     if upto == "dose" and "dose_slice.png" not in jobs:
@@ -419,17 +420,24 @@ def _early_figures(ctx: PipelineContext, upto: str = "dose") -> dict:
 
 
 def stage_kernel_main(ctx: PipelineContext) -> None:
-    """The run's kernel stage; then the figures final by now go to the helper (drawn while
-    the dose is computed)."""
+    """The run's kernel stage; then, with a figure helper, the figures final by now go to
+    it (drawn while the dose is computed). Without one they are made where they are
+    written (no figure work in this stage's time)."""
     stage_kernel(ctx)
-    _submit(ctx, _early_figures(ctx, "kernel"))
+    if _drawing_in_helper(ctx):
+        _submit(ctx, _early_figures(ctx, "kernel"))
 
 
 def stage_dose_main(ctx: PipelineContext) -> None:
-    """The run's dose stage; then the dose slice and the registration check go to the
-    helper."""
+    """The run's dose stage; then, with a figure helper, the dose slice and the
+    registration check go to it."""
     stage_dose(ctx)
-    _submit(ctx, _early_figures(ctx))
+    if _drawing_in_helper(ctx):
+        _submit(ctx, _early_figures(ctx))
+
+
+def _drawing_in_helper(ctx: PipelineContext) -> bool:
+    return ctx.figures is not None and ctx.figures.parallel
 
 
 def _late_figures(ctx: PipelineContext) -> dict:
@@ -450,7 +458,7 @@ def _late_figures(ctx: PipelineContext) -> dict:
 
 def _submit(ctx: PipelineContext, jobs: dict) -> None:
     """Start drawing ``jobs`` in the helper process (nothing without one)."""
-    if ctx.figures is not None and ctx.figures.parallel:
+    if _drawing_in_helper(ctx):
         for name, (fn, args, kw) in jobs.items():
             ctx.figures.submit(name, fn, *args, **kw)
 

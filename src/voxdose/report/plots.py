@@ -290,6 +290,12 @@ def plot_registration_rows(path: Path, rows, spacing_mm_zyx, title: str, tiles: 
     fixed CT, and the difference moving - fixed (HU, +/-500). NaN counts as air."""
     if not rows:
         raise InputError("registration check: no registered time point to show")
+    for label, axial, coronal in rows:   # before any figure is made
+        for name, pair in (("axial", axial), ("coronal", coronal)):
+            f, m = (np.shape(a) for a in pair)
+            if f != m or len(f) != 2:
+                raise InputError(f"registration check, {label}: the {name} planes differ in "
+                                 f"shape ({f}, {m})")
     plt = _plt()
     sz, sy, sx = spacing_mm_zyx
     lo, hi = (float(w) for w in window_hu)
@@ -300,9 +306,6 @@ def plot_registration_rows(path: Path, rows, spacing_mm_zyx, title: str, tiles: 
         for k, (name, pair, s_row, origin) in enumerate(
                 (("axial", axial, sy, "upper"), ("coronal", coronal, sz, "lower"))):
             f, m = (np.nan_to_num(np.asarray(a, dtype=np.float64), nan=-1000.0) for a in pair)
-            if f.shape != m.shape or f.ndim != 2:
-                raise InputError(f"registration check, {label}: the {name} planes differ in "
-                                 f"shape ({f.shape}, {m.shape})")
             diff_im = _registration_panels(ax_row[3 * k:3 * k + 3], f, m, s_row, sx, origin,
                                            name, tiles, lo, hi, r == 0)
         for ax in ax_row:
