@@ -154,3 +154,35 @@ def test_demo_study_with_every_optional_table(small_study, tmp_path):
     assert (b.registration, b.dose_grid, b.dpk, b.s_table) == ("rigid", "spect", None, None)
     assert (b.times_h, b.names, b.plan_limits_gy, b.plan_after_h, b.spect_to_bq_ml) == \
         (a.times_h, a.names, a.plan_limits_gy, a.plan_after_h, a.spect_to_bq_ml)
+
+
+@pytest.mark.parametrize("limits, bad", [
+    ("{ kidneys = 23.0, marow = 1.0, marrow = 1.0 }", "'marow'"),   # a typo of marrow
+    ("{ kidney = 23.0, marrow = 1.0 }", "'kidney'"),     # neither kidney_left nor kidneys
+    ("{ liver = 30.0, heart = 5.0, marrow = 1.0 }", "'heart'"),
+])
+def test_plan_limit_for_a_structure_the_study_cannot_dose_is_refused_at_load(
+        small_study, tmp_path, limits, bad):
+    """Before any computation (the decisions found it only after the doses): one line that
+    names the file, the unknown names and what may be named."""
+    dst = tmp_path / "study"
+    shutil.copytree(small_study.parent, dst)
+    p = dst / "study.toml"
+    text = p.read_text()
+    start = text.index("limits_gy")
+    end = text.index("\n", start)
+    p.write_text(text[:start] + f"limits_gy = {limits}" + text[end:])
+    with pytest.raises(StudyError) as exc:
+        load_study(p)
+    msg = str(exc.value)
+    assert len(msg.splitlines()) == 1 and str(p) in msg and bad in msg
+    assert "cannot dose; known:" in msg and "kidneys" in msg and "marrow" in msg
+
+
+def test_plan_targets_from_structure_names():
+    from voxdose.study.sections import plan_targets
+
+    assert plan_targets({1: "liver"}) == {"liver"}
+    assert plan_targets({1: "kidney_left", 2: "marrow_L2", 3: "marrow_L3"}) == \
+        {"kidney_left", "kidneys", "marrow_L2", "marrow_L3"}          # no L4: no marrow
+    assert "marrow" in plan_targets({1: "marrow_L2", 2: "marrow_L3", 3: "marrow_L4"})

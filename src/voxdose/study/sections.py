@@ -14,7 +14,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from ..core.errors import StudyError
+from ..core.errors import InputError, StudyError
 from ..io.sitk_adapter import grid_from_sitk
 from .model import TimePoint
 from .schema import Section
@@ -263,7 +263,30 @@ def plan(pl: Section, names: dict, path: Path):
         raise StudyError(f"{path}: plan.after_h names {extra} without a plan.limits_gy entry")
     if not names:
         raise StudyError(f"{path}: [plan] needs [structures] (labels and names)")
+    known = plan_targets(names)
+    unknown = sorted(set(limits or {}) - known)
+    if unknown:   # before any computation (the decisions would find it after the dose)
+        raise StudyError(f"{path}: plan.limits_gy names {', '.join(map(repr, unknown))}, which "
+                         f"this study cannot dose; known: {', '.join(sorted(known))}")
     return limits or None, after or None
+
+
+def plan_targets(names: dict) -> set[str]:
+    """What a dose limit may name, from the structure names alone: every structure,
+    ``kidneys`` (the mass-weighted kidneys) with a structure named kidney*, ``marrow``
+    (EANM L2-L4) with labels for L2, L3 and L4 (like ``marrow_L2``). A structure without
+    voxels in the label map is found later, by the decisions."""
+    from ..analysis.marrow import l2_l4_labels
+
+    known = {str(n) for n in names.values()}
+    if any(str(n).startswith("kidney") for n in names.values()):
+        known.add("kidneys")
+    try:
+        if all(k in l2_l4_labels(names) for k in ("L2", "L3", "L4")):
+            known.add("marrow")
+    except InputError:   # two labels for one vertebra: the marrow stage reports it
+        known.add("marrow")
+    return known
 
 
 def registration(reg: Section, tps: list[TimePoint], path: Path) -> tuple[str, str, bool]:
