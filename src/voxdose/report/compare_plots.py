@@ -65,7 +65,7 @@ def plot_dvh_overlay(path, results: list[NuclideComparison], max_panels: int = 1
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from .png import save_png
+    from .png import fixed_margins, save_png
 
     names = [h.name for h in results[0].dvhs if h.n_voxels][:max_panels]
     n = max(1, len(names))
@@ -90,7 +90,6 @@ def plot_dvh_overlay(path, results: list[NuclideComparison], max_panels: int = 1
     fig.supylabel("volume >= dose (%)", fontsize=8)
     # fixed margins in inches (tight_layout measured every panel's labels again: half of
     # this figure's time with 13 panels)
-    w_in, h_in = fig.get_size_inches()
-    fig.subplots_adjust(left=0.85 / w_in, right=1 - 0.12 / w_in, bottom=0.55 / h_in,
-                        top=1 - 0.28 / h_in, wspace=0.28, hspace=0.5)
+    fig.subplots_adjust(**fixed_margins(fig, left_in=0.85, right_in=0.12, bottom_in=0.55,
+                                        top_in=0.28), wspace=0.28, hspace=0.5)
     save_png(fig, path)

@@ -299,7 +299,7 @@ def plot_registration_rows(path: Path, rows, spacing_mm_zyx, title: str, tiles: 
     plt = _plt()
     sz, sy, sx = spacing_mm_zyx
     lo, hi = (float(w) for w in window_hu)
-    fig, axes = _registration_grid(plt, rows, (sz, sy, sx))
+    fig, axes, cax = _registration_grid(plt, rows, (sz, sy, sx))
     diff_im = None
     for r, (label, axial, coronal) in enumerate(rows):
         ax_row = axes[r]
@@ -312,23 +312,18 @@ def plot_registration_rows(path: Path, rows, spacing_mm_zyx, title: str, tiles: 
             ax.set_xticks([])
             ax.set_yticks([])
         ax_row[0].set_ylabel(label, fontsize=9)
-    fig.colorbar(diff_im, cax=axes.cax, label="moving - fixed (HU)")
+    fig.colorbar(diff_im, cax=cax, label="moving - fixed (HU)")
     fig.suptitle(f"{title}\nCT window {lo:g} to {hi:g} HU; one row per registered time "
                  "point", fontsize=10, y=1 - 0.08 / fig.get_figheight(), va="top")
     save_png(fig, path)
 
 
-class _AxesGrid(list):
-    """Rows of axes (a list of lists) and the colour bar's axes (``cax``)."""
-    cax = None
-
-
 def _registration_grid(plt, rows, spacing_zyx):
-    """The registration figure and its axes, placed by hand: six panels per row, each
-    panel as wide as the widest plane needs and each row as tall as its tallest plane at
-    that width (no empty bands between rows), a colour bar at the right. A layout engine
-    found the same places by measuring every panel's text again: ~40 % of the figure's
-    time (docs/benchmarks.md)."""
+    """(figure, rows of six axes, colour-bar axes) of the registration check, placed by
+    hand: six panels per row, each panel as wide as the widest plane needs and each row as
+    tall as its tallest plane at that width (no empty bands between rows), a colour bar at
+    the right. A layout engine found the same places by measuring every panel's text
+    again: ~40 % of the figure's time (docs/benchmarks.md)."""
     sz, sy, sx = spacing_zyx
     width_in, left_in, right_in, gap_in, cbar_in = 15.0, 0.35, 1.05, 0.08, 0.16
     panel_w = (width_in - left_in - right_in - 5 * gap_in - 0.1) / 6
@@ -340,7 +335,7 @@ def _registration_grid(plt, rows, spacing_zyx):
     top_in, bottom_in, row_gap_in = 0.95, 0.12, 0.12
     height_in = top_in + bottom_in + sum(heights) + row_gap_in * (len(rows) - 1)
     fig = plt.figure(figsize=(width_in, height_in), dpi=100)
-    grid = _AxesGrid()
+    grid = []
     y = height_in - top_in
     for h in heights:
         y -= h
@@ -351,8 +346,8 @@ def _registration_grid(plt, rows, spacing_zyx):
                                      h / height_in)))
         grid.append(row)
         y -= row_gap_in
-    grid.cax = fig.add_axes(((width_in - right_in + 0.2) / width_in,
-                             (bottom_in + 0.1 * (height_in - top_in - bottom_in)) / height_in,
-                             cbar_in / width_in,
-                             0.8 * (height_in - top_in - bottom_in) / height_in))
-    return fig, grid
+    cax = fig.add_axes(((width_in - right_in + 0.2) / width_in,
+                        (bottom_in + 0.1 * (height_in - top_in - bottom_in)) / height_in,
+                        cbar_in / width_in,
+                        0.8 * (height_in - top_in - bottom_in) / height_in))
+    return fig, grid, cax
