@@ -115,6 +115,20 @@ def serve(stdin=None, stdout=None) -> int:
         _send(stdout, (job, result))
 
 
+def serve_and_exit() -> None:
+    """The helper process's whole life: :func:`serve`, then out at once (``os._exit``).
+    Every reply was flushed as it was sent and every figure closed when written, so the
+    interpreter's own teardown (unloading matplotlib and NumPy) would only keep the
+    parent waiting at its exit (0.17 s on a 2-core machine)."""
+    rc = serve()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(rc)
+
+
 class _Helper:
     """One helper process and the two threads that talk to it: a sender (jobs are pickled
     and written off the pipeline's thread, so a large one never blocks it) and a reader
@@ -316,7 +330,7 @@ def _cores() -> int:
 #: folder added when the interpreter would not find it otherwise.
 _HELPER_CODE = ("import sys; root = sys.argv[1]\n"
                 "if root not in sys.path: sys.path.insert(0, root)\n"
-                "from voxdose.report.render import serve; raise SystemExit(serve())")
+                "from voxdose.report.render import serve_and_exit; serve_and_exit()")
 
 
 def _start_helper() -> subprocess.Popen:
