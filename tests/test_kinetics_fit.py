@@ -233,3 +233,26 @@ def test_single_time_point_exact_for_mono_exponential():
     t1 = 96 * 3600
     got = fit_single_time_point(t1, np.array([a0 * math.exp(-lam * t1)]), t_eff_h)
     assert got[0] == pytest.approx(a0 / lam, rel=1e-12)
+
+
+def test_cpu_driver_calls_from_two_threads_are_serialised_and_exact():
+    """``voxdose demo`` warms the CPU driver on a background thread (cli/app.py) while the
+    pipeline may already fit: two threads fitting at once must give, curve for curve, the
+    bits of one thread alone. Under the OpenMP threading layer (this machine's) two callers
+    are safe even without the driver's lock; the lock is for the workqueue layer, which
+    aborts the process on a second parallel loop at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from voxdose.kinetics.fit import warm_up_cpu_driver
+
+    warm_up_cpu_driver()
+    t_s = np.array([1.0, 4.0, 24.0, 48.0, 168.0]) * 3600.0
+    lam = np.log(2.0) / (6.647 * 86400.0)
+    rng = np.random.default_rng(5)
+    curves = [1e3 * np.exp(-rng.uniform(1.2, 3.0, (400, 1)) * lam * t_s)
+              * rng.normal(1.0, 0.05, (400, 5)) for _ in range(4)]
+    alone = [fit_curves(t_s, c, lam).tia for c in curves]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda c: fit_curves(t_s, c, lam).tia, curves))
+    for a, b in zip(alone, together):
+        np.testing.assert_array_equal(a, b)

@@ -181,7 +181,7 @@ def demo(
         raise InputError(f"--pvc {pvc!r}: choose one of {', '.join(DEMO_PVC_METHODS)} (rc "
                          "needs a measured recovery table: use it with `voxdose run`)")
     t0 = time.perf_counter()
-    _import_in_background("voxdose.pipeline.run", "voxdose.study.load")  # during the build
+    _import_in_background(*_PIPELINE_IMPORTS, then=_warm_up_fit)  # during the build
     cfg = (PhantomConfig.small if small else PhantomConfig)(
         administered_activity_mbq=activity_mbq, seed=seed)
     with _progress() as prog:
@@ -192,10 +192,25 @@ def demo(
     _run(study, out_dir / "results", device, t0, density_mode)
 
 
-def _import_in_background(*modules: str) -> None:
+#: What the pipeline imports as it goes, in its order: the pipeline itself, then the
+#: libraries its stages import lazily on first use (scipy.optimize: the organ fits;
+#: scipy.ndimage: the marrow VOIs; pydicom: the RT Dose), about 0.35 s on the critical path
+#: otherwise (2-core AMD EPYC, docs/benchmarks.md).
+_PIPELINE_IMPORTS = ("voxdose.pipeline.run", "voxdose.study.load", "scipy.optimize",
+                     "scipy.ndimage", "pydicom")
+
+
+def _warm_up_fit() -> None:
+    from ..kinetics.fit import warm_up_cpu_driver
+
+    warm_up_cpu_driver()
+
+
+def _import_in_background(*modules: str, then=None) -> None:
     """Import ``modules`` on a daemon thread (the pipeline's ~0.8 s of imports, overlapped
-    with building the demo's study, whose array work releases the GIL). A module that fails
-    to import here fails again, with its error, where the command imports it."""
+    with building the demo's study, whose array work releases the GIL), then call ``then``
+    (no arguments). A module that fails to import here, or a ``then`` that fails, fails
+    again, with its error, where the command itself gets to it."""
     import importlib
     import threading
 
@@ -204,6 +219,11 @@ def _import_in_background(*modules: str) -> None:
             try:
                 importlib.import_module(name)
             except Exception:  # pragma: no cover - reported by the command's own import
+                return
+        if then is not None:
+            try:
+                then()
+            except Exception:  # pragma: no cover - the same call fails in the pipeline
                 return
 
     threading.Thread(target=_import, name="voxdose-import", daemon=True).start()

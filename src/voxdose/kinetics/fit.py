@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 
 import numba
@@ -147,9 +148,26 @@ def _driver(device: str, backend):
     return np, _fit_cpu
 
 
+#: One call of the Numba CPU driver at a time: its parallel loop runs on Numba's own
+#: threads, which one threading layer (workqueue) cannot share between two callers.
+_CPU_DRIVER_LOCK = threading.Lock()
+
+
 def _fit_cpu(t_h, curves, *args) -> None:
     """The Numba CPU driver on every thread Numba may use."""
-    _fit_block_cpu(t_h, curves, *args, numba.get_num_threads())
+    with _CPU_DRIVER_LOCK:
+        _fit_block_cpu(t_h, curves, *args, numba.get_num_threads())
+
+
+def warm_up_cpu_driver() -> None:
+    """Load the CPU driver (its one signature: float64 curves) from Numba's on-disk cache,
+    compiling it the first time, by fitting two curves: 0.3 s of a first fit on a 2-core
+    machine, which ``voxdose demo`` spends on a background thread while it builds the
+    study instead of inside the fit stage."""
+    t_s = np.array([1.0, 4.0, 24.0, 48.0, 168.0]) * 3600.0
+    lam = math.log(2.0) / (6.647 * 86400.0)  # Lu-177; any decay constant > 0 will do
+    fit_curves(t_s, np.exp(-2.0 * lam * t_s)[None, :].repeat(2, axis=0) * 1e3, lam,
+               device="cpu")
 
 
 def _use_cuda(device: str) -> bool:
