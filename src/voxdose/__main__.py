@@ -1,7 +1,5 @@
 """``python -m voxdose`` = the ``voxdose`` command."""
 
-import sys
+from voxdose.cli.app import entry_point
 
-from voxdose.cli.app import main
-
-sys.exit(main())
+entry_point()
