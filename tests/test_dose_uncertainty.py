@@ -284,6 +284,40 @@ def test_float32_mean_sigma_over_a_kernels_dynamic_range():
         assert got.fully_correlated_gy == pytest.approx(ref.fully_correlated_gy, rel=2e-6)
 
 
+def test_mean_sigma_narrows_the_engines_float64_spectrum_of_the_same_kernel_only():
+    """After the dose, the structure-mean sigmas take the engine's float64 kernel spectrum
+    rounded to complex64 instead of computing a float32 one: the two numbers stay within
+    float32 rounding of the float64 reference (the same 2e-6 as computed afresh), the
+    engine's cache is what was read, and a kernel that is not point symmetric (eq. 3
+    convolves with K~ != K) or not the engine's kernel never takes it."""
+    from voxdose.analysis.dvh_uncertainty import _spectrum_caches
+    from voxdose.core.grid import Grid, Image
+    from voxdose.dose.engine import KernelConvolution
+    from voxdose.dose.uncertainty import LinearTerm, mean_sigma_from_terms
+
+    sigma, w = _case((20, 18, 22))
+    w = np.ones_like(w)              # the whole grid: the cached full-grid path
+    grid = Grid.from_spacing(sigma.shape, (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
+    eng = KernelConvolution(_FakeKernel(_kernel(9), (4.0, 4.0, 4.0)))
+    be = cpu_backend()
+    eng.dose(Image(sigma, grid, "tia", "Bq*s"), be)            # fills the engine's cache
+    terms = [LinearTerm(eng.kernel.data_gy_per_decay)]
+    caches = _spectrum_caches(eng, terms)
+    assert caches[0].float64_source is eng._spectra
+    hits = eng._spectra.hits
+    got = mean_sigma_from_terms(sigma, terms, w, be, caches)
+    assert eng._spectra.hits == hits + 1 and len(caches[0]) == 1
+    ref = mean_sigma_from_terms(sigma, terms, w, be, precision="float64")
+    assert got.independent_gy == pytest.approx(ref.independent_gy, rel=2e-6)
+    assert got.fully_correlated_gy == pytest.approx(ref.fully_correlated_gy, rel=2e-6)
+    # a spectrum of the kernel, not of K~: an asymmetric kernel is never narrowed
+    lop = _kernel(9)
+    lop[:, :, :4] *= 0.5
+    eng2 = KernelConvolution(_FakeKernel(lop, (4.0, 4.0, 4.0)))
+    assert _spectrum_caches(eng2, [LinearTerm(lop)])[0].float64_source is None
+    assert _spectrum_caches(eng, [LinearTerm(_kernel(9))])[0].float64_source is None
+
+
 def test_structure_mean_sigmas_in_threads_equal_one_at_a_time():
     """Two structures at once (the CPU default) give each structure's two numbers exactly
     as one at a time, in the same order; the shared spectrum cache survives a pickle."""

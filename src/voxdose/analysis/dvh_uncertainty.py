@@ -201,6 +201,21 @@ def structure_mean_sigmas(tia_sigma, terms, weights: dict, backend, caches=None,
         return dict(pool.map(one, weights.items()))
 
 
+def _spectrum_caches(engine, terms) -> list:
+    """One spectrum cache per term, reused across structures. Eq. (3) convolves with the
+    flipped kernel K~; where that is the engine's own kernel (point symmetric: K~ = K) the
+    engine's cache is the float64 source of the float32 spectra (the dose computed them
+    already: no second 0.3 s spectrum on the demo)."""
+    shared = getattr(engine, "_spectra", None)
+    kernel = getattr(getattr(engine, "kernel", None), "data_gy_per_decay", None)
+    caches = []
+    for t in terms:
+        same = (isinstance(shared, SpectrumCache) and kernel is not None
+                and t.kernel is kernel and t.flipped_kernel is t.kernel)
+        caches.append(SpectrumCache(max_entries=1, float64_source=shared if same else None))
+    return caches
+
+
 def dvh_uncertainty(dvhs: list[DVH], dose: Image, dose_sigma: Image, tia_sigma: Image,
                     engine, labels: LabelMap, backend, density: Image | None = None,
                     pvc_method: str = "none", fit_grid=None) -> DvhUncertainty:
@@ -212,7 +227,7 @@ def dvh_uncertainty(dvhs: list[DVH], dose: Image, dose_sigma: Image, tia_sigma: 
     t0 = time.perf_counter()
     grid = tia_sigma.grid
     terms, how = engine_terms(engine, grid, backend, density)
-    caches = [SpectrumCache(max_entries=1) for _ in terms]
+    caches = _spectrum_caches(engine, terms)
     s = backend.asarray(tia_sigma.data, dtype=backend.xp.float64)
     parents = (None if fit_grid is None or fit_grid.same_as(grid, tol_mm=1e-3)
                else fit_voxel_parents(grid, fit_grid))
