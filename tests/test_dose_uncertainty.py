@@ -301,12 +301,20 @@ def test_mean_sigma_narrows_the_engines_float64_spectrum_of_the_same_kernel_only
     eng = KernelConvolution(_FakeKernel(_kernel(9), (4.0, 4.0, 4.0)))
     be = cpu_backend()
     eng.dose(Image(sigma, grid, "tia", "Bq*s"), be)            # fills the engine's cache
+    (key, spec64), = eng._spectra._d.items()
+    # decoys inserted after it: another padding, the squared kernel, float64 of another h
+    for decoy in ((key[0], (1, 2, 3), *key[2:]), (*key[:5], "squared"),
+                  (*key[:3], (0, 0, 0), *key[4:])):
+        eng._spectra.put(decoy, np.full_like(spec64, np.nan))
     terms = [LinearTerm(eng.kernel.data_gy_per_decay)]
     caches = _spectrum_caches(eng, terms)
     assert caches[0].float64_source is eng._spectra
     hits = eng._spectra.hits
     got = mean_sigma_from_terms(sigma, terms, w, be, caches)
     assert eng._spectra.hits == hits + 1 and len(caches[0]) == 1
+    (key32, spec32), = caches[0]._d.items()
+    assert key32 == (*key[:2], "float32", *key[3:])
+    assert spec32.dtype == np.complex64 and np.array_equal(spec32, spec64.astype(np.complex64))
     ref = mean_sigma_from_terms(sigma, terms, w, be, precision="float64")
     assert got.independent_gy == pytest.approx(ref.independent_gy, rel=2e-6)
     assert got.fully_correlated_gy == pytest.approx(ref.fully_correlated_gy, rel=2e-6)
@@ -339,6 +347,8 @@ def test_structure_mean_sigmas_in_threads_equal_one_at_a_time():
     cache = pickle.loads(pickle.dumps(SpectrumCache(2)))
     cache.put("k", 1)
     assert cache.get("k") == 1
+    narrow = pickle.loads(pickle.dumps(SpectrumCache(1, float64_source=cache)))
+    assert narrow.float64_source is None      # another object's spectra stay behind
 
 
 def test_float32_fully_correlated_sigma_is_not_biased_by_far_field_rounding():

@@ -211,8 +211,10 @@ class SpectrumCache:
         with self._lock:
             self._d.clear()
 
-    def __getstate__(self):  # a lock does not pickle: a copy gets its own
-        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+    def __getstate__(self):  # a lock does not pickle: a copy gets its own; the source
+        # (another object's cache, up to four complex128 spectra) does not travel with it
+        return {k: (None if k == "float64_source" else v) for k, v in self.__dict__.items()
+                if k != "_lock"}
 
     def __setstate__(self, state) -> None:
         import threading

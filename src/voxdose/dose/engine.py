@@ -199,8 +199,10 @@ class KernelConvolution(DoseEngine):
     strategy: str | None = None
     method: str = "kernel"
     extent: dict | None = None
-    _spectra: SpectrumCache = field(default_factory=SpectrumCache, repr=False)
-    _conv: _Convolver | None = field(default=None, repr=False)
+    # not a constructor argument: a copy made by dataclasses.replace (another kernel,
+    # perhaps) starts with a cache of its own; the cache is keyed per kernel by owning it
+    _spectra: SpectrumCache = field(default_factory=SpectrumCache, repr=False, init=False)
+    _conv: _Convolver | None = field(default=None, repr=False, init=False)
 
     def _convolver(self) -> _Convolver:
         if self._conv is None:
