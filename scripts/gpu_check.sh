@@ -9,8 +9,8 @@
 # 2. env       versions (Python, NumPy, SciPy, Numba, numba-cuda, CuPy, ...), nvidia-smi,
 #              voxdose's device probe
 # 3. tests     the gpu-marked tests (pytest -m gpu on the files that hold them)
-# 4. bench     voxdose bench --device DEVICE --json, in three parts: the convolution
-#              64^3-512^3 float32/64, the bi-exponential fit 128^3 and 256^3 x 5 time
+# 4. bench     voxdose bench --device DEVICE --json, in parts: the convolution one size
+#              per step, 64^3-512^3 float32/64, the bi-exponential fit 128^3 and 256^3 x 5 time
 #              points, the Monte Carlo in histories/s (the CPU in the same run, transfers
 #              apart, against the device's copy bandwidth)
 # 5. demo      voxdose demo --device DEVICE, only when SimpleITK and pydicom are installed
@@ -18,7 +18,7 @@
 #
 # Everything goes into OUTDIR: gpu_check.json (device, versions, per-step status and time,
 # the bench JSONs, the pytest counts), gpu_check.log (every step's output),
-# bench_convolution.json, bench_fit_<n>.json, bench_monte_carlo.json, pytest_gpu.xml, and
+# bench_convolution_<n>.json, bench_fit_<n>.json, bench_monte_carlo.json, pytest_gpu.xml, and
 # demo/ (the demo's JSON and CSV results: provenance with the timings, DVHs; its images and
 # the kernel cache stay in a temporary folder).
 # Each step runs under `timeout`; the steps share one budget, GPU_CHECK_BUDGET_S seconds
@@ -76,7 +76,13 @@ step() {
     t0=$(date +%s%N)
     timeout --kill-after=5 "$limit" "$@" >> "$LOG" 2>&1
     rc=$?
-    case $rc in 0) status=ok ;; 124|137) status=timeout ;; *) status=failed ;; esac
+    case $rc in
+        0) status=ok ;;
+        124|137) status=timeout
+                 # cut short by the shared budget, not by its own cap: say so
+                 [ "$limit" -lt "$cap" ] && status=out_of_budget ;;
+        *) status=failed ;;
+    esac
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$rc" \
         "$(( ($(date +%s%N) - t0) / 1000000 ))" "$limit" "$*" >> "$STEPS"
     echo "=== $name: $status (rc $rc)" >> "$LOG"
@@ -101,7 +107,7 @@ else
 fi
 
 # 2. env
-step env 20 "$PY" "$ROOT/scripts/gpu_check_report.py" env "$OUT/env.json"
+step env 40 "$PY" "$ROOT/scripts/gpu_check_report.py" env "$OUT/env.json"
 
 # 3. tests: the files that hold gpu-marked tests (so that a module needing image IO that
 # is not installed cannot stop the collection)
@@ -111,10 +117,12 @@ step tests 150 "$PY" -m pytest -m gpu -q -rs --durations=15 -p no:cacheprovider 
 
 # 4. bench in parts, each with its own JSON (one that runs out of time loses only itself):
 # the convolution, the TIA fit per size, the Monte Carlo
+# the convolution one size per step (a size that runs out of time loses only its own
+# rows), each with its cap: "size:cap_s"
 if [ "$DRY" = 1 ]; then
-    CONV=(--sizes 8 --repeats 1); FIT=(6); MC=()
+    CONV_SIZES=(8:60); CONV=(--repeats 1); FIT=(6); MC=()
 else
-    CONV=(--sizes 64,128,256,512 --cpu-max-size 256 --repeats 3)
+    CONV_SIZES=(64:30 128:45 256:60 512:40); CONV=(--cpu-max-size 256 --repeats 3)
     FIT=(128 256); MC=(--mc-histories 1000000)
 fi
 bench() {  # bench NAME CAP ARGS...: voxdose bench --json ARGS > OUT/NAME.json
@@ -122,7 +130,10 @@ bench() {  # bench NAME CAP ARGS...: voxdose bench --json ARGS > OUT/NAME.json
     step "$name" "$cap" bash -c '"$0" -m voxdose bench --device "$1" --json "${@:3}" > "$2"' \
         "$PY" "$DEVICE" "$OUT/$name.json" "$@"
 }
-bench bench_convolution 60 "${CONV[@]}" --tia-size 0
+for sc in "${CONV_SIZES[@]}"; do
+    bench "bench_convolution_${sc%%:*}" "${sc##*:}" --sizes "${sc%%:*}" "${CONV[@]}" \
+        --tia-size 0
+done
 for n in "${FIT[@]}"; do
     bench "bench_fit_$n" 45 --sizes 0 --tia-size "$n"
 done

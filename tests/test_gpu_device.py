@@ -22,6 +22,14 @@ def _frames(n: int = 12):
     return t_s, curves.T.reshape(len(t_s), n, n, n).copy(), lam
 
 
+#: TIA and sigma, GPU against CPU: the issue's 1e-6 relative. Under the CUDA simulator the two
+#: agree to the bit (the same maths library); on a GPU, NVVM contracts multiply-adds and the
+#: device's exp/log may differ in the last digit: 1e-16 relative noise on these 12^3 curves
+#: moved 15 of 1,728 TIAs past 1e-10 (at most 6.7e-10), sigma under 2.2e-9, model and
+#: status never (measured on the CPU).
+FIT_RTOL = 1e-6
+
+
 def test_cuda_fit_of_device_arrays_equals_the_cpu():
     """The pipeline's path: frames on the device, the CUDA fitter in place, maps there."""
     be = get_backend("gpu")
@@ -29,8 +37,8 @@ def test_cuda_fit_of_device_arrays_equals_the_cpu():
     cpu = fit_tia(t_s, frames, lam, device="cpu")
     gpu = fit_tia(t_s, be.asarray(frames), lam, backend=be)
     assert is_device_array(gpu.tia) and is_device_array(gpu.status)
-    np.testing.assert_allclose(to_numpy(gpu.tia), cpu.tia, rtol=1e-10, atol=0)
-    np.testing.assert_allclose(to_numpy(gpu.sigma), cpu.sigma, rtol=1e-8, atol=0)
+    np.testing.assert_allclose(to_numpy(gpu.tia), cpu.tia, rtol=FIT_RTOL, atol=0)
+    np.testing.assert_allclose(to_numpy(gpu.sigma), cpu.sigma, rtol=FIT_RTOL, atol=0)
     assert np.array_equal(to_numpy(gpu.model), cpu.model)
     assert np.array_equal(to_numpy(gpu.status), cpu.status)
 
@@ -41,7 +49,7 @@ def test_cuda_fit_of_host_arrays_equals_the_cpu():
     cpu = fit_curves(t_s, curves, lam, model="auto", device="cpu")
     gpu = fit_curves(t_s, curves, lam, model="auto", device="gpu")
     assert isinstance(gpu.tia, np.ndarray)
-    np.testing.assert_allclose(gpu.tia, cpu.tia, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(gpu.tia, cpu.tia, rtol=FIT_RTOL, atol=0)
     assert np.array_equal(gpu.model, cpu.model)
 
 

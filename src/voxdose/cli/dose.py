@@ -282,7 +282,7 @@ def bench(
     sizes: str = typer.Option("64,128,256", "--sizes", help="TIA grid edge lengths n (n^3 "
                               "voxels) of the convolution, comma separated (0: skip)"),
     repeats: int = typer.Option(3, "--repeats", min=1, help="timed runs per case (minimum "
-                                "reported, after one warm-up)"),
+                                "reported, after one warm-up; scipy's reference: one run)"),
     as_json: bool = typer.Option(False, "--json", help="print the results as JSON (with the "
                                  "machine, device, versions and copy bandwidth)"),
     tia_size: str = typer.Option("128", "--tia-size", help="also time the bi-exponential TIA "
@@ -327,13 +327,14 @@ def bench(
 
 def _tia_rows(sizes: list[int], gpu: bool) -> list:
     """The TIA-fit rows of every size: curve_fit and voxdose on the CPU, and on the GPU."""
-    from .bench import run_tia_bench
+    from .bench import run_tia_bench, tia_bench_curves
 
     out = []
     for n in sizes:
-        out += run_tia_bench(n, device="cpu")
+        curves = tia_bench_curves(n)  # once for both devices
+        out += run_tia_bench(n, device="cpu", curves=curves)
         if gpu:
-            out += run_tia_bench(n, device="gpu")
+            out += run_tia_bench(n, device="gpu", curves=curves)
     return out
 
 
