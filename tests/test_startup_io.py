@@ -316,3 +316,39 @@ def test_truncated_file_with_a_zero_bitpix_is_refused(tmp_path):
                     [(72, "<h", (0,))], cut=10)
     with pytest.raises(InputError, match="cut"):
         read_image(path, dtype=None)
+
+
+def test_a_ct_file_is_read_once_per_run_and_shared_read_only(tmp_path, monkeypatch):
+    """read_timepoint_ct reads a CT file once: the same voxels again (read only: changing
+    them in place raises, it cannot change a later read), each caller its own meta; a file
+    written anew is read anew; a missing file gives read_image's own error; the pipeline's
+    end forgets them."""
+    from voxdose.core.errors import InputError
+    from voxdose.study import images
+    from voxdose.study.model import TimePoint
+
+    images.clear_ct_cache()
+    calls = []
+    real = images.read_image
+    monkeypatch.setattr(images, "read_image",
+                        lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    img = _image(shape=(12, 14, 16))
+    p = tmp_path / "ct.nii.gz"
+    write_image(p, img)
+    tp = TimePoint(time_h=1.0, spect=tmp_path / "spect.nii.gz", ct=p)
+    a, b = images.read_timepoint_ct(tp), images.read_timepoint_ct(tp)
+    assert len(calls) == 1 and a.data is b.data and a.unit == "HU"
+    assert np.array_equal(a.data, img.data.astype(np.float64))
+    with pytest.raises(ValueError, match="read-only"):
+        a.data += 1.0
+    a.meta["x"] = 1
+    assert "x" not in b.meta
+    write_image(p, img.with_data(img.data * 2))                 # the file written anew
+    c = images.read_timepoint_ct(tp)
+    assert len(calls) == 2 and np.array_equal(c.data, 2 * img.data.astype(np.float64))
+    with pytest.raises(InputError):
+        images.read_timepoint_ct(TimePoint(time_h=1.0, spect=p, ct=tmp_path / "missing.nii.gz"))
+    images.clear_ct_cache()
+    images.read_timepoint_ct(tp)
+    assert len(calls) == 4          # the missing file's attempt, then read again after clear
+    images.clear_ct_cache()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..analysis.dvh import DVH
 from ..io.atomic import staged_directory
+from ..study.images import clear_ct_cache
 from .context import PipelineContext, PipelineOptions
 from .stages import STAGES, WRITE_STAGE, run_stages
 from .writer import ResultsWriter
@@ -78,6 +79,7 @@ def run_pipeline(study_path, out_dir, device: str = "auto", reporter=None,
             run_stages(ctx, [WRITE_STAGE], rep)
     finally:
         ctx.figures.close()
+        clear_ct_cache()  # the run's CTs: not kept for the next run of a long-lived process
     files = ctx.writer.files
     _remove_stale(ctx.out_dir, previous, files)
     return PipelineResult(ctx.out_dir, ctx.dvhs, files, ctx.timings, ctx.provenance,
