@@ -116,9 +116,7 @@ step tests 150 "$PY" -m pytest -m gpu -q -rs --durations=15 -p no:cacheprovider 
     --junitxml="$OUT/pytest_gpu.xml" "${GPU_TESTS[@]}"
 
 # 4. bench in parts, each with its own JSON (one that runs out of time loses only itself):
-# the convolution, the TIA fit per size, the Monte Carlo
-# the convolution one size per step (a size that runs out of time loses only its own
-# rows), each with its cap: "size:cap_s"
+# the convolution one size per step ("size:cap_s"), the TIA fit per size, the Monte Carlo
 if [ "$DRY" = 1 ]; then
     CONV_SIZES=(8:60); CONV=(--repeats 1); FIT=(6); MC=()
 else

@@ -64,9 +64,10 @@ def _smoke() -> dict:
     """What the probe does not prove: Numba finds its CUDA compiler (a kernel compiled and
     run) and CuPy its FFT library (a small rfftn against NumPy's). Each part says "ok" or
     the exception, so a missing library shows here, not as a test's failure."""
+    import numpy as np
+
     out = {}
     try:
-        import numpy as np
         from numba import cuda
 
         @cuda.jit
@@ -84,7 +85,6 @@ def _smoke() -> dict:
     try:
         import cupy
         import cupyx.scipy.fft as cfft
-        import numpy as np
 
         x = np.random.default_rng(0).random((16, 12, 10))
         got = cupy.asnumpy(cfft.rfftn(cupy.asarray(x)))

@@ -315,8 +315,8 @@ def _narrowed(cache: SpectrumCache, key, ctype):
     """The float64 spectrum of ``key`` (the same problem; in ``cache`` or its
     ``float64_source``) rounded to ``ctype`` (complex64), or None.  One rounding of the
     float64 coefficients: at least as close to the exact spectrum as the float32 path
-    (which rounds the phases and their products too); ~0.01 s instead of the 0.3 s the
-    demo's float32 label-grid spectrum takes to compute."""
+    (which rounds the phases and their products too); ~0.15 s on the demo's label grid
+    (the new array's memory, mostly) instead of the 0.3-0.36 s of computing it."""
     wide = (*key[:2], "float64", *key[3:])
     for c in (cache, cache.float64_source):
         spec64 = c.get(wide) if c is not None else None
